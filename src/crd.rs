@@ -1,0 +1,269 @@
+//! The `AdobeCredential` custom resource (`credentials.adobe-operator.io/v1alpha1`).
+//!
+//! The schema carries the validation the API server enforces (CEL rules and patterns), so a bad
+//! object is rejected at `kubectl apply` time instead of surfacing later as a status condition.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::{CustomResource, CustomResourceExt, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// Group of every resource this operator serves; also the prefix of its annotations.
+pub const GROUP: &str = "credentials.adobe-operator.io";
+/// Adobe IMS production endpoint, used when a flow does not name one.
+pub const DEFAULT_IMS_ENDPOINT: &str = "https://ims-na1.adobelogin.com";
+
+/// Desired state of an AdobeCredential: where the client credentials come from, how to mint a
+/// token with them, and which Secret receives the token.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "credentials.adobe-operator.io",
+    version = "v1alpha1",
+    kind = "AdobeCredential",
+    plural = "adobecredentials",
+    shortname = "adobecred",
+    category = "adobe",
+    namespaced,
+    status = "AdobeCredentialStatus",
+    doc = "Mints an Adobe IMS (or other OAuth2) access token from client credentials held in a Secret, writes it into a target Secret and renews it before it expires or when the source Secret changes.",
+    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
+    printcolumn(name = "Reason", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].reason", priority = 1),
+    printcolumn(name = "Flow", type_ = "string", json_path = ".status.flow"),
+    printcolumn(name = "Target", type_ = "string", json_path = ".status.targetSecret"),
+    printcolumn(name = "Expires", type_ = "date", json_path = ".status.expiresAt"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[x_kube(validation = Rule::new("has(self.oauthServerToServer)").message("exactly one flow block must be set: oauthServerToServer"))]
+#[serde(rename_all = "camelCase")]
+pub struct AdobeCredentialSpec {
+    /// Adobe "OAuth Server-to-Server" credential (client_credentials grant at IMS /ims/token/v3):
+    /// Firefly, Admin (User Management), Cloud Manager and most Adobe APIs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oauth_server_to_server: Option<OAuthServerToServer>,
+
+    /// The Secret that receives the token. Defaults to `<metadata.name>-token`, created and owned
+    /// by this resource.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<TargetSpec>,
+
+    /// When to renew. Defaults to one third of the token lifetime before expiry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub renewal: Option<RenewalSpec>,
+}
+
+/// Adobe OAuth Server-to-Server credential.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct OAuthServerToServer {
+    /// Secret (same namespace) holding the client ID and client secret from the Adobe Developer
+    /// Console.
+    pub client_secret_ref: ClientSecretRef,
+
+    /// OAuth scopes to request, one per item (the operator joins them with commas as Adobe IMS
+    /// expects). Example for Firefly: openid, AdobeID, session, additional_info,
+    /// read_organizations, firefly_api, ff_apis.
+    #[schemars(length(min = 1, max = 64), inner(regex(pattern = r"^[^,\s]+$"), length(min = 1, max = 256)))]
+    pub scopes: Vec<String>,
+
+    /// Base URL of Adobe IMS. Must be https. The host must be on the operator's allowlist.
+    #[serde(default = "default_ims_endpoint")]
+    #[x_kube(validation = Rule::new("self.startsWith('https://')").message("imsEndpoint must be an https:// URL"))]
+    #[schemars(length(max = 512))]
+    pub ims_endpoint: String,
+
+    /// Adobe organization ID (`…@AdobeOrg`). Written to the target Secret as `org_id` (Cloud
+    /// Manager needs it as the `x-gw-ims-org-id` header); not sent to IMS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[A-Za-z0-9]+@AdobeOrg$"))]
+    pub org_id: Option<String>,
+}
+
+fn default_ims_endpoint() -> String {
+    DEFAULT_IMS_ENDPOINT.to_owned()
+}
+
+/// Reference to a Secret in the resource's own namespace holding an OAuth client ID and secret.
+/// There is deliberately no namespace field: a tenant must not read another tenant's Secret
+/// through the operator.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ClientSecretRef {
+    /// Name of the Secret.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// Key holding the client ID.
+    #[serde(default = "default_client_id_key")]
+    pub client_id_key: String,
+    /// Key holding the client secret.
+    #[serde(default = "default_client_secret_key")]
+    pub client_secret_key: String,
+}
+
+fn default_client_id_key() -> String {
+    "client_id".to_owned()
+}
+
+fn default_client_secret_key() -> String {
+    "client_secret".to_owned()
+}
+
+/// The Secret that receives the token.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct TargetSpec {
+    /// Name of the target Secret in the same namespace. Defaults to `<metadata.name>-token`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub name: Option<String>,
+
+    /// Who owns the target Secret: `Owner` (created by the operator, deleted with this resource),
+    /// `Orphan` (created by the operator, kept when this resource is deleted) or `Merge` (an
+    /// existing Secret the operator only adds its keys to).
+    #[serde(default)]
+    pub creation_policy: CreationPolicy,
+
+    /// Extra keys rendered from the token (minijinja templates). Variables: `access_token`,
+    /// `token_type`, `expires_at`, `expires_in`, `client_id`, `org_id`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template: Option<TargetTemplate>,
+}
+
+/// Who owns the target Secret.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum CreationPolicy {
+    /// Created by the operator with an ownerReference: deleted with the AdobeCredential.
+    #[default]
+    Owner,
+    /// Created by the operator without an ownerReference: kept after the AdobeCredential is gone.
+    Orphan,
+    /// An existing Secret (or a new one) to which the operator adds only its own keys.
+    Merge,
+}
+
+/// Extra keys of the target Secret.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct TargetTemplate {
+    /// Key → minijinja template, e.g. `authorization: "Bearer {{ access_token }}"`.
+    #[serde(default)]
+    pub data: BTreeMap<String, String>,
+}
+
+/// When the token is renewed.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[x_kube(validation = Rule::new("!(has(self.renewBefore) && has(self.renewBeforePercentage))").message("set renewBefore or renewBeforePercentage, not both"))]
+#[serde(rename_all = "camelCase")]
+pub struct RenewalSpec {
+    /// Renew this long before expiry, as a duration such as `8h`, `30m` or `90s`. When it is
+    /// longer than the token lifetime, one third of the lifetime is used instead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self.matches('^([0-9]+(h|m|s))+$') && duration(self) >= duration('1s') && duration(self) <= duration('720h')").message("renewBefore must be a duration between 1s and 720h, e.g. 8h, 30m or 1h30m"))]
+    #[schemars(length(max = 32))]
+    pub renew_before: Option<String>,
+
+    /// Renew when this percentage of the lifetime is left (1–90).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 90))]
+    pub renew_before_percentage: Option<u8>,
+}
+
+/// Observed state, written by the operator.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct AdobeCredentialStatus {
+    /// `Ready` is True while the target Secret holds an unexpired token minted from the current
+    /// inputs; its reason names the last outcome (e.g. TokenMinted, InvalidClient).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    /// The generation of the spec the status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// The flow in use (oauthServerToServer, …).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flow: Option<String>,
+    /// Name of the target Secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_secret: Option<String>,
+    /// When the token in the target Secret expires.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<Time>,
+    /// When the operator renews the token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub renewal_time: Option<Time>,
+    /// When the current token was minted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_mint_time: Option<Time>,
+    /// SHA-256 over every input of the mint (endpoint, flow settings, client ID and secret, …).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_revision: Option<String>,
+    /// Short SHA-256 of the current token, to tell tokens apart without revealing them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_fingerprint: Option<String>,
+    /// Failed mint attempts since the last success.
+    #[serde(default)]
+    pub consecutive_failures: u32,
+}
+
+impl AdobeCredential {
+    /// Name of the target Secret.
+    pub fn target_name(&self) -> String {
+        match self.spec.target.as_ref().and_then(|t| t.name.clone()) {
+            Some(name) => name,
+            None => format!("{}-token", self.metadata.name.as_deref().unwrap_or_default()),
+        }
+    }
+
+    pub fn creation_policy(&self) -> CreationPolicy {
+        self.spec.target.as_ref().map(|t| t.creation_policy).unwrap_or_default()
+    }
+}
+
+/// The CRD as YAML, exactly as `crds/` holds it.
+pub fn crd_yaml() -> Result<String, serde_yaml::Error> {
+    let yaml = serde_yaml::to_string(&AdobeCredential::crd())?;
+    Ok(format!(
+        "# Generated by `adobe-credential-operator crd`; do not edit.\n{yaml}"
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn crd_has_status_subresource_and_printer_columns() {
+        let crd = AdobeCredential::crd();
+        let version = &crd.spec.versions[0];
+        assert_eq!(version.name, "v1alpha1");
+        assert!(version.subresources.as_ref().and_then(|s| s.status.as_ref()).is_some());
+        let columns: Vec<_> = version
+            .additional_printer_columns
+            .iter()
+            .flatten()
+            .map(|c| c.name.as_str())
+            .collect();
+        for expected in ["Ready", "Flow", "Target", "Expires", "Age"] {
+            assert!(columns.contains(&expected), "missing column {expected}");
+        }
+    }
+
+    #[test]
+    fn crd_yaml_carries_cel_rules_and_scope_pattern() {
+        let yaml = crd_yaml().expect("serializes");
+        assert!(yaml.contains("x-kubernetes-validations"));
+        assert!(yaml.contains("has(self.oauthServerToServer)"));
+        assert!(yaml.contains(r"^[^,\s]+$"));
+    }
+
+    #[test]
+    fn target_name_defaults_to_resource_name_with_suffix() {
+        let cred = AdobeCredential::new(
+            "firefly",
+            AdobeCredentialSpec { oauth_server_to_server: None, target: None, renewal: None },
+        );
+        assert_eq!(cred.target_name(), "firefly-token");
+        assert_eq!(cred.creation_policy(), CreationPolicy::Owner);
+    }
+}

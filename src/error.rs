@@ -1,0 +1,147 @@
+//! Every failure the reconciler can meet, with the status reason, Event reason and metric label
+//! it maps to. No variant carries secret material: messages name Secrets and keys, never values.
+
+use std::time::Duration;
+
+/// Whether retrying without a change of inputs can help.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retry {
+    /// Network trouble, 5xx, throttling: retry with exponential backoff.
+    Transient,
+    /// Bad input or rejected credentials: retry slowly; a change of inputs retries at once.
+    Permanent,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("source Secret {name:?} not found in the resource's namespace")]
+    SourceSecretNotFound { name: String },
+
+    #[error("source Secret {secret:?} has no key {key:?}")]
+    SourceKeyMissing { secret: String, key: String },
+
+    #[error("source Secret {secret:?} key {key:?} is empty or not valid UTF-8")]
+    SourceValueInvalid { secret: String, key: String },
+
+    #[error("token endpoint {url:?} is not valid: {reason}")]
+    InvalidTokenEndpoint { url: String, reason: String },
+
+    #[error("token host {host:?} is not on the operator's allowlist (--allowed-token-hosts)")]
+    TokenHostNotAllowed { host: String },
+
+    #[error("token endpoint rejected the client credentials: {description}{debug}", debug = debug_suffix(.debug_id))]
+    InvalidClient { description: String, debug_id: Option<String> },
+
+    #[error("token endpoint rejected the requested scopes: {description}{debug}", debug = debug_suffix(.debug_id))]
+    InvalidScope { description: String, debug_id: Option<String> },
+
+    #[error("token endpoint refused the request ({code}): {description}{debug}", debug = debug_suffix(.debug_id))]
+    TokenRequestRejected { code: String, description: String, debug_id: Option<String> },
+
+    #[error("token endpoint throttled the request (HTTP {status}){after}{debug}", after = retry_after_suffix(.retry_after), debug = debug_suffix(.debug_id))]
+    Throttled { status: u16, retry_after: Option<Duration>, debug_id: Option<String> },
+
+    #[error("token endpoint unavailable: {detail}{debug}", debug = debug_suffix(.debug_id))]
+    TokenEndpointUnavailable { detail: String, retry_after: Option<Duration>, debug_id: Option<String> },
+
+    #[error("token endpoint answered with an unusable response: {detail}{debug}", debug = debug_suffix(.debug_id))]
+    MalformedTokenResponse { detail: String, debug_id: Option<String> },
+
+    #[error("target Secret {name:?} exists and is not managed by this AdobeCredential; set target.creationPolicy: Merge to add the token keys to it, or choose another target name")]
+    TargetConflict { name: String },
+
+    #[error("target template key {key:?} cannot be rendered: {detail}")]
+    InvalidTemplate { key: String, detail: String },
+
+    #[error("Kubernetes API error while {action}: {source}")]
+    Kube {
+        action: &'static str,
+        #[source]
+        source: kube::Error,
+    },
+}
+
+fn debug_suffix(debug_id: &Option<String>) -> String {
+    debug_id.as_ref().map(|id| format!(" (x-debug-id {id})")).unwrap_or_default()
+}
+
+fn retry_after_suffix(retry_after: &Option<Duration>) -> String {
+    retry_after
+        .map(|d| format!(", Retry-After {}s", d.as_secs()))
+        .unwrap_or_default()
+}
+
+impl Error {
+    pub fn kube(action: &'static str) -> impl FnOnce(kube::Error) -> Error {
+        move |source| Error::Kube { action, source }
+    }
+
+    /// PascalCase reason used in the Ready condition, in Events and as a metric label.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Error::SourceSecretNotFound { .. } => "SourceSecretNotFound",
+            Error::SourceKeyMissing { .. } => "SourceKeyMissing",
+            Error::SourceValueInvalid { .. } => "SourceValueInvalid",
+            Error::InvalidTokenEndpoint { .. } => "InvalidTokenEndpoint",
+            Error::TokenHostNotAllowed { .. } => "TokenHostNotAllowed",
+            Error::InvalidClient { .. } => "InvalidClient",
+            Error::InvalidScope { .. } => "InvalidScope",
+            Error::TokenRequestRejected { .. } => "TokenRequestRejected",
+            Error::Throttled { .. } => "Throttled",
+            Error::TokenEndpointUnavailable { .. } => "TokenEndpointUnavailable",
+            Error::MalformedTokenResponse { .. } => "MalformedTokenResponse",
+            Error::TargetConflict { .. } => "TargetConflict",
+            Error::InvalidTemplate { .. } => "InvalidTemplate",
+            Error::Kube { .. } => "KubernetesApiError",
+        }
+    }
+
+    pub fn retry(&self) -> Retry {
+        match self {
+            Error::Throttled { .. }
+            | Error::TokenEndpointUnavailable { .. }
+            | Error::MalformedTokenResponse { .. }
+            | Error::Kube { .. } => Retry::Transient,
+            _ => Retry::Permanent,
+        }
+    }
+
+    /// The least time the server asked us to wait before the next attempt.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Error::Throttled { retry_after, .. }
+            | Error::TokenEndpointUnavailable { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_carry_debug_id_and_retry_after() {
+        let err = Error::Throttled {
+            status: 429,
+            retry_after: Some(Duration::from_secs(7)),
+            debug_id: Some("abc".into()),
+        };
+        assert_eq!(
+            err.to_string(),
+            "token endpoint throttled the request (HTTP 429), Retry-After 7s (x-debug-id abc)"
+        );
+        assert_eq!(err.reason(), "Throttled");
+        assert_eq!(err.retry(), Retry::Transient);
+        assert_eq!(err.retry_after(), Some(Duration::from_secs(7)));
+    }
+
+    #[test]
+    fn rejected_credentials_are_permanent() {
+        let err = Error::InvalidClient { description: "invalid client_secret parameter".into(), debug_id: None };
+        assert_eq!(err.retry(), Retry::Permanent);
+        assert_eq!(err.to_string(), "token endpoint rejected the client credentials: invalid client_secret parameter");
+    }
+}

@@ -1,0 +1,16 @@
+//! adobe-credential-operator: mints Adobe IMS (and other OAuth2) access tokens from client
+//! credentials held in Secrets, writes them into target Secrets and renews them before expiry
+//! and whenever the source Secrets change.
+#![forbid(unsafe_code)]
+
+pub mod cli;
+pub mod controller;
+pub mod crd;
+pub mod error;
+pub mod index;
+pub mod schedule;
+pub mod source;
+pub mod status;
+pub mod target;
+pub mod telemetry;
+pub mod token;

@@ -1,0 +1,170 @@
+//! The status a reconcile outcome calls for. Pure: the reconciler compares the result with the
+//! current status and writes only when they differ, so a quiet credential causes no API writes.
+
+use jiff::Timestamp;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::ResourceExt;
+
+use crate::crd::{AdobeCredential, AdobeCredentialStatus};
+use crate::error::Error;
+use crate::target::StoredToken;
+
+pub const READY: &str = "Ready";
+pub const REASON_TOKEN_MINTED: &str = "TokenMinted";
+pub const REASON_TOKEN_EXPIRED: &str = "TokenExpired";
+
+/// What the last reconcile achieved.
+pub enum Outcome<'a> {
+    /// The target holds a valid token for the current inputs.
+    Valid { token: &'a StoredToken, renewal_time: Timestamp },
+    /// Minting (or reading the inputs) failed. `last_good` is the token still in the target
+    /// with its renewal time.
+    Failed {
+        error: &'a Error,
+        last_good: Option<(&'a StoredToken, Timestamp)>,
+        current_inputs: bool,
+        consecutive_failures: u32,
+    },
+}
+
+pub fn desired(cred: &AdobeCredential, flow: Option<&str>, outcome: &Outcome<'_>, now: Timestamp) -> AdobeCredentialStatus {
+    let current = cred.status.clone().unwrap_or_default();
+    let (described, ready, reason, message, failures) = match outcome {
+        Outcome::Valid { token, renewal_time } => (
+            Some((*token, Some(*renewal_time))),
+            true,
+            REASON_TOKEN_MINTED.to_owned(),
+            format!("token valid until {}, renewal at {}", token.expires_at, renewal_time),
+            0,
+        ),
+        Outcome::Failed { error, last_good, current_inputs, consecutive_failures } => {
+            let token = last_good.map(|(t, _)| t);
+            let still_valid = token.filter(|t| now < t.expires_at);
+            let (ready, reason, message) = match (still_valid, token) {
+                (Some(t), _) if *current_inputs => (
+                    true,
+                    error.reason().to_owned(),
+                    format!("renewal failing: {error}; the current token stays valid until {}", t.expires_at),
+                ),
+                (None, Some(t)) => (
+                    false,
+                    REASON_TOKEN_EXPIRED.to_owned(),
+                    format!("token expired at {} and cannot be renewed: {error}", t.expires_at),
+                ),
+                _ => (false, error.reason().to_owned(), error.to_string()),
+            };
+            // Status keeps describing the token that is really in the target Secret.
+            (last_good.map(|(t, at)| (t, Some(at))), ready, reason, message, *consecutive_failures)
+        }
+    };
+    let mut status = AdobeCredentialStatus {
+        conditions: vec![condition(cred, current.conditions.iter().find(|c| c.type_ == READY), ready, reason, message, now)],
+        observed_generation: cred.metadata.generation,
+        flow: flow.map(str::to_owned).or(current.flow),
+        target_secret: Some(cred.target_name()),
+        consecutive_failures: failures,
+        ..Default::default()
+    };
+    if let Some((token, renewal)) = described {
+        status.expires_at = Some(Time(token.expires_at));
+        status.renewal_time = renewal.map(Time);
+        status.last_mint_time = Some(Time(token.issued_at));
+        status.source_revision = Some(token.revision.clone());
+        status.token_fingerprint = Some(token.fingerprint());
+    }
+    status
+}
+
+fn condition(cred: &AdobeCredential, previous: Option<&Condition>, ready: bool, reason: String, message: String, now: Timestamp) -> Condition {
+    let status = if ready { "True" } else { "False" }.to_owned();
+    // lastTransitionTime moves only when the status flips (Kubernetes API conventions).
+    let last_transition_time = previous
+        .filter(|p| p.status == status)
+        .map(|p| p.last_transition_time.clone())
+        .unwrap_or_else(|| Time(Timestamp::from_second(now.as_second()).unwrap_or(now)));
+    Condition {
+        type_: READY.to_owned(),
+        status,
+        reason,
+        message,
+        observed_generation: cred.metadata.generation,
+        last_transition_time,
+    }
+}
+
+/// The Ready condition of a resource, if any.
+pub fn ready_condition(cred: &AdobeCredential) -> Option<&Condition> {
+    cred.status.as_ref()?.conditions.iter().find(|c| c.type_ == READY)
+}
+
+/// Human name of a credential for log lines.
+pub fn display_name(cred: &AdobeCredential) -> String {
+    format!("{}/{}", cred.namespace().unwrap_or_default(), cred.name_any())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::AdobeCredentialSpec;
+    use crate::source::SecretValue;
+
+    fn cred() -> AdobeCredential {
+        let mut c = AdobeCredential::new("c", AdobeCredentialSpec { oauth_server_to_server: None, target: None, renewal: None });
+        c.metadata.generation = Some(2);
+        c
+    }
+
+    fn token(expires: &str) -> StoredToken {
+        StoredToken {
+            access_token: SecretValue::new("tok"),
+            token_type: "bearer".into(),
+            issued_at: "2026-11-24T00:00:00Z".parse().expect("ts"),
+            expires_at: expires.parse().expect("ts"),
+            revision: "sha256:r".into(),
+        }
+    }
+
+    fn ts(s: &str) -> Timestamp {
+        s.parse().expect("ts")
+    }
+
+    #[test]
+    fn valid_token_is_ready_and_described() {
+        let t = token("2026-11-25T00:00:00Z");
+        let s = desired(&cred(), Some("oauthServerToServer"), &Outcome::Valid { token: &t, renewal_time: ts("2026-11-24T16:00:00Z") }, ts("2026-11-24T00:00:01Z"));
+        let c = &s.conditions[0];
+        assert_eq!((c.status.as_str(), c.reason.as_str()), ("True", "TokenMinted"));
+        assert_eq!(s.observed_generation, Some(2));
+        assert_eq!(s.token_fingerprint, Some(t.fingerprint()));
+        assert_eq!(s.target_secret.as_deref(), Some("c-token"));
+    }
+
+    #[test]
+    fn failure_keeps_ready_while_the_token_for_current_inputs_is_valid() {
+        let t = token("2026-11-25T00:00:00Z");
+        let err = Error::TokenEndpointUnavailable { detail: "HTTP 500".into(), retry_after: None, debug_id: None };
+        let out = Outcome::Failed { error: &err, last_good: Some((&t, ts("2026-11-24T16:00:00Z"))), current_inputs: true, consecutive_failures: 2 };
+        let s = desired(&cred(), None, &out, ts("2026-11-24T17:00:00Z"));
+        assert_eq!(s.conditions[0].status, "True");
+        assert_eq!(s.conditions[0].reason, "TokenEndpointUnavailable");
+        assert_eq!(s.consecutive_failures, 2);
+        assert_eq!(s.expires_at, Some(Time(t.expires_at)));
+
+        let expired = desired(&cred(), None, &out, ts("2026-11-25T00:00:01Z"));
+        assert_eq!(expired.conditions[0].status, "False");
+        assert_eq!(expired.conditions[0].reason, "TokenExpired");
+    }
+
+    #[test]
+    fn failure_with_new_inputs_is_not_ready_and_transition_time_is_kept_while_status_holds() {
+        let t = token("2026-11-25T00:00:00Z");
+        let err = Error::InvalidClient { description: "invalid client_secret parameter".into(), debug_id: None };
+        let out = Outcome::Failed { error: &err, last_good: Some((&t, ts("2026-11-24T16:00:00Z"))), current_inputs: false, consecutive_failures: 1 };
+        let mut c = cred();
+        let first = desired(&c, None, &out, ts("2026-11-24T01:00:00Z"));
+        assert_eq!((first.conditions[0].status.as_str(), first.conditions[0].reason.as_str()), ("False", "InvalidClient"));
+        c.status = Some(first.clone());
+        let again = desired(&c, None, &out, ts("2026-11-24T02:00:00Z"));
+        assert_eq!(again, first, "same outcome, same status: nothing to write");
+    }
+}
