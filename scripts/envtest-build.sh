@@ -25,7 +25,7 @@ build() { # build <binary> <module dir> <package> [ldflags]
 }
 
 minor=${kube_version#v1.}; minor=${minor%%.*}
-kube_ldflags="-X k8s.io/component-base/version.gitVersion=$kube_version -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$minor -X k8s.io/component-base/version/verflag.programName=kube"
+kube_ldflags="-X k8s.io/component-base/version.gitVersion=$kube_version -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$minor"
 build etcd etcd go.etcd.io/etcd/server/v3 "-X go.etcd.io/etcd/api/v3/version.GitSHA=$etcd_version"
 build kube-apiserver kube k8s.io/kubernetes/cmd/kube-apiserver "$kube_ldflags"
 build kubectl kube k8s.io/kubernetes/cmd/kubectl "$kube_ldflags"

@@ -239,6 +239,7 @@ async fn reconcile(cred: Arc<AdobeCredential>, ctx: Arc<Context>) -> Result<Acti
         m.dirty = false;
         m.consecutive_failures.max(cred.status.as_ref().map_or(0, |s| s.consecutive_failures))
     };
+    debug!(credential = %status::display_name(&cred), "inspecting inputs and target");
     let namespace = cred.namespace().unwrap_or_default();
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
     let renewal_of = |t: &StoredToken| {
@@ -293,7 +294,8 @@ async fn reconcile(cred: Arc<AdobeCredential>, ctx: Arc<Context>) -> Result<Acti
             let mut memory = ctx.memory();
             let m = memory.entry(key).or_default();
             m.generation = cred.metadata.generation;
-            m.quiet_until = Some(now + delay);
+            // Counted from now, after the response: Retry-After is relative to its arrival.
+            m.quiet_until = Some(Timestamp::now() + delay);
             m.consecutive_failures = failures;
             Ok(Action::requeue(delay))
         }

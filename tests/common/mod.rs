@@ -1,0 +1,272 @@
+//! Shared pieces of the integration tests: a namespace on the real control plane, a fake Adobe
+//! IMS served over TLS with its own CA, and the operator binary scoped to that namespace.
+#![allow(dead_code)] // each test binary uses a different subset
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use adobe_credential_operator::crd::{AdobeCredential, AdobeCredentialSpec, ClientSecretRef, OAuthServerToServer};
+use fake_token_server::{AdobeClient, FakeTokenServer};
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::events::v1::Event;
+use kube::api::{ListParams, PostParams};
+use kube::{Api, Client};
+use test_support::{ControlPlane, TestNamespace};
+
+pub const WAIT: Duration = Duration::from_secs(60);
+pub const FIREFLY_SCOPES: [&str; 7] =
+    ["openid", "AdobeID", "session", "additional_info", "read_organizations", "firefly_api", "ff_apis"];
+
+/// Polls `probe` until it returns `Some`, or fails the test after `timeout`.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(value) = probe().await {
+            return value;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A CA and a serving certificate for 127.0.0.1, so the operator talks TLS to the fake IMS
+/// through its normal `--extra-ca-file` setting.
+pub struct Tls {
+    pub ca_pem: String,
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
+impl Tls {
+    pub fn generate() -> Self {
+        use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("ca params");
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().expect("ca key")).expect("ca");
+        let leaf_key = KeyPair::generate().expect("leaf key");
+        let leaf_params =
+            CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()]).expect("leaf params");
+        let leaf = leaf_params.signed_by(&leaf_key, &ca).expect("leaf");
+        Self { ca_pem: ca.pem(), cert_pem: leaf.pem(), key_pem: leaf_key.serialize_pem() }
+    }
+}
+
+/// The operator binary, started as a child process that serves one namespace.
+pub struct Operator {
+    child: tokio::process::Child,
+    log_path: PathBuf,
+}
+
+impl Operator {
+    pub async fn start(namespace: &str, kubeconfig: &Path, ca_file: &Path, log_path: PathBuf) -> Self {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path).expect("log file");
+        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_adobe-credential-operator"))
+            .arg("run")
+            .args(["--namespaces", namespace])
+            .args(["--allowed-token-hosts", "127.0.0.1"])
+            .arg("--extra-ca-file")
+            .arg(ca_file)
+            .args(["--token-request-timeout", "5s"])
+            .args(["--log-level", "info,adobe_credential_operator=debug"])
+            .env("KUBECONFIG", kubeconfig)
+            .env_remove("ACO_NAMESPACES")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .expect("operator binary starts");
+        Self { child, log_path }
+    }
+
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// SIGKILL: no graceful shutdown, as when a node dies.
+    pub async fn kill(mut self) {
+        self.child.kill().await.expect("kill operator");
+    }
+}
+
+/// One test's world: its namespace, a fake IMS and the operator.
+pub struct TestEnv {
+    pub control_plane: &'static ControlPlane,
+    pub namespace: TestNamespace,
+    pub client: Client,
+    pub ims: FakeTokenServer,
+    pub dir: tempfile::TempDir,
+    pub operator: Option<Operator>,
+    /// Every secret value seeded in this test, checked for leaks at the end.
+    pub seeded_secrets: Vec<String>,
+}
+
+impl TestEnv {
+    pub async fn new(prefix: &str) -> Self {
+        let control_plane = test_support::control_plane();
+        let client = control_plane.client();
+        install_crd(control_plane).await;
+        let namespace = control_plane.namespace(prefix).await.expect("namespace");
+        let tls = Tls::generate();
+        let ims = FakeTokenServer::start_tls(&tls.cert_pem, &tls.key_pem).await.expect("fake IMS");
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("ca.pem"), &tls.ca_pem).expect("ca file");
+        let mut env = Self { control_plane, namespace, client, ims, dir, operator: None, seeded_secrets: Vec::new() };
+        env.start_operator().await;
+        env
+    }
+
+    pub fn ns(&self) -> &str {
+        self.namespace.name()
+    }
+
+    pub async fn start_operator(&mut self) {
+        let log = self.dir.path().join("operator.log");
+        let operator =
+            Operator::start(self.ns(), self.control_plane.kubeconfig_path(), &self.dir.path().join("ca.pem"), log).await;
+        self.operator = Some(operator);
+    }
+
+    pub async fn kill_operator(&mut self) {
+        if let Some(operator) = self.operator.take() {
+            operator.kill().await;
+        }
+    }
+
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("operator.log")).unwrap_or_default()
+    }
+
+    pub fn credentials(&self) -> Api<AdobeCredential> {
+        Api::namespaced(self.client.clone(), self.ns())
+    }
+
+    pub fn secrets(&self) -> Api<Secret> {
+        Api::namespaced(self.client.clone(), self.ns())
+    }
+
+    /// Registers `client_id` at the fake IMS with Firefly scopes and `lifetime` tokens.
+    pub fn register_client(&mut self, client_id: &str, secret: &str, lifetime: Duration) {
+        self.seeded_secrets.push(secret.to_owned());
+        self.ims
+            .register_adobe_client(
+                AdobeClient::new(client_id, secret).with_scopes(FIREFLY_SCOPES).with_token_lifetime(lifetime),
+            )
+            .expect("register client");
+    }
+
+    /// Creates or replaces the source Secret holding a client ID and secret.
+    pub async fn put_source(&mut self, name: &str, client_id: &str, client_secret: &str) {
+        self.seeded_secrets.push(client_secret.to_owned());
+        let secret: Secret = serde_json::from_value(serde_json::json!({
+            "metadata": { "name": name },
+            "stringData": { "client_id": client_id, "client_secret": client_secret },
+        }))
+        .expect("secret");
+        let api = self.secrets();
+        match api.get_opt(name).await.expect("get source") {
+            Some(_) => {
+                let patch = serde_json::json!({ "stringData": { "client_id": client_id, "client_secret": client_secret } });
+                api.patch(name, &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&patch))
+                    .await
+                    .expect("update source");
+            }
+            None => {
+                api.create(&PostParams::default(), &secret).await.expect("create source");
+            }
+        }
+    }
+
+    /// An S2S credential on the fake IMS with Firefly scopes.
+    pub fn s2s_credential(&self, name: &str, source: &str) -> AdobeCredential {
+        AdobeCredential::new(
+            name,
+            AdobeCredentialSpec {
+                oauth_server_to_server: Some(OAuthServerToServer {
+                    client_secret_ref: ClientSecretRef {
+                        name: source.into(),
+                        client_id_key: "client_id".into(),
+                        client_secret_key: "client_secret".into(),
+                    },
+                    scopes: FIREFLY_SCOPES.iter().map(|s| s.to_string()).collect(),
+                    ims_endpoint: self.ims.url().to_owned(),
+                    org_id: Some("1234ABCD@AdobeOrg".into()),
+                }),
+                target: None,
+                renewal: None,
+            },
+        )
+    }
+
+    pub async fn create(&self, cred: &AdobeCredential) {
+        self.credentials().create(&PostParams::default(), cred).await.expect("create AdobeCredential");
+    }
+
+    /// Waits until the Ready condition has `status` and `reason`.
+    pub async fn wait_ready(&self, name: &str, status: &str, reason: &str) -> AdobeCredential {
+        let api = self.credentials();
+        eventually(&format!("{name} Ready={status} reason={reason}"), WAIT, || {
+            let api = api.clone();
+            async move {
+                let cred = api.get(name).await.ok()?;
+                let ready = cred.status.as_ref()?.conditions.iter().find(|c| c.type_ == "Ready")?;
+                (ready.status == status && ready.reason == reason).then_some(cred)
+            }
+        })
+        .await
+    }
+
+    pub async fn target(&self, name: &str) -> Option<Secret> {
+        self.secrets().get_opt(name).await.expect("get target")
+    }
+
+    pub async fn events(&self) -> Vec<Event> {
+        let api: Api<Event> = Api::namespaced(self.client.clone(), self.ns());
+        api.list(&ListParams::default()).await.expect("list events").items
+    }
+
+    /// Fails when any seeded secret or any token the fake issued appears in the operator's logs,
+    /// in an Event or in a status.
+    pub async fn assert_no_leaks(&self, client_ids: &[&str]) {
+        let mut needles = self.seeded_secrets.clone();
+        for id in client_ids {
+            needles.extend(self.ims.issued_tokens(id));
+        }
+        let mut haystacks = vec![("operator log".to_string(), self.logs())];
+        for event in self.events().await {
+            haystacks.push(("event".into(), serde_json::to_string(&event).expect("json")));
+        }
+        for cred in self.credentials().list(&ListParams::default()).await.expect("list").items {
+            haystacks.push(("status".into(), serde_json::to_string(&cred.status).expect("json")));
+        }
+        assert!(!needles.is_empty());
+        for (what, text) in &haystacks {
+            for needle in &needles {
+                assert!(!text.contains(needle.as_str()), "a secret value leaked into the {what}");
+            }
+        }
+    }
+}
+
+/// Installs the operator's CRD (from `crds/`, as users do) once per test binary.
+pub async fn install_crd(control_plane: &ControlPlane) {
+    static INSTALLED: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
+    INSTALLED
+        .get_or_init(|| async {
+            let yaml = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/crds/adobecredentials.yaml"))
+                .expect("crds/adobecredentials.yaml");
+            control_plane.install_crd_yaml(&yaml).await.expect("CRD established");
+        })
+        .await;
+}
+
+/// Text of a key of a Secret.
+pub fn key(secret: &Secret, key: &str) -> Option<String> {
+    secret.data.as_ref()?.get(key).map(|v| String::from_utf8_lossy(&v.0).into_owned())
+}
