@@ -24,6 +24,7 @@ use tracing::{debug, info, warn};
 use crate::crd::AdobeCredential;
 use crate::error::{Error, Result};
 use crate::index::SecretIndex;
+use crate::refresh_state;
 use crate::schedule;
 use crate::source::{self, FlowInputs, SecretValue};
 use crate::status::{self, Outcome};
@@ -211,6 +212,8 @@ struct Done {
     repaired: bool,
     /// The target held a token for other inputs (rotation picked up).
     inputs_changed: bool,
+    /// Key of the first client secret of the source Secret.
+    primary_secret_key: Option<String>,
 }
 
 /// A failed reconcile, with what is known about the token left in place.
@@ -250,7 +253,8 @@ async fn reconcile(cred: Arc<AdobeCredential>, ctx: Arc<Context>) -> Result<Acti
     match ensure_token(&cred, &secrets, &ctx, now, &renewal_of, &mut flow).await {
         Ok(done) => {
             let renewal_time = renewal_of(&done.token);
-            let outcome = Outcome::Valid { token: &done.token, renewal_time };
+            let fallback_secret_key = done.token.client_secret_key.as_deref().filter(|k| Some(*k) != done.primary_secret_key.as_deref());
+            let outcome = Outcome::Valid { token: &done.token, renewal_time, fallback_secret_key };
             patch_status_if_changed(&cred, &ctx, status::desired(&cred, flow, &outcome, now)).await?;
             publish_success(&cred, &ctx, &done).await;
             let mut memory = ctx.memory();
@@ -326,6 +330,7 @@ async fn ensure_token(
     *flow = Some(inputs.flow_name());
     let revision = inputs.revision();
     let current_inputs = last_good.as_ref().is_some_and(|t| t.revision == revision);
+    let primary_secret_key = inputs.client().secrets.first().map(|(key, _)| key.clone());
 
     let existing_secret = match state {
         TargetState::Conflict => {
@@ -342,16 +347,16 @@ async fn ensure_token(
         if !up_to_date {
             write_target(cred, secrets, ctx, &token, &data).await.map_err(|e| failure(e, true))?;
         }
-        return Ok(Done { token, minted: false, repaired: !up_to_date, inputs_changed: false });
+        return Ok(Done { token, minted: false, repaired: !up_to_date, inputs_changed: false, primary_secret_key });
     }
 
     // Templates are checked before minting: a broken template must not burn tokens.
     target::render_data(cred, &placeholder_token(now), &inputs).map_err(|e| failure(e, current_inputs))?;
-    let token = mint(ctx, &inputs, revision).await.map_err(|e| failure(e, current_inputs))?;
+    let token = mint(ctx, cred, secrets, &inputs, revision).await.map_err(|e| failure(e, current_inputs))?;
     let data = target::render_data(cred, &token, &inputs).map_err(|e| failure(e, current_inputs))?;
     write_target(cred, secrets, ctx, &token, &data).await.map_err(|e| failure(e, current_inputs))?;
     let inputs_changed = last_good.is_some() && !current_inputs;
-    Ok(Done { token, minted: true, repaired: false, inputs_changed })
+    Ok(Done { token, minted: true, repaired: false, inputs_changed, primary_secret_key })
 }
 
 fn placeholder_token(now: Timestamp) -> StoredToken {
@@ -361,17 +366,27 @@ fn placeholder_token(now: Timestamp) -> StoredToken {
         issued_at: now,
         expires_at: now,
         revision: String::new(),
+        client_secret_key: None,
     }
 }
 
-async fn mint(ctx: &Context, inputs: &FlowInputs, revision: String) -> Result<StoredToken> {
-    let minted = ctx.tokens.mint(inputs).await?;
+async fn mint(ctx: &Context, cred: &AdobeCredential, secrets: &Api<Secret>, inputs: &FlowInputs, revision: String) -> Result<StoredToken> {
+    let refresh_token = match inputs {
+        FlowInputs::PasswordGrant(_) => refresh_state::load(secrets, cred, &revision, Timestamp::now()).await?,
+        _ => None,
+    };
+    let minted = ctx.tokens.mint(inputs, refresh_token.as_ref()).await?;
+    if let Some(refresh_token) = &minted.refresh_token {
+        // Persisted before anything else: the refresh token just used is already dead.
+        refresh_state::save(secrets, cred, refresh_token, &revision, minted.issued_at).await?;
+    }
     Ok(StoredToken {
         access_token: minted.access_token,
         token_type: minted.token_type,
         issued_at: minted.issued_at,
         expires_at: minted.expires_at,
         revision,
+        client_secret_key: Some(minted.client_secret_key),
     })
 }
 

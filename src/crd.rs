@@ -17,7 +17,7 @@ pub const DEFAULT_IMS_ENDPOINT: &str = "https://ims-na1.adobelogin.com";
 
 /// Desired state of an AdobeCredential: where the client credentials come from, how to mint a
 /// token with them, and which Secret receives the token.
-#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[kube(
     group = "credentials.adobe-operator.io",
     version = "v1alpha1",
@@ -35,13 +35,24 @@ pub const DEFAULT_IMS_ENDPOINT: &str = "https://ims-na1.adobelogin.com";
     printcolumn(name = "Expires", type_ = "date", json_path = ".status.expiresAt"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
-#[x_kube(validation = Rule::new("has(self.oauthServerToServer)").message("exactly one flow block must be set: oauthServerToServer"))]
+#[x_kube(validation = Rule::new("[has(self.oauthServerToServer), has(self.serviceAccountJWT), has(self.passwordGrant)].filter(x, x).size() == 1").message("exactly one flow block must be set: oauthServerToServer, serviceAccountJWT or passwordGrant"))]
 #[serde(rename_all = "camelCase")]
 pub struct AdobeCredentialSpec {
     /// Adobe "OAuth Server-to-Server" credential (client_credentials grant at IMS /ims/token/v3):
     /// Firefly, Admin (User Management), Cloud Manager and most Adobe APIs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub oauth_server_to_server: Option<OAuthServerToServer>,
+
+    /// Adobe "Service Account (JWT)" credential, deprecated by Adobe (end of life 2025-06-30):
+    /// an RS256 JWT signed with the credential's private key is exchanged at
+    /// /ims/exchange/jwt. Migrate to oauthServerToServer with the same client ID and scopes.
+    #[serde(default, rename = "serviceAccountJWT", skip_serializing_if = "Option::is_none")]
+    pub service_account_jwt: Option<ServiceAccountJwt>,
+
+    /// OAuth2 password grant with refresh tokens (Akeneo PIM API connections): client ID and
+    /// secret sent as HTTP Basic, API user and password in a JSON body.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_grant: Option<PasswordGrant>,
 
     /// The Secret that receives the token. Defaults to `<metadata.name>-token`, created and owned
     /// by this resource.
@@ -80,6 +91,85 @@ pub struct OAuthServerToServer {
     pub org_id: Option<String>,
 }
 
+/// Adobe Service Account (JWT) credential, legacy.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceAccountJwt {
+    /// Secret holding the client ID and client secret.
+    pub client_secret_ref: ClientSecretRef,
+    /// Secret holding the PEM private key (PKCS#1 or PKCS#8, unencrypted) whose certificate is
+    /// registered with the credential in the Adobe Developer Console.
+    pub private_key_ref: PrivateKeyRef,
+    /// Adobe organization ID (`…@AdobeOrg`), the JWT's `iss`.
+    #[schemars(regex(pattern = r"^[A-Za-z0-9]+@AdobeOrg$"))]
+    pub org_id: String,
+    /// Technical account ID (`…@techacct.adobe.com`), the JWT's `sub`.
+    #[schemars(regex(pattern = r"^[A-Za-z0-9]+@techacct\.adobe\.com$"))]
+    pub technical_account_id: String,
+    /// Metascopes of the credential, e.g. ent_cloudmgr_sdk, ent_user_sdk.
+    #[schemars(length(min = 1, max = 32), inner(regex(pattern = r"^[A-Za-z0-9_.-]+$")))]
+    pub metascopes: Vec<String>,
+    /// Base URL of Adobe IMS. Must be https.
+    #[serde(default = "default_ims_endpoint")]
+    #[x_kube(validation = Rule::new("self.startsWith('https://')").message("imsEndpoint must be an https:// URL"))]
+    #[schemars(length(max = 512))]
+    pub ims_endpoint: String,
+}
+
+/// Reference to a Secret key holding a PEM private key.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PrivateKeyRef {
+    /// Name of the Secret (same namespace).
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// Key holding the PEM private key.
+    #[serde(default = "default_private_key_key")]
+    pub key: String,
+}
+
+fn default_private_key_key() -> String {
+    "private.key".to_owned()
+}
+
+/// OAuth2 password grant (Akeneo PIM).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PasswordGrant {
+    /// Token endpoint, e.g. https://pim.example.com/api/oauth/v1/token. Must be https and its
+    /// host on the operator's allowlist.
+    #[x_kube(validation = Rule::new("self.startsWith('https://')").message("tokenUrl must be an https:// URL"))]
+    #[schemars(length(max = 512))]
+    pub token_url: String,
+    /// Secret holding the client ID and secret of the API connection.
+    pub client_secret_ref: ClientSecretRef,
+    /// Secret holding the API user's name and password.
+    pub user_secret_ref: UserSecretRef,
+}
+
+/// Reference to a Secret holding a username and password.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct UserSecretRef {
+    /// Name of the Secret (same namespace).
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// Key holding the username.
+    #[serde(default = "default_username_key")]
+    pub username_key: String,
+    /// Key holding the password.
+    #[serde(default = "default_password_key")]
+    pub password_key: String,
+}
+
+fn default_username_key() -> String {
+    "username".to_owned()
+}
+
+fn default_password_key() -> String {
+    "password".to_owned()
+}
+
 fn default_ims_endpoint() -> String {
     DEFAULT_IMS_ENDPOINT.to_owned()
 }
@@ -99,6 +189,10 @@ pub struct ClientSecretRef {
     /// Key holding the client secret.
     #[serde(default = "default_client_secret_key")]
     pub client_secret_key: String,
+    /// Optional key holding a second client secret, for zero-downtime rotation (Adobe allows two
+    /// at once): when the first is rejected as invalid_client, the second is tried.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secondary_client_secret_key: Option<String>,
 }
 
 fn default_client_id_key() -> String {
@@ -253,7 +347,7 @@ mod tests {
     fn crd_yaml_carries_cel_rules_and_scope_pattern() {
         let yaml = crd_yaml().expect("serializes");
         assert!(yaml.contains("x-kubernetes-validations"));
-        assert!(yaml.contains("has(self.oauthServerToServer)"));
+        assert!(yaml.contains("has(self.serviceAccountJWT)"));
         assert!(yaml.contains(r"^[^,\s]+$"));
     }
 
@@ -261,7 +355,7 @@ mod tests {
     fn target_name_defaults_to_resource_name_with_suffix() {
         let cred = AdobeCredential::new(
             "firefly",
-            AdobeCredentialSpec { oauth_server_to_server: None, target: None, renewal: None },
+            AdobeCredentialSpec::default(),
         );
         assert_eq!(cred.target_name(), "firefly-token");
         assert_eq!(cred.creation_policy(), CreationPolicy::Owner);

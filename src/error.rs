@@ -23,6 +23,24 @@ pub enum Error {
     #[error("source Secret {secret:?} key {key:?} is empty or not valid UTF-8")]
     SourceValueInvalid { secret: String, key: String },
 
+    #[error("no flow block is set (oauthServerToServer, serviceAccountJWT or passwordGrant)")]
+    NoFlow,
+
+    #[error("private key {location} cannot be used: {detail}")]
+    InvalidPrivateKey { location: String, detail: String },
+
+    #[error("token endpoint rejected the JWT signature; the private key does not match a certificate of the credential: {description}{debug}", debug = debug_suffix(.debug_id))]
+    InvalidSignature { description: String, debug_id: Option<String> },
+
+    #[error("token endpoint rejected the JWT: {description}{debug}", debug = debug_suffix(.debug_id))]
+    InvalidJwt { description: String, debug_id: Option<String> },
+
+    #[error("token endpoint rejected the username or password: {description}{debug}", debug = debug_suffix(.debug_id))]
+    InvalidUserCredentials { description: String, debug_id: Option<String> },
+
+    #[error("token endpoint rejected the refresh token: {description}{debug}", debug = debug_suffix(.debug_id))]
+    RefreshTokenRejected { description: String, debug_id: Option<String> },
+
     #[error("token endpoint {url:?} is not valid: {reason}")]
     InvalidTokenEndpoint { url: String, reason: String },
 
@@ -82,6 +100,12 @@ impl Error {
             Error::SourceSecretNotFound { .. } => "SourceSecretNotFound",
             Error::SourceKeyMissing { .. } => "SourceKeyMissing",
             Error::SourceValueInvalid { .. } => "SourceValueInvalid",
+            Error::NoFlow => "NoFlow",
+            Error::InvalidPrivateKey { .. } => "InvalidPrivateKey",
+            Error::InvalidSignature { .. } => "InvalidSignature",
+            Error::InvalidJwt { .. } => "InvalidJwt",
+            Error::InvalidUserCredentials { .. } => "InvalidUserCredentials",
+            Error::RefreshTokenRejected { .. } => "RefreshTokenRejected",
             Error::InvalidTokenEndpoint { .. } => "InvalidTokenEndpoint",
             Error::TokenHostNotAllowed { .. } => "TokenHostNotAllowed",
             Error::InvalidClient { .. } => "InvalidClient",

@@ -96,13 +96,13 @@ mod tests {
                         name: source.into(),
                         client_id_key: "client_id".into(),
                         client_secret_key: "client_secret".into(),
+                        secondary_client_secret_key: None,
                     },
                     scopes: vec!["openid".into()],
                     ims_endpoint: "https://ims-na1.adobelogin.com".into(),
                     org_id: None,
                 }),
-                target: None,
-                renewal: None,
+                ..Default::default()
             },
         );
         c.metadata.namespace = Some(ns.into());

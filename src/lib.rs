@@ -8,6 +8,7 @@ pub mod controller;
 pub mod crd;
 pub mod error;
 pub mod index;
+pub mod refresh_state;
 pub mod schedule;
 pub mod source;
 pub mod status;

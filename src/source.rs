@@ -7,7 +7,7 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
 use sha2::{Digest, Sha256};
 
-use crate::crd::{AdobeCredential, OAuthServerToServer};
+use crate::crd::{AdobeCredential, ClientSecretRef};
 use crate::error::{Error, Result};
 
 /// A secret value (client secret, password, key). Its `Debug` never shows the value, so it cannot
@@ -31,20 +31,51 @@ impl fmt::Debug for SecretValue {
     }
 }
 
+/// An OAuth client: its ID and one or two secrets (two during a rotation).
+#[derive(Debug, Clone, PartialEq)]
+pub struct OAuthClient {
+    pub client_id: String,
+    /// `(key in the source Secret, value)`, primary first.
+    pub secrets: Vec<(String, SecretValue)>,
+}
+
 /// Everything an OAuth Server-to-Server mint needs.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ServerToServerInputs {
     pub ims_endpoint: String,
-    pub client_id: String,
-    pub client_secret: SecretValue,
+    pub client: OAuthClient,
     pub scopes: Vec<String>,
     pub org_id: Option<String>,
+}
+
+/// Everything a Service Account (JWT) exchange needs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServiceAccountJwtInputs {
+    pub ims_endpoint: String,
+    pub client: OAuthClient,
+    pub private_key_pem: SecretValue,
+    /// `Secret "name" key "key"`, for error messages.
+    pub private_key_location: String,
+    pub org_id: String,
+    pub technical_account_id: String,
+    pub metascopes: Vec<String>,
+}
+
+/// Everything an OAuth2 password grant (Akeneo) needs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PasswordGrantInputs {
+    pub token_url: String,
+    pub client: OAuthClient,
+    pub username: String,
+    pub password: SecretValue,
 }
 
 /// The inputs of one flow, resolved from the spec and the source Secrets.
 #[derive(Debug, Clone, PartialEq)]
 pub enum FlowInputs {
     OAuthServerToServer(ServerToServerInputs),
+    ServiceAccountJwt(ServiceAccountJwtInputs),
+    PasswordGrant(PasswordGrantInputs),
 }
 
 impl FlowInputs {
@@ -52,19 +83,29 @@ impl FlowInputs {
     pub fn flow_name(&self) -> &'static str {
         match self {
             FlowInputs::OAuthServerToServer(_) => "oauthServerToServer",
+            FlowInputs::ServiceAccountJwt(_) => "serviceAccountJWT",
+            FlowInputs::PasswordGrant(_) => "passwordGrant",
+        }
+    }
+
+    pub fn client(&self) -> &OAuthClient {
+        match self {
+            FlowInputs::OAuthServerToServer(i) => &i.client,
+            FlowInputs::ServiceAccountJwt(i) => &i.client,
+            FlowInputs::PasswordGrant(i) => &i.client,
         }
     }
 
     /// Client ID written to the target Secret (Adobe APIs want it as `x-api-key`).
     pub fn client_id(&self) -> &str {
-        match self {
-            FlowInputs::OAuthServerToServer(i) => &i.client_id,
-        }
+        &self.client().client_id
     }
 
     pub fn org_id(&self) -> Option<&str> {
         match self {
             FlowInputs::OAuthServerToServer(i) => i.org_id.as_deref(),
+            FlowInputs::ServiceAccountJwt(i) => Some(&i.org_id),
+            FlowInputs::PasswordGrant(_) => None,
         }
     }
 
@@ -78,13 +119,29 @@ impl FlowInputs {
             hasher.update(value.as_bytes());
         };
         field(self.flow_name());
+        let client = self.client();
+        field(&client.client_id);
+        for (key, secret) in &client.secrets {
+            field(key);
+            field(secret.expose());
+        }
         match self {
             FlowInputs::OAuthServerToServer(i) => {
                 field(&i.ims_endpoint);
-                field(&i.client_id);
-                field(i.client_secret.expose());
                 field(&i.scopes.join(","));
                 field(i.org_id.as_deref().unwrap_or_default());
+            }
+            FlowInputs::ServiceAccountJwt(i) => {
+                field(&i.ims_endpoint);
+                field(i.private_key_pem.expose());
+                field(&i.org_id);
+                field(&i.technical_account_id);
+                field(&i.metascopes.join(","));
+            }
+            FlowInputs::PasswordGrant(i) => {
+                field(&i.token_url);
+                field(&i.username);
+                field(i.password.expose());
             }
         }
         format!("sha256:{}", hex(&hasher.finalize()))
@@ -98,32 +155,87 @@ pub fn hex(bytes: &[u8]) -> String {
 
 /// Names of the Secrets a resource reads its inputs from (all in its own namespace).
 pub fn source_secret_names(cred: &AdobeCredential) -> Vec<String> {
+    let spec = &cred.spec;
     let mut names = Vec::new();
-    if let Some(flow) = &cred.spec.oauth_server_to_server {
+    if let Some(flow) = &spec.oauth_server_to_server {
         names.push(flow.client_secret_ref.name.clone());
+    }
+    if let Some(flow) = &spec.service_account_jwt {
+        names.push(flow.client_secret_ref.name.clone());
+        names.push(flow.private_key_ref.name.clone());
+    }
+    if let Some(flow) = &spec.password_grant {
+        names.push(flow.client_secret_ref.name.clone());
+        names.push(flow.user_secret_ref.name.clone());
     }
     names
 }
 
 /// Reads the referenced Secrets and resolves the flow's inputs.
 pub async fn resolve(secrets: &Api<Secret>, cred: &AdobeCredential) -> Result<FlowInputs> {
-    match &cred.spec.oauth_server_to_server {
-        Some(flow) => resolve_server_to_server(secrets, flow).await,
-        // The CRD's CEL rule makes this unreachable for objects the API server admitted.
-        None => Err(Error::SourceSecretNotFound { name: String::new() }),
+    let spec = &cred.spec;
+    let mut reader = SecretReader { api: secrets, read: Vec::new() };
+    if let Some(flow) = &spec.oauth_server_to_server {
+        return Ok(FlowInputs::OAuthServerToServer(ServerToServerInputs {
+            ims_endpoint: flow.ims_endpoint.trim_end_matches('/').to_owned(),
+            client: reader.client(&flow.client_secret_ref).await?,
+            scopes: flow.scopes.clone(),
+            org_id: flow.org_id.clone(),
+        }));
     }
+    if let Some(flow) = &spec.service_account_jwt {
+        return Ok(FlowInputs::ServiceAccountJwt(ServiceAccountJwtInputs {
+            ims_endpoint: flow.ims_endpoint.trim_end_matches('/').to_owned(),
+            client: reader.client(&flow.client_secret_ref).await?,
+            private_key_pem: SecretValue::new(reader.value(&flow.private_key_ref.name, &flow.private_key_ref.key).await?),
+            private_key_location: format!("in Secret {:?} key {:?}", flow.private_key_ref.name, flow.private_key_ref.key),
+            org_id: flow.org_id.clone(),
+            technical_account_id: flow.technical_account_id.clone(),
+            metascopes: flow.metascopes.clone(),
+        }));
+    }
+    if let Some(flow) = &spec.password_grant {
+        let user = &flow.user_secret_ref;
+        return Ok(FlowInputs::PasswordGrant(PasswordGrantInputs {
+            token_url: flow.token_url.clone(),
+            client: reader.client(&flow.client_secret_ref).await?,
+            username: reader.value(&user.name, &user.username_key).await?.trim().to_owned(),
+            password: SecretValue::new(reader.value(&user.name, &user.password_key).await?),
+        }));
+    }
+    // The CRD's CEL rule makes this unreachable for objects the API server admitted.
+    Err(Error::NoFlow)
 }
 
-async fn resolve_server_to_server(secrets: &Api<Secret>, flow: &OAuthServerToServer) -> Result<FlowInputs> {
-    let secret = read_secret(secrets, &flow.client_secret_ref.name).await?;
-    let r = &flow.client_secret_ref;
-    Ok(FlowInputs::OAuthServerToServer(ServerToServerInputs {
-        ims_endpoint: flow.ims_endpoint.trim_end_matches('/').to_owned(),
-        client_id: secret_string(&secret, &r.name, &r.client_id_key)?.trim().to_owned(),
-        client_secret: SecretValue::new(secret_string(&secret, &r.name, &r.client_secret_key)?.trim()),
-        scopes: flow.scopes.clone(),
-        org_id: flow.org_id.clone(),
-    }))
+/// Reads each referenced Secret once per reconcile, however many keys come from it.
+struct SecretReader<'a> {
+    api: &'a Api<Secret>,
+    read: Vec<(String, Secret)>,
+}
+
+impl SecretReader<'_> {
+    async fn value(&mut self, name: &str, key: &str) -> Result<String> {
+        if !self.read.iter().any(|(n, _)| n == name) {
+            let secret = read_secret(self.api, name).await?;
+            self.read.push((name.to_owned(), secret));
+        }
+        let secret = self.read.iter().find(|(n, _)| n == name).map(|(_, s)| s);
+        secret_string(secret.ok_or_else(|| Error::SourceSecretNotFound { name: name.to_owned() })?, name, key)
+    }
+
+    async fn client(&mut self, r: &ClientSecretRef) -> Result<OAuthClient> {
+        let client_id = self.value(&r.name, &r.client_id_key).await?.trim().to_owned();
+        let mut secrets = vec![(r.client_secret_key.clone(), SecretValue::new(self.value(&r.name, &r.client_secret_key).await?.trim()))];
+        if let Some(key) = &r.secondary_client_secret_key {
+            // The second secret is optional by nature: it exists only during a rotation.
+            match self.value(&r.name, key).await {
+                Ok(value) => secrets.push((key.clone(), SecretValue::new(value.trim()))),
+                Err(Error::SourceKeyMissing { .. } | Error::SourceValueInvalid { .. }) => {}
+                Err(other) => return Err(other),
+            }
+        }
+        Ok(OAuthClient { client_id, secrets })
+    }
 }
 
 async fn read_secret(secrets: &Api<Secret>, name: &str) -> Result<Secret> {
@@ -154,8 +266,7 @@ mod tests {
     fn inputs(secret: &str) -> FlowInputs {
         FlowInputs::OAuthServerToServer(ServerToServerInputs {
             ims_endpoint: "https://ims-na1.adobelogin.com".into(),
-            client_id: "abc".into(),
-            client_secret: SecretValue::new(secret),
+            client: OAuthClient { client_id: "abc".into(), secrets: vec![("client_secret".into(), SecretValue::new(secret))] },
             scopes: vec!["openid".into(), "AdobeID".into()],
             org_id: None,
         })

@@ -10,13 +10,16 @@ use crate::error::Error;
 use crate::target::StoredToken;
 
 pub const READY: &str = "Ready";
+pub const DEPRECATED: &str = "Deprecated";
+const JWT_DEPRECATION: &str = "Adobe retired Service Account (JWT) credentials (end of life 2025-06-30) and converts them to OAuth Server-to-Server with the same client ID; replace spec.serviceAccountJWT with spec.oauthServerToServer (same clientSecretRef, the scopes of the converted credential) and delete the private key Secret";
 pub const REASON_TOKEN_MINTED: &str = "TokenMinted";
 pub const REASON_TOKEN_EXPIRED: &str = "TokenExpired";
 
 /// What the last reconcile achieved.
 pub enum Outcome<'a> {
-    /// The target holds a valid token for the current inputs.
-    Valid { token: &'a StoredToken, renewal_time: Timestamp },
+    /// The target holds a valid token for the current inputs. `fallback_secret_key` names the
+    /// client secret key that worked when it is not the first one.
+    Valid { token: &'a StoredToken, renewal_time: Timestamp, fallback_secret_key: Option<&'a str> },
     /// Minting (or reading the inputs) failed. `last_good` is the token still in the target
     /// with its renewal time.
     Failed {
@@ -30,13 +33,15 @@ pub enum Outcome<'a> {
 pub fn desired(cred: &AdobeCredential, flow: Option<&str>, outcome: &Outcome<'_>, now: Timestamp) -> AdobeCredentialStatus {
     let current = cred.status.clone().unwrap_or_default();
     let (described, ready, reason, message, failures) = match outcome {
-        Outcome::Valid { token, renewal_time } => (
-            Some((*token, Some(*renewal_time))),
-            true,
-            REASON_TOKEN_MINTED.to_owned(),
-            format!("token valid until {}, renewal at {}", token.expires_at, renewal_time),
-            0,
-        ),
+        Outcome::Valid { token, renewal_time, fallback_secret_key } => {
+            let mut message = format!("token valid until {}, renewal at {}", token.expires_at, renewal_time);
+            if let Some(key) = fallback_secret_key {
+                message.push_str(&format!(
+                    "; the first client secret was rejected and the one in key {key:?} works: finish the rotation by making it the first"
+                ));
+            }
+            (Some((*token, Some(*renewal_time))), true, REASON_TOKEN_MINTED.to_owned(), message, 0)
+        }
         Outcome::Failed { error, last_good, current_inputs, consecutive_failures } => {
             let token = last_good.map(|(t, _)| t);
             let still_valid = token.filter(|t| now < t.expires_at);
@@ -57,10 +62,17 @@ pub fn desired(cred: &AdobeCredential, flow: Option<&str>, outcome: &Outcome<'_>
             (last_good.map(|(t, at)| (t, Some(at))), ready, reason, message, *consecutive_failures)
         }
     };
+    let flow = flow.map(str::to_owned).or(current.flow);
+    let mut conditions =
+        vec![condition(cred, current.conditions.iter().find(|c| c.type_ == READY), READY, ready, reason, message, now)];
+    if flow.as_deref() == Some("serviceAccountJWT") {
+        let previous = current.conditions.iter().find(|c| c.type_ == DEPRECATED);
+        conditions.push(condition(cred, previous, DEPRECATED, true, "ServiceAccountJWTDeprecated".into(), JWT_DEPRECATION.into(), now));
+    }
     let mut status = AdobeCredentialStatus {
-        conditions: vec![condition(cred, current.conditions.iter().find(|c| c.type_ == READY), ready, reason, message, now)],
+        conditions,
         observed_generation: cred.metadata.generation,
-        flow: flow.map(str::to_owned).or(current.flow),
+        flow,
         target_secret: Some(cred.target_name()),
         consecutive_failures: failures,
         ..Default::default()
@@ -75,15 +87,23 @@ pub fn desired(cred: &AdobeCredential, flow: Option<&str>, outcome: &Outcome<'_>
     status
 }
 
-fn condition(cred: &AdobeCredential, previous: Option<&Condition>, ready: bool, reason: String, message: String, now: Timestamp) -> Condition {
-    let status = if ready { "True" } else { "False" }.to_owned();
+fn condition(
+    cred: &AdobeCredential,
+    previous: Option<&Condition>,
+    type_: &str,
+    is_true: bool,
+    reason: String,
+    message: String,
+    now: Timestamp,
+) -> Condition {
+    let status = if is_true { "True" } else { "False" }.to_owned();
     // lastTransitionTime moves only when the status flips (Kubernetes API conventions).
     let last_transition_time = previous
         .filter(|p| p.status == status)
         .map(|p| p.last_transition_time.clone())
         .unwrap_or_else(|| Time(Timestamp::from_second(now.as_second()).unwrap_or(now)));
     Condition {
-        type_: READY.to_owned(),
+        type_: type_.to_owned(),
         status,
         reason,
         message,
@@ -109,7 +129,7 @@ mod tests {
     use crate::source::SecretValue;
 
     fn cred() -> AdobeCredential {
-        let mut c = AdobeCredential::new("c", AdobeCredentialSpec { oauth_server_to_server: None, target: None, renewal: None });
+        let mut c = AdobeCredential::new("c", AdobeCredentialSpec::default());
         c.metadata.generation = Some(2);
         c
     }
@@ -121,6 +141,7 @@ mod tests {
             issued_at: "2026-11-24T00:00:00Z".parse().expect("ts"),
             expires_at: expires.parse().expect("ts"),
             revision: "sha256:r".into(),
+            client_secret_key: None,
         }
     }
 
@@ -131,7 +152,7 @@ mod tests {
     #[test]
     fn valid_token_is_ready_and_described() {
         let t = token("2026-11-25T00:00:00Z");
-        let s = desired(&cred(), Some("oauthServerToServer"), &Outcome::Valid { token: &t, renewal_time: ts("2026-11-24T16:00:00Z") }, ts("2026-11-24T00:00:01Z"));
+        let s = desired(&cred(), Some("oauthServerToServer"), &Outcome::Valid { token: &t, renewal_time: ts("2026-11-24T16:00:00Z"), fallback_secret_key: None }, ts("2026-11-24T00:00:01Z"));
         let c = &s.conditions[0];
         assert_eq!((c.status.as_str(), c.reason.as_str()), ("True", "TokenMinted"));
         assert_eq!(s.observed_generation, Some(2));

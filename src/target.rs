@@ -27,6 +27,7 @@ pub mod annotation {
     pub const ISSUED_AT: &str = "credentials.adobe-operator.io/issued-at";
     pub const SOURCE_REVISION: &str = "credentials.adobe-operator.io/source-revision";
     pub const TOKEN_FINGERPRINT: &str = "credentials.adobe-operator.io/token-fingerprint";
+    pub const CLIENT_SECRET_KEY: &str = "credentials.adobe-operator.io/client-secret-key";
 }
 
 pub const ACCESS_TOKEN_KEY: &str = "access_token";
@@ -41,6 +42,8 @@ pub struct StoredToken {
     pub expires_at: Timestamp,
     /// Revision of the inputs the token was minted from.
     pub revision: String,
+    /// Key of the client secret the token endpoint accepted (a rotation may add a second one).
+    pub client_secret_key: Option<String>,
 }
 
 impl StoredToken {
@@ -88,6 +91,7 @@ fn stored_token(secret: &Secret) -> Option<StoredToken> {
         issued_at: annotations.get(annotation::ISSUED_AT)?.parse().ok()?,
         expires_at: annotations.get(annotation::EXPIRES_AT)?.parse().ok()?,
         revision: annotations.get(annotation::SOURCE_REVISION)?.clone(),
+        client_secret_key: annotations.get(annotation::CLIENT_SECRET_KEY).cloned(),
     };
     // A token edited by hand no longer matches the fingerprint we recorded with it.
     (annotations.get(annotation::TOKEN_FINGERPRINT) == Some(&token.fingerprint())).then_some(token)
@@ -134,13 +138,17 @@ pub fn rfc3339(at: Timestamp) -> String {
 
 /// Annotations recorded with a token.
 fn token_annotations(cred: &AdobeCredential, token: &StoredToken) -> BTreeMap<String, String> {
-    BTreeMap::from([
+    let mut annotations = BTreeMap::from([
         (annotation::CREDENTIAL.to_owned(), cred.name_any()),
         (annotation::EXPIRES_AT.to_owned(), token.expires_at.to_string()),
         (annotation::ISSUED_AT.to_owned(), token.issued_at.to_string()),
         (annotation::SOURCE_REVISION.to_owned(), token.revision.clone()),
         (annotation::TOKEN_FINGERPRINT.to_owned(), token.fingerprint()),
-    ])
+    ]);
+    if let Some(key) = &token.client_secret_key {
+        annotations.insert(annotation::CLIENT_SECRET_KEY.to_owned(), key.clone());
+    }
+    annotations
 }
 
 /// True when the existing Secret already holds exactly what an apply would write.
@@ -201,7 +209,6 @@ mod tests {
         let mut c = AdobeCredential::new(
             "firefly",
             AdobeCredentialSpec {
-                oauth_server_to_server: None,
                 target: Some(TargetSpec {
                     name: None,
                     creation_policy: policy,
@@ -209,7 +216,7 @@ mod tests {
                         data: template.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
                     }),
                 }),
-                renewal: None,
+                ..Default::default()
             },
         );
         c.metadata.uid = Some("uid-1".into());
@@ -224,14 +231,17 @@ mod tests {
             issued_at: "2026-11-24T00:00:00Z".parse().expect("ts"),
             expires_at: "2026-11-25T00:00:00Z".parse().expect("ts"),
             revision: "sha256:rev".into(),
+            client_secret_key: Some("client_secret".into()),
         }
     }
 
     fn inputs() -> FlowInputs {
         FlowInputs::OAuthServerToServer(ServerToServerInputs {
             ims_endpoint: "https://ims-na1.adobelogin.com".into(),
-            client_id: "client-1".into(),
-            client_secret: SecretValue::new("s"),
+            client: crate::source::OAuthClient {
+                client_id: "client-1".into(),
+                secrets: vec![("client_secret".into(), SecretValue::new("s"))],
+            },
             scopes: vec!["openid".into()],
             org_id: Some("ORG@AdobeOrg".into()),
         })

@@ -1,16 +1,19 @@
-//! Token clients: one module per flow, sharing one HTTP client, the host allowlist and the
-//! parsing of token-endpoint errors.
+//! Token clients: one module per flow, sharing one HTTP client, the host allowlist, the
+//! fallback to a second client secret and the parsing of token-endpoint responses.
 
+mod akeneo;
 mod ims;
+mod jwt;
 mod response;
 
+use std::future::Future;
 use std::time::Duration;
 
 use jiff::Timestamp;
 use reqwest::Url;
 
 use crate::error::{Error, Result};
-use crate::source::{FlowInputs, SecretValue};
+use crate::source::{FlowInputs, OAuthClient, SecretValue};
 
 /// A freshly minted access token.
 #[derive(Debug, Clone)]
@@ -21,6 +24,10 @@ pub struct MintedToken {
     pub issued_at: Timestamp,
     /// `issued_at + expires_in` in the flow's unit: expiry is never later than the server's.
     pub expires_at: Timestamp,
+    /// Refresh token of flows that issue one (Akeneo); the next mint should use it.
+    pub refresh_token: Option<SecretValue>,
+    /// Key (in the source Secret) of the client secret the endpoint accepted.
+    pub client_secret_key: String,
 }
 
 /// Host patterns token requests may go to: exact host names, or `*.example.com` for any
@@ -76,12 +83,23 @@ impl TokenClient {
         Ok(Self { http: builder.build()?, allowed_hosts: config.allowed_hosts })
     }
 
-    /// Mints one token. Never retries: scheduling and backoff belong to the reconciler.
-    pub async fn mint(&self, inputs: &FlowInputs) -> Result<MintedToken> {
+    /// Mints one token. `refresh_token` is the one persisted from the previous mint of flows
+    /// that issue them. Never retries: scheduling and backoff belong to the reconciler.
+    pub async fn mint(&self, inputs: &FlowInputs, refresh_token: Option<&SecretValue>) -> Result<MintedToken> {
+        let http = &self.http;
         match inputs {
             FlowInputs::OAuthServerToServer(i) => {
                 let url = self.checked_url(&i.ims_endpoint, "/ims/token/v3")?;
-                ims::client_credentials(&self.http, url, i).await
+                with_each_secret(&i.client, |secret| ims::client_credentials(http, url.clone(), i, secret)).await
+            }
+            FlowInputs::ServiceAccountJwt(i) => {
+                let url = self.checked_url(&i.ims_endpoint, "/ims/exchange/jwt")?;
+                let jwt = jwt::sign(i, Timestamp::now())?;
+                with_each_secret(&i.client, |secret| jwt::exchange(http, url.clone(), i, secret, &jwt)).await
+            }
+            FlowInputs::PasswordGrant(i) => {
+                let url = self.checked_url(&i.token_url, "")?;
+                with_each_secret(&i.client, |secret| akeneo::mint(http, url.clone(), i, secret, refresh_token)).await
             }
         }
     }
@@ -89,7 +107,8 @@ impl TokenClient {
     /// Joins `base` and `path`, and refuses anything but https to an allowed host.
     fn checked_url(&self, base: &str, path: &str) -> Result<Url> {
         let invalid = |reason: &str| Error::InvalidTokenEndpoint { url: base.to_owned(), reason: reason.to_owned() };
-        let url = Url::parse(&format!("{}{path}", base.trim_end_matches('/'))).map_err(|e| invalid(&e.to_string()))?;
+        let joined = if path.is_empty() { base.to_owned() } else { format!("{}{path}", base.trim_end_matches('/')) };
+        let url = Url::parse(&joined).map_err(|e| invalid(&e.to_string()))?;
         if url.scheme() != "https" {
             return Err(invalid("only https is allowed"));
         }
@@ -102,6 +121,26 @@ impl TokenClient {
         }
         Ok(url)
     }
+}
+
+/// Tries the client's secrets in order while the endpoint answers `invalid_client`: during a
+/// rotation the source Secret may hold the new secret next to the old one.
+async fn with_each_secret<'a, F, Fut>(client: &'a OAuthClient, mut attempt: F) -> Result<MintedToken>
+where
+    F: FnMut(&'a SecretValue) -> Fut,
+    Fut: Future<Output = Result<MintedToken>>,
+{
+    let mut outcome = Err(Error::NoFlow);
+    for (key, secret) in &client.secrets {
+        outcome = attempt(secret).await.map(|mut token| {
+            token.client_secret_key = key.clone();
+            token
+        });
+        if !matches!(outcome, Err(Error::InvalidClient { .. })) {
+            break;
+        }
+    }
+    outcome
 }
 
 #[cfg(test)]
@@ -136,5 +175,43 @@ mod tests {
         assert_eq!(err.reason(), "InvalidTokenEndpoint");
         let err = client.checked_url("https://u:p@ims-na1.adobelogin.com", "/x").unwrap_err();
         assert_eq!(err.reason(), "InvalidTokenEndpoint");
+    }
+
+    fn minted() -> MintedToken {
+        MintedToken {
+            access_token: SecretValue::new("t"),
+            token_type: "bearer".into(),
+            issued_at: Timestamp::UNIX_EPOCH,
+            expires_at: Timestamp::UNIX_EPOCH,
+            refresh_token: None,
+            client_secret_key: String::new(),
+        }
+    }
+
+    #[tokio::test]
+    async fn second_secret_is_tried_only_after_invalid_client() {
+        let client = OAuthClient {
+            client_id: "c".into(),
+            secrets: vec![("old".into(), SecretValue::new("s1")), ("new".into(), SecretValue::new("s2"))],
+        };
+        let token = with_each_secret(&client, |secret| async move {
+            match secret.expose() {
+                "s1" => Err(Error::InvalidClient { description: "invalid client_secret parameter".into(), debug_id: None }),
+                _ => Ok(minted()),
+            }
+        })
+        .await
+        .expect("second secret works");
+        assert_eq!(token.client_secret_key, "new");
+
+        let mut attempts = 0;
+        let err = with_each_secret(&client, |_| {
+            attempts += 1;
+            async { Err(Error::TokenEndpointUnavailable { detail: "down".into(), retry_after: None, debug_id: None }) }
+        })
+        .await
+        .unwrap_err();
+        assert_eq!(err.reason(), "TokenEndpointUnavailable");
+        assert_eq!(attempts, 1, "an outage is not a reason to try another secret");
     }
 }

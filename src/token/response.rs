@@ -95,9 +95,15 @@ pub fn classify_error(status: StatusCode, headers: &HeaderMap, body: &str, debug
             retry_after,
             debug_id,
         },
-        _ => match code.as_str() {
-            "invalid_client" | "unauthorized_client" => Error::InvalidClient { description, debug_id },
-            "invalid_scope" => Error::InvalidScope { description, debug_id },
+        _ => match (code.as_str(), description.as_str()) {
+            ("invalid_client" | "unauthorized_client", _) => Error::InvalidClient { description, debug_id },
+            ("invalid_scope", _) => Error::InvalidScope { description, debug_id },
+            ("invalid_signature", _) => Error::InvalidSignature { description, debug_id },
+            ("invalid_token", _) => Error::InvalidJwt { description, debug_id },
+            // Akeneo names the problem only in its message.
+            (_, d) if d.contains("does not match any client") => Error::InvalidClient { description, debug_id },
+            (_, d) if d.contains("No user found") => Error::InvalidUserCredentials { description, debug_id },
+            (_, d) if d.contains("Refresh token is invalid") => Error::RefreshTokenRejected { description, debug_id },
             _ => Error::TokenRequestRejected { code, description, debug_id },
         },
     }
@@ -161,6 +167,7 @@ pub fn minted(
     token_type: Option<String>,
     issued_at: Timestamp,
     lifetime: Duration,
+    refresh_token: Option<SecretValue>,
     debug_id: &Option<String>,
 ) -> Result<MintedToken> {
     if access_token.trim().is_empty() {
@@ -174,6 +181,9 @@ pub fn minted(
         token_type: token_type.filter(|t| !t.is_empty()).unwrap_or_else(|| "bearer".to_owned()),
         issued_at,
         expires_at,
+        refresh_token,
+        // Filled in by the caller, which knows which secret it sent.
+        client_secret_key: String::new(),
     })
 }
 
@@ -198,6 +208,8 @@ mod tests {
         assert!(e.to_string().contains("dbg-1"));
         assert_eq!(classify(400, r#"{"error":"invalid_scope"}"#, None).reason(), "InvalidScope");
         assert_eq!(classify(400, r#"{"error":"unsupported_grant_type"}"#, None).reason(), "TokenRequestRejected");
+        assert_eq!(classify(400, r#"{"error":"invalid_signature"}"#, None).reason(), "InvalidSignature");
+        assert_eq!(classify(400, r#"{"error":"invalid_token","error_description":"expired"}"#, None).reason(), "InvalidJwt");
         assert_eq!(
             classify(500, r#"{"error":"internal_error","error_description":"Please try again later"}"#, None).reason(),
             "TokenEndpointUnavailable"
@@ -208,8 +220,13 @@ mod tests {
     #[test]
     fn akeneo_error_shape_is_understood() {
         let e = classify(422, r#"{"code":422,"message":"Refresh token is invalid or has expired"}"#, None);
-        assert_eq!(e.reason(), "TokenRequestRejected");
+        assert_eq!(e.reason(), "RefreshTokenRejected");
         assert!(e.to_string().contains("Refresh token is invalid or has expired"));
+        let client = r#"{"code":422,"message":"Parameter \"client_id\" is missing or does not match any client, or secret is invalid"}"#;
+        assert_eq!(classify(422, client, None).reason(), "InvalidClient");
+        let user = r#"{"code":422,"message":"No user found for the given username and password"}"#;
+        assert_eq!(classify(422, user, None).reason(), "InvalidUserCredentials");
+        assert_eq!(classify(400, r#"{"code":400,"message":"Invalid json message received"}"#, None).reason(), "TokenRequestRejected");
     }
 
     #[test]

@@ -193,6 +193,7 @@ impl TestEnv {
                         name: source.into(),
                         client_id_key: "client_id".into(),
                         client_secret_key: "client_secret".into(),
+                        secondary_client_secret_key: None,
                     },
                     scopes: FIREFLY_SCOPES.iter().map(|s| s.to_string()).collect(),
                     ims_endpoint: self.ims.url().to_owned(),

@@ -1,0 +1,72 @@
+//! Operator-owned state of flows with refresh tokens (Akeneo): the refresh token lives in a
+//! Secret of its own, never in the target Secret that workloads mount. Akeneo deletes a refresh
+//! token when it is used, so the new one is persisted before the access token is written: a
+//! crash in between loses at most the refresh token, and the password grant takes over.
+
+use jiff::{SignedDuration, Timestamp};
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Patch, PatchParams};
+use kube::{Api, Resource, ResourceExt};
+use serde_json::json;
+
+use crate::crd::AdobeCredential;
+use crate::error::{Error, Result};
+use crate::source::SecretValue;
+use crate::target::{FIELD_MANAGER, MANAGED_BY_LABEL, annotation};
+
+/// Akeneo refresh tokens live 14 days; one hour less leaves room for clock skew.
+const REFRESH_TOKEN_LIFETIME: SignedDuration = SignedDuration::from_hours(14 * 24 - 1);
+const REFRESH_TOKEN_KEY: &str = "refresh_token";
+
+pub fn secret_name(cred: &AdobeCredential) -> String {
+    format!("{}-refresh-state", cred.name_any())
+}
+
+/// The persisted refresh token, if it was issued for the current inputs and is young enough.
+pub async fn load(secrets: &Api<Secret>, cred: &AdobeCredential, revision: &str, now: Timestamp) -> Result<Option<SecretValue>> {
+    let Some(secret) = secrets.get_opt(&secret_name(cred)).await.map_err(Error::kube("reading the refresh state"))? else {
+        return Ok(None);
+    };
+    let annotations = secret.annotations();
+    let issued_at: Option<Timestamp> = annotations.get(annotation::ISSUED_AT).and_then(|t| t.parse().ok());
+    let fresh = issued_at.is_some_and(|at| now < at + REFRESH_TOKEN_LIFETIME);
+    let same_inputs = annotations.get(annotation::SOURCE_REVISION).map(String::as_str) == Some(revision);
+    let token = secret
+        .data
+        .as_ref()
+        .and_then(|d| d.get(REFRESH_TOKEN_KEY))
+        .and_then(|v| String::from_utf8(v.0.clone()).ok())
+        .filter(|t| !t.is_empty());
+    Ok(token.filter(|_| fresh && same_inputs).map(SecretValue::new))
+}
+
+pub async fn save(
+    secrets: &Api<Secret>,
+    cred: &AdobeCredential,
+    refresh_token: &SecretValue,
+    revision: &str,
+    issued_at: Timestamp,
+) -> Result<()> {
+    let name = secret_name(cred);
+    let body = json!({
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {
+            "name": name,
+            "labels": { MANAGED_BY_LABEL: FIELD_MANAGER },
+            "annotations": {
+                annotation::CREDENTIAL: cred.name_any(),
+                annotation::ISSUED_AT: issued_at.to_string(),
+                annotation::SOURCE_REVISION: revision,
+            },
+            "ownerReferences": cred.controller_owner_ref(&()).into_iter().collect::<Vec<_>>(),
+        },
+        "type": "Opaque",
+        "stringData": { REFRESH_TOKEN_KEY: refresh_token.expose() },
+    });
+    secrets
+        .patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&body))
+        .await
+        .map_err(Error::kube("persisting the refresh token"))?;
+    Ok(())
+}

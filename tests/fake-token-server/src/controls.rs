@@ -1,0 +1,186 @@
+//! The methods a test uses to set up, disturb and observe a running server.
+
+use std::time::Duration;
+
+use crate::{
+    AdobeClient, Error, FakeTokenServer, Fault, FaultId,
+    log::{Outcome, RequestRecord},
+};
+
+impl FakeTokenServer {
+    /// The `{ims}` base that JWT audiences (`{ims}/c/{client_id}`) and metascope claims
+    /// (`{ims}/s/{metascope}`) must use. Defaults to [`url`](Self::url).
+    pub fn issuer_base_url(&self) -> String {
+        self.state.registry().issuer_base_url.clone()
+    }
+
+    /// Changes the `{ims}` base, e.g. to `https://ims-na1.adobelogin.com` when the client under
+    /// test derives the audience from a fixed host. A trailing slash is ignored.
+    pub fn set_issuer_base_url(&self, url: impl Into<String>) {
+        let url = url.into();
+        self.state.registry().issuer_base_url = url.trim_end_matches('/').to_owned();
+    }
+
+    /// Registers an Adobe credential, replacing one with the same client id.
+    ///
+    /// Fails with more than two secrets or an unusable public key.
+    pub fn register_adobe_client(&self, client: AdobeClient) -> Result<(), Error> {
+        self.state.registry().adobe.register(client)
+    }
+
+    /// Adds a client secret, as rotation does before the old one is removed. Fails if the client
+    /// already has two.
+    pub fn add_adobe_client_secret(
+        &self,
+        client_id: &str,
+        secret: impl Into<String>,
+    ) -> Result<(), Error> {
+        self.state
+            .registry()
+            .adobe
+            .add_secret(client_id, secret.into())
+    }
+
+    /// Removes a client secret; requests using it fail with `invalid_client` from then on.
+    pub fn remove_adobe_client_secret(&self, client_id: &str, secret: &str) -> Result<(), Error> {
+        self.state.registry().adobe.remove_secret(client_id, secret)
+    }
+
+    /// Replaces the public key (or certificate) of a service account, as when its certificate
+    /// is rotated; JWTs signed with the old key fail with `invalid_signature` from then on.
+    pub fn set_adobe_public_key(&self, client_id: &str, public_key_pem: &str) -> Result<(), Error> {
+        self.state
+            .registry()
+            .adobe
+            .set_public_key(client_id, public_key_pem)
+    }
+
+    /// Changes the lifetime of tokens issued to this client from now on.
+    pub fn set_adobe_token_lifetime(
+        &self,
+        client_id: &str,
+        lifetime: Duration,
+    ) -> Result<(), Error> {
+        self.state
+            .registry()
+            .adobe
+            .set_token_lifetime(client_id, lifetime)
+    }
+
+    /// Registers an Akeneo API connection, or replaces its secret.
+    pub fn register_akeneo_client(&self, client_id: impl Into<String>, secret: impl Into<String>) {
+        self.state
+            .registry()
+            .akeneo
+            .register_client(client_id.into(), secret.into());
+    }
+
+    /// Registers an Akeneo user, or replaces their password.
+    pub fn register_akeneo_user(&self, username: impl Into<String>, password: impl Into<String>) {
+        self.state
+            .registry()
+            .akeneo
+            .register_user(username.into(), password.into());
+    }
+
+    /// Lifetime of Akeneo access tokens issued from now on (default: 1 hour).
+    pub fn set_akeneo_access_token_lifetime(&self, lifetime: Duration) {
+        self.state.registry().akeneo.access_token_lifetime = lifetime;
+    }
+
+    /// Lifetime of Akeneo refresh tokens issued from now on (default: 14 days).
+    pub fn set_akeneo_refresh_token_lifetime(&self, lifetime: Duration) {
+        self.state.registry().akeneo.refresh_token_lifetime = lifetime;
+    }
+
+    /// Invalidates every Akeneo refresh token, so that clients must use the password grant.
+    pub fn revoke_akeneo_refresh_tokens(&self) {
+        self.state.registry().akeneo.revoke_refresh_tokens();
+    }
+
+    /// Starts applying a fault. Faults apply in the order they were injected: the first that
+    /// matches a request is used.
+    pub fn inject_fault(&self, fault: Fault) -> FaultId {
+        self.state.registry().faults.insert(fault)
+    }
+
+    /// Stops applying a fault; `false` if it was already gone (e.g. used up).
+    pub fn clear_fault(&self, id: FaultId) -> bool {
+        self.state.registry().faults.remove(id)
+    }
+
+    /// Stops applying every fault.
+    pub fn clear_faults(&self) {
+        self.state.registry().faults.clear();
+    }
+
+    /// Every request so far, oldest first.
+    pub fn requests(&self) -> Vec<RequestRecord> {
+        self.state.registry().log().to_vec()
+    }
+
+    /// The requests that claimed this client id, oldest first.
+    pub fn requests_for(&self, client_id: &str) -> Vec<RequestRecord> {
+        self.state
+            .registry()
+            .log()
+            .iter()
+            .filter(|record| record.client_id.as_deref() == Some(client_id))
+            .cloned()
+            .collect()
+    }
+
+    /// How many access tokens were issued to this client.
+    pub fn mint_count(&self, client_id: &str) -> usize {
+        count_mints(self.state.registry().log(), client_id)
+    }
+
+    /// The access tokens issued to this client, oldest first.
+    pub fn issued_tokens(&self, client_id: &str) -> Vec<String> {
+        self.state
+            .registry()
+            .issued_tokens(client_id)
+            .map(|token| token.expose().to_owned())
+            .collect()
+    }
+
+    /// Waits until at least `count` tokens have been issued to this client in total.
+    pub async fn wait_for_mints(
+        &self,
+        client_id: &str,
+        count: usize,
+        timeout: Duration,
+    ) -> Result<(), Error> {
+        self.state
+            .wait_for("minted tokens", client_id, count, timeout, |registry| {
+                count_mints(registry.log(), client_id)
+            })
+            .await
+    }
+
+    /// Waits until at least `count` requests (of any outcome) have claimed this client id.
+    pub async fn wait_for_requests(
+        &self,
+        client_id: &str,
+        count: usize,
+        timeout: Duration,
+    ) -> Result<(), Error> {
+        self.state
+            .wait_for("requests", client_id, count, timeout, |registry| {
+                registry
+                    .log()
+                    .iter()
+                    .filter(|record| record.client_id.as_deref() == Some(client_id))
+                    .count()
+            })
+            .await
+    }
+}
+
+fn count_mints(log: &[RequestRecord], client_id: &str) -> usize {
+    log.iter()
+        .filter(|record| {
+            record.outcome == Outcome::Issued && record.client_id.as_deref() == Some(client_id)
+        })
+        .count()
+}

@@ -1,0 +1,72 @@
+//! The request log that tests query.
+//!
+//! Entries describe requests without their credentials: they hold client ids, grant types and
+//! scopes, never client secrets, passwords, JWTs or tokens.
+
+use std::time::SystemTime;
+
+use axum::http::StatusCode;
+
+use crate::faults::FaultKind;
+
+/// Which token endpoint a request was for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EndpointKind {
+    /// Adobe IMS OAuth Server-to-Server: `POST /ims/token/v2|v3|v4`.
+    ClientCredentials,
+    /// Adobe IMS service account JWT exchange: `POST /ims/exchange/jwt` and its aliases.
+    JwtExchange,
+    /// Akeneo `POST /api/oauth/v1/token` with any grant other than `refresh_token` (including a
+    /// missing or unsupported one, which Akeneo rejects).
+    AkeneoPassword,
+    /// Akeneo `POST /api/oauth/v1/token` with `grant_type=refresh_token`.
+    AkeneoRefresh,
+}
+
+impl EndpointKind {
+    /// Adobe's endpoints share conventions (RFC 6749 error bodies, an `x-debug-id` header).
+    pub(crate) fn is_adobe(self) -> bool {
+        matches!(self, Self::ClientCredentials | Self::JwtExchange)
+    }
+}
+
+/// How the server answered a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// An access token was issued (even if a [`FaultKind::MissingFields`] fault then mangled the
+    /// response body).
+    Issued,
+    /// The request was refused with this error code: the RFC 6749 `error` value for Adobe
+    /// (`invalid_client`, `invalid_scope`, …); for Akeneo, whose bodies carry only a message, the
+    /// equivalent code (`invalid_client`, `invalid_grant`, `invalid_request`,
+    /// `unsupported_grant_type`, `invalid_json`, `unsupported_media_type`).
+    Rejected(String),
+    /// An injected fault answered instead of the endpoint (or kept it from answering at all).
+    Faulted,
+}
+
+/// One request as the server saw it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RequestRecord {
+    /// The endpoint family.
+    pub endpoint: EndpointKind,
+    /// The request path, e.g. `/ims/token/v3`.
+    pub path: String,
+    /// The client id the request claimed (form field for Adobe, Basic auth user for Akeneo).
+    pub client_id: Option<String>,
+    /// The `grant_type` parameter as sent.
+    pub grant_type: Option<String>,
+    /// For client credentials the `scope` parameter as sent; for a successful JWT exchange the
+    /// comma-separated metascopes of the JWT.
+    pub scope: Option<String>,
+    /// The status sent, or `None` when no response was sent (hang, dropped connection).
+    pub status: Option<StatusCode>,
+    /// What the request achieved.
+    pub outcome: Outcome,
+    /// The injected fault that applied to this request, if any.
+    pub fault: Option<FaultKind>,
+    /// The `x-debug-id` header sent (Adobe endpoints only).
+    pub debug_id: Option<String>,
+    /// When the request arrived.
+    pub received_at: SystemTime,
+}

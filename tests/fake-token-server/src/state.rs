@@ -1,0 +1,169 @@
+//! Everything a running server knows, shared between the request handlers and the test's handle.
+
+use std::{
+    collections::HashMap,
+    fmt,
+    sync::{Mutex, MutexGuard, PoisonError},
+    time::Duration,
+};
+
+use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+use jsonwebtoken::EncodingKey;
+use rand::Rng;
+use tokio::sync::watch;
+
+use crate::{
+    Error, adobe::AdobeClients, akeneo::AkeneoAccounts, faults::FaultQueue, log::RequestRecord,
+};
+
+/// A credential or token. Its `Debug` output is redacted so that no derived `Debug` of the state
+/// can leak it into test output or logs.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub(crate) struct Secret(String);
+
+impl Secret {
+    pub(crate) fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// A fresh random value, usable as an opaque token.
+    pub(crate) fn random() -> Self {
+        let mut bytes = [0_u8; 48];
+        rand::rng().fill(&mut bytes[..]);
+        Self(URL_SAFE_NO_PAD.encode(bytes))
+    }
+
+    pub(crate) fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// The mutable state, behind one lock so that every request sees a consistent picture.
+#[derive(Debug)]
+pub(crate) struct Registry {
+    /// `{ims}` in JWT audiences and metascope claim names, without a trailing slash.
+    pub(crate) issuer_base_url: String,
+    pub(crate) adobe: AdobeClients,
+    pub(crate) akeneo: AkeneoAccounts,
+    pub(crate) faults: FaultQueue,
+    log: Vec<RequestRecord>,
+    issued_tokens: HashMap<String, Vec<Secret>>,
+}
+
+impl Registry {
+    pub(crate) fn log(&self) -> &[RequestRecord] {
+        &self.log
+    }
+
+    pub(crate) fn issued_tokens(&self, client_id: &str) -> impl Iterator<Item = &Secret> {
+        self.issued_tokens.get(client_id).into_iter().flatten()
+    }
+}
+
+pub(crate) struct ServerState {
+    registry: Mutex<Registry>,
+    /// Bumped on every new log entry so that waiters re-check their condition.
+    log_version: watch::Sender<u64>,
+    /// Signs the access tokens (HS256). Nobody verifies them, but they must be well-formed JWTs.
+    pub(crate) access_token_key: EncodingKey,
+}
+
+impl fmt::Debug for ServerState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServerState")
+            .field("registry", &*self.registry())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ServerState {
+    pub(crate) fn new(issuer_base_url: String) -> Self {
+        let mut signing_secret = [0_u8; 32];
+        rand::rng().fill(&mut signing_secret[..]);
+        Self {
+            registry: Mutex::new(Registry {
+                issuer_base_url,
+                adobe: AdobeClients::default(),
+                akeneo: AkeneoAccounts::default(),
+                faults: FaultQueue::default(),
+                log: Vec::new(),
+                issued_tokens: HashMap::new(),
+            }),
+            log_version: watch::Sender::new(0),
+            access_token_key: EncodingKey::from_secret(&signing_secret),
+        }
+    }
+
+    /// The registry. A panic while it was locked (only possible in a test's own closure) leaves
+    /// it consistent enough for a fake, so poisoning is ignored rather than cascading.
+    pub(crate) fn registry(&self) -> MutexGuard<'_, Registry> {
+        self.registry.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Appends to the request log and remembers the issued access token, in one step so that a
+    /// waiter woken by the log entry also sees the token.
+    pub(crate) fn record(&self, record: RequestRecord, access_token: Option<Secret>) {
+        tracing::info!(
+            endpoint = ?record.endpoint,
+            path = %record.path,
+            client_id = record.client_id.as_deref().unwrap_or("-"),
+            grant_type = record.grant_type.as_deref().unwrap_or("-"),
+            scope = record.scope.as_deref().unwrap_or("-"),
+            status = record.status.map(|status| status.as_u16()),
+            outcome = ?record.outcome,
+            fault = ?record.fault,
+            debug_id = record.debug_id.as_deref().unwrap_or("-"),
+            "token request"
+        );
+        {
+            let mut registry = self.registry();
+            if let (Some(token), Some(client_id)) = (access_token, &record.client_id) {
+                registry
+                    .issued_tokens
+                    .entry(client_id.clone())
+                    .or_default()
+                    .push(token);
+            }
+            registry.log.push(record);
+        }
+        self.log_version.send_modify(|version| *version += 1);
+    }
+
+    /// Waits until `count` (evaluated on the log) reaches `wanted` or `timeout` passes.
+    pub(crate) async fn wait_for(
+        &self,
+        what: &'static str,
+        client_id: &str,
+        wanted: usize,
+        timeout: Duration,
+        count: impl Fn(&Registry) -> usize,
+    ) -> Result<(), Error> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        // Subscribing before the first check means no log entry can slip in between.
+        let mut changes = self.log_version.subscribe();
+        loop {
+            let seen = count(&self.registry());
+            if seen >= wanted {
+                return Ok(());
+            }
+            let timed_out = tokio::time::timeout_at(deadline, changes.changed())
+                .await
+                .is_err();
+            if timed_out {
+                return Err(Error::Timeout {
+                    what,
+                    client_id: client_id.to_owned(),
+                    wanted,
+                    seen,
+                    timeout,
+                });
+            }
+        }
+    }
+}

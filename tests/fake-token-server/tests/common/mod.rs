@@ -1,0 +1,71 @@
+//! Helpers shared by the integration tests.
+
+#![allow(dead_code)] // Each test binary uses a different subset.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+use serde_json::Value;
+
+/// A client with a deadline, so that a broken server fails the test instead of hanging it.
+pub fn http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .expect("reqwest client")
+}
+
+pub async fn post_form(url: &str, form: &[(&str, &str)]) -> reqwest::Response {
+    http()
+        .post(url)
+        .form(form)
+        .send()
+        .await
+        .expect("request sent")
+}
+
+/// `client_credentials` request for `scope` against `/ims/token/v3`.
+pub async fn mint(base: &str, client_id: &str, secret: &str, scope: &str) -> reqwest::Response {
+    post_form(
+        &format!("{base}/ims/token/v3"),
+        &[
+            ("grant_type", "client_credentials"),
+            ("client_id", client_id),
+            ("client_secret", secret),
+            ("scope", scope),
+        ],
+    )
+    .await
+}
+
+pub async fn status_and_json(response: reqwest::Response) -> (reqwest::StatusCode, Value) {
+    let status = response.status();
+    let body = response.json().await.expect("JSON body");
+    (status, body)
+}
+
+/// The sorted member names of a JSON object.
+pub fn keys(body: &Value) -> Vec<&str> {
+    let mut keys: Vec<&str> = body
+        .as_object()
+        .expect("JSON object")
+        .keys()
+        .map(String::as_str)
+        .collect();
+    keys.sort_unstable();
+    keys
+}
+
+/// The payload of a JWT, without verifying it (as a client reading an IMS token would).
+pub fn jwt_payload(jwt: &str) -> Value {
+    let parts: Vec<&str> = jwt.split('.').collect();
+    assert_eq!(parts.len(), 3, "a JWT has three parts");
+    let payload = URL_SAFE_NO_PAD.decode(parts[1]).expect("base64url payload");
+    serde_json::from_slice(&payload).expect("JSON payload")
+}
+
+pub fn unix_now() -> Duration {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock after 1970")
+}
