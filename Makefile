@@ -7,7 +7,7 @@ CARGO ?= cargo
 
 ## Everything CI checks: control-plane binaries, formatting, lints, generated files, all tests.
 test: envtest lint crd-check
-	ENVTEST_BIN_DIR="$$(scripts/envtest-build.sh)" $(CARGO) test --workspace --all-targets
+	ENVTEST_BIN_DIR="$$(scripts/envtest-build.sh)" $(CARGO) test --workspace --all-targets --no-fail-fast
 
 ## Build (once, then cached) kube-apiserver, etcd, kubectl and helm from Go modules.
 envtest:

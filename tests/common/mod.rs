@@ -2,17 +2,21 @@
 //! IMS served over TLS with its own CA, and the operator binary scoped to that namespace.
 #![allow(dead_code)] // each test binary uses a different subset
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use adobe_credential_operator::crd::{AdobeCredential, AdobeCredentialSpec, ClientSecretRef, OAuthServerToServer};
 use fake_token_server::{AdobeClient, FakeTokenServer};
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::api::events::v1::Event;
-use kube::api::{ListParams, PostParams};
-use kube::{Api, Client};
+use kube::api::{ListParams, Patch, PatchParams, PostParams};
+use futures::StreamExt;
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client, ResourceExt};
 use test_support::{ControlPlane, TestNamespace};
 
 pub const WAIT: Duration = Duration::from_secs(60);
@@ -105,6 +109,9 @@ pub struct TestEnv {
     pub operator: Option<Operator>,
     /// Every secret value seeded in this test, checked for leaks at the end.
     pub seeded_secrets: Vec<String>,
+    /// Every Ready condition any credential of the namespace went through, in order.
+    ready_history: Arc<Mutex<Vec<(String, String, String)>>>,
+    history_task: tokio::task::JoinHandle<()>,
 }
 
 impl TestEnv {
@@ -117,7 +124,22 @@ impl TestEnv {
         let ims = FakeTokenServer::start_tls(&tls.cert_pem, &tls.key_pem).await.expect("fake IMS");
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::write(dir.path().join("ca.pem"), &tls.ca_pem).expect("ca file");
-        let mut env = Self { control_plane, namespace, client, ims, dir, operator: None, seeded_secrets: Vec::new() };
+        let ready_history = Arc::new(Mutex::new(Vec::new()));
+        let history_task = tokio::spawn(record_ready_history(
+            Api::namespaced(client.clone(), namespace.name()),
+            ready_history.clone(),
+        ));
+        let mut env = Self {
+            control_plane,
+            namespace,
+            client,
+            ims,
+            dir,
+            operator: None,
+            seeded_secrets: Vec::new(),
+            ready_history,
+            history_task,
+        };
         env.start_operator().await;
         env
     }
@@ -163,23 +185,23 @@ impl TestEnv {
 
     /// Creates or replaces the source Secret holding a client ID and secret.
     pub async fn put_source(&mut self, name: &str, client_id: &str, client_secret: &str) {
-        self.seeded_secrets.push(client_secret.to_owned());
-        let secret: Secret = serde_json::from_value(serde_json::json!({
-            "metadata": { "name": name },
-            "stringData": { "client_id": client_id, "client_secret": client_secret },
-        }))
-        .expect("secret");
+        self.put_secret(name, &[("client_id", client_id)], &[("client_secret", client_secret)]).await;
+    }
+
+    /// Creates a Secret, or replaces the given keys of an existing one. Values in `secret_pairs`
+    /// are remembered for the leak check.
+    pub async fn put_secret(&mut self, name: &str, plain_pairs: &[(&str, &str)], secret_pairs: &[(&str, &str)]) {
+        self.seeded_secrets.extend(secret_pairs.iter().map(|(_, v)| v.to_string()));
+        let data: BTreeMap<&str, &str> = plain_pairs.iter().chain(secret_pairs).copied().collect();
         let api = self.secrets();
-        match api.get_opt(name).await.expect("get source") {
-            Some(_) => {
-                let patch = serde_json::json!({ "stringData": { "client_id": client_id, "client_secret": client_secret } });
-                api.patch(name, &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&patch))
-                    .await
-                    .expect("update source");
-            }
-            None => {
-                api.create(&PostParams::default(), &secret).await.expect("create source");
-            }
+        if api.get_opt(name).await.expect("get secret").is_some() {
+            let patch = serde_json::json!({ "stringData": data });
+            api.patch(name, &PatchParams::default(), &Patch::Merge(&patch)).await.expect("update secret");
+        } else {
+            let secret: Secret =
+                serde_json::from_value(serde_json::json!({ "metadata": { "name": name }, "stringData": data }))
+                    .expect("secret");
+            api.create(&PostParams::default(), &secret).await.expect("create secret");
         }
     }
 
@@ -199,8 +221,7 @@ impl TestEnv {
                     ims_endpoint: self.ims.url().to_owned(),
                     org_id: Some("1234ABCD@AdobeOrg".into()),
                 }),
-                target: None,
-                renewal: None,
+                ..Default::default()
             },
         )
     }
@@ -219,6 +240,16 @@ impl TestEnv {
                 let ready = cred.status.as_ref()?.conditions.iter().find(|c| c.type_ == "Ready")?;
                 (ready.status == status && ready.reason == reason).then_some(cred)
             }
+        })
+        .await
+    }
+
+    /// Waits until `name` has gone through Ready=`status` with `reason`, however briefly: the
+    /// history comes from a watch, so short-lived states are not missed by polling.
+    pub async fn wait_seen(&self, name: &str, status: &str, reason: &str) {
+        eventually(&format!("{name} to pass through Ready={status} reason={reason}"), WAIT, || async {
+            let history = self.ready_history.lock().expect("history");
+            history.iter().any(|(n, s, r)| n == name && s == status && r == reason).then_some(())
         })
         .await
     }
@@ -250,6 +281,36 @@ impl TestEnv {
         for (what, text) in &haystacks {
             for needle in &needles {
                 assert!(!text.contains(needle.as_str()), "a secret value leaked into the {what}");
+            }
+        }
+    }
+}
+
+impl Drop for TestEnv {
+    fn drop(&mut self) {
+        self.history_task.abort();
+        // The temp dir goes away with the test: show the operator's side of a failure first.
+        if std::thread::panicking() {
+            let logs = self.logs();
+            let tail: Vec<&str> = logs.lines().rev().take(60).collect();
+            eprintln!("--- operator log (last {} lines) ---", tail.len());
+            for line in tail.iter().rev() {
+                eprintln!("{line}");
+            }
+        }
+    }
+}
+
+async fn record_ready_history(api: Api<AdobeCredential>, history: Arc<Mutex<Vec<(String, String, String)>>>) {
+    let mut events = std::pin::pin!(watcher(api, watcher::Config::default()).default_backoff().applied_objects());
+    while let Some(event) = events.next().await {
+        let Ok(cred) = event else { continue };
+        let ready = cred.status.as_ref().and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"));
+        if let Some(c) = ready {
+            let entry = (cred.name_any(), c.status.clone(), c.reason.clone());
+            let mut history = history.lock().expect("history");
+            if history.last() != Some(&entry) {
+                history.push(entry);
             }
         }
     }

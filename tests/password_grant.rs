@@ -1,0 +1,126 @@
+//! Akeneo PIM credentials: password grant first, refresh_token grant for renewals with the
+//! refresh token persisted in operator-owned state, password again when it is rejected.
+
+mod common;
+
+use std::time::Duration;
+
+use adobe_credential_operator::crd::{AdobeCredential, ClientSecretRef, PasswordGrant, UserSecretRef};
+use common::{TestEnv, WAIT, eventually, key};
+use fake_token_server::EndpointKind;
+
+async fn setup(env: &mut TestEnv, name: &str) -> AdobeCredential {
+    let client_id = format!("{name}-client");
+    let secret = format!("p8e-{name}-secret");
+    env.ims.register_akeneo_client(&client_id, &secret);
+    env.ims.register_akeneo_user(format!("{name}-user"), format!("pw-{name}-1"));
+    env.put_source(&format!("{name}-client"), &client_id, &secret).await;
+    env.put_secret(&format!("{name}-user"), &[("username", &format!("{name}-user"))], &[("password", &format!("pw-{name}-1"))])
+        .await;
+    let mut cred = env.s2s_credential(name, "unused");
+    cred.spec.oauth_server_to_server = None;
+    cred.spec.password_grant = Some(PasswordGrant {
+        token_url: format!("{}/api/oauth/v1/token", env.ims.url()),
+        client_secret_ref: ClientSecretRef {
+            name: format!("{name}-client"),
+            client_id_key: "client_id".into(),
+            client_secret_key: "client_secret".into(),
+            secondary_client_secret_key: None,
+        },
+        user_secret_ref: UserSecretRef {
+            name: format!("{name}-user"),
+            username_key: "username".into(),
+            password_key: "password".into(),
+        },
+    });
+    cred
+}
+
+fn grants(env: &TestEnv, client_id: &str) -> Vec<EndpointKind> {
+    env.ims.requests_for(client_id).into_iter().map(|r| r.endpoint).collect()
+}
+
+#[tokio::test]
+async fn password_first_then_refresh_tokens_kept_out_of_the_target() {
+    let mut env = TestEnv::new("akeneo").await;
+    env.ims.set_akeneo_access_token_lifetime(Duration::from_secs(6));
+    let cred = setup(&mut env, "pim").await;
+    env.create(&cred).await;
+    env.wait_ready("pim", "True", "TokenMinted").await;
+    env.ims.wait_for_mints("pim-client", 3, WAIT).await.expect("two renewals");
+    let kinds = grants(&env, "pim-client");
+    assert_eq!(kinds[0], EndpointKind::AkeneoPassword);
+    assert!(kinds[1..].iter().all(|k| *k == EndpointKind::AkeneoRefresh), "{kinds:?}");
+
+    let target = env.target("pim-token").await.expect("target");
+    assert!(key(&target, "refresh_token").is_none(), "workloads never see the refresh token");
+    let state = env.target("pim-refresh-state").await.expect("operator-owned refresh state");
+    let owner = state.metadata.owner_references.clone().unwrap_or_default();
+    assert_eq!(owner.first().map(|o| o.kind.as_str()), Some("AdobeCredential"));
+    let refresh_token = key(&state, "refresh_token").expect("refresh token persisted");
+    env.seeded_secrets.push(refresh_token);
+    env.assert_no_leaks(&["pim-client"]).await;
+}
+
+#[tokio::test]
+async fn restart_uses_the_persisted_refresh_token_and_mints_nothing_while_valid() {
+    let mut env = TestEnv::new("akeneo-restart").await;
+    env.ims.set_akeneo_access_token_lifetime(Duration::from_secs(8));
+    let cred = setup(&mut env, "rs").await;
+    env.create(&cred).await;
+    env.wait_ready("rs", "True", "TokenMinted").await;
+    env.kill_operator().await;
+    let offset = env.logs().len();
+    env.start_operator().await;
+    eventually("the restarted operator to inspect rs", WAIT, || async {
+        env.logs().split_off(offset).lines().any(|l| l.contains("inspecting inputs and target") && l.contains("/rs")).then_some(())
+    })
+    .await;
+    assert_eq!(env.ims.mint_count("rs-client"), 1, "valid token adopted after restart");
+    env.ims.wait_for_mints("rs-client", 2, WAIT).await.expect("renewal after restart");
+    assert_eq!(grants(&env, "rs-client"), [EndpointKind::AkeneoPassword, EndpointKind::AkeneoRefresh]);
+}
+
+#[tokio::test]
+async fn rejected_refresh_token_falls_back_to_the_password() {
+    let mut env = TestEnv::new("akeneo-revoke").await;
+    env.ims.set_akeneo_access_token_lifetime(Duration::from_secs(6));
+    let cred = setup(&mut env, "rv").await;
+    env.create(&cred).await;
+    env.wait_ready("rv", "True", "TokenMinted").await;
+    env.ims.revoke_akeneo_refresh_tokens();
+    env.ims.wait_for_mints("rv-client", 2, WAIT).await.expect("renewal");
+    let kinds = grants(&env, "rv-client");
+    assert_eq!(kinds, [EndpointKind::AkeneoPassword, EndpointKind::AkeneoRefresh, EndpointKind::AkeneoPassword]);
+    env.wait_ready("rv", "True", "TokenMinted").await;
+}
+
+#[tokio::test]
+async fn password_rotation_mints_with_the_new_password_at_once() {
+    let mut env = TestEnv::new("akeneo-rotate").await;
+    let cred = setup(&mut env, "pw").await;
+    env.create(&cred).await;
+    env.wait_ready("pw", "True", "TokenMinted").await;
+    env.ims.register_akeneo_user("pw-user", "pw-pw-2");
+    env.put_secret("pw-user", &[], &[("password", "pw-pw-2")]).await;
+    env.ims.wait_for_mints("pw-client", 2, WAIT).await.expect("mint after rotation");
+    let kinds = grants(&env, "pw-client");
+    assert_eq!(kinds.last(), Some(&EndpointKind::AkeneoPassword), "new inputs: the old refresh token is not used");
+    env.assert_no_leaks(&["pw-client"]).await;
+}
+
+#[tokio::test]
+async fn wrong_client_secret_and_wrong_password_have_precise_reasons() {
+    let mut env = TestEnv::new("akeneo-errors").await;
+    let bad_client = setup(&mut env, "bc").await;
+    env.put_source("bc-client", "bc-client", "p8e-wrong").await;
+    let bad_user = setup(&mut env, "bu").await;
+    env.put_secret("bu-user", &[], &[("password", "pw-wrong")]).await;
+    env.create(&bad_client).await;
+    env.create(&bad_user).await;
+    let c = env.wait_ready("bc", "False", "InvalidClient").await;
+    assert!(c.status.expect("status").conditions[0].message.contains("does not match any client"));
+    let u = env.wait_ready("bu", "False", "InvalidUserCredentials").await;
+    assert!(u.status.expect("status").conditions[0].message.contains("No user found"));
+    env.assert_no_leaks(&["bc-client", "bu-client"]).await;
+}
