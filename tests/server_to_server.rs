@@ -121,6 +121,27 @@ async fn rotation_of_the_source_secret_mints_at_once() {
     env.assert_no_leaks(&["rot-client"]).await;
 }
 
+/// Mid-rotation the source Secret holds the old (already revoked) and the new client secret: the
+/// operator falls back to the second and says so.
+#[tokio::test]
+async fn second_client_secret_is_used_when_the_first_is_rejected() {
+    let mut env = TestEnv::new("second").await;
+    env.register_client("two-client", "p8e-two-new", DAY);
+    env.put_secret("two-src", &[("client_id", "two-client")], &[("client_secret", "p8e-two-old"), ("client_secret_2", "p8e-two-new")])
+        .await;
+    let mut cred = env.s2s_credential("two", "two-src");
+    if let Some(flow) = cred.spec.oauth_server_to_server.as_mut() {
+        flow.client_secret_ref.secondary_client_secret_key = Some("client_secret_2".into());
+    }
+    env.create(&cred).await;
+    let ready = env.wait_ready("two", "True", "TokenMinted").await;
+    let message = &ready.status.expect("status").conditions[0].message;
+    assert!(message.contains("\"client_secret_2\" works"), "{message}");
+    let outcomes: Vec<_> = env.ims.requests_for("two-client").into_iter().map(|r| r.status.map(|s| s.as_u16())).collect();
+    assert_eq!(outcomes, [Some(400), Some(200)], "first secret rejected, second accepted");
+    env.assert_no_leaks(&["two-client"]).await;
+}
+
 /// A label edit on the source Secret changes nothing that went into the token: no mint.
 #[tokio::test]
 async fn metadata_only_change_of_the_source_does_not_mint() {
