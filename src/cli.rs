@@ -1,10 +1,11 @@
 //! Command line: `crd` prints the CRD, `run` runs the controller. Every flag of `run` also reads
 //! an environment variable, which is how the Helm chart configures the operator.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{ArgAction, Parser, Subcommand, ValueEnum};
 
 use crate::controller::Namespaces;
 use crate::schedule::parse_duration;
@@ -60,9 +61,45 @@ pub struct RunArgs {
     #[arg(long, env = "ACO_LOG_LEVEL", default_value = "info")]
     pub log_level: String,
 
-    /// Name of this replica in Events (the pod name in a cluster).
+    /// Name of this replica in Events and in the Lease (the pod name in a cluster).
     #[arg(long, env = "POD_NAME")]
     pub instance: Option<String>,
+
+    /// Address of the HTTP server for /metrics, /healthz and /readyz (port 0 picks a free one).
+    #[arg(long, env = "ACO_HTTP_ADDR", default_value = "0.0.0.0:8080")]
+    pub http_addr: SocketAddr,
+
+    /// Elect one leader among replicas through a Lease; only the leader mints and writes.
+    #[arg(long, env = "ACO_LEADER_ELECTION", default_value_t = false, num_args = 0..=1, default_missing_value = "true", action = ArgAction::Set)]
+    pub leader_election: bool,
+
+    /// Name of the Lease.
+    #[arg(long, env = "ACO_LEASE_NAME", default_value = "adobe-credential-operator")]
+    pub lease_name: String,
+
+    /// Namespace of the Lease (the operator's own namespace).
+    #[arg(long, env = "ACO_LEASE_NAMESPACE", default_value = "default")]
+    pub lease_namespace: String,
+
+    /// How long a Lease stays valid without renewal; a follower takes over after that.
+    #[arg(long, env = "ACO_LEASE_DURATION", default_value = "15s", value_parser = duration_arg)]
+    pub lease_duration: Duration,
+
+    /// The leader gives up when it could not renew for this long (less than the duration).
+    #[arg(long, env = "ACO_LEASE_RENEW_DEADLINE", default_value = "10s", value_parser = duration_arg)]
+    pub lease_renew_deadline: Duration,
+
+    /// Interval of Lease renewals and acquisition attempts.
+    #[arg(long, env = "ACO_LEASE_RETRY_PERIOD", default_value = "2s", value_parser = duration_arg)]
+    pub lease_retry_period: Duration,
+
+    /// Token requests per second, per token-endpoint host (requests over it wait their turn).
+    #[arg(long, env = "ACO_TOKEN_RATE_LIMIT_QPS", default_value_t = 10.0)]
+    pub token_rate_limit_qps: f64,
+
+    /// Token requests allowed at once per host before the rate limit applies.
+    #[arg(long, env = "ACO_TOKEN_RATE_LIMIT_BURST", default_value_t = 20)]
+    pub token_rate_limit_burst: u32,
 }
 
 impl RunArgs {
@@ -87,6 +124,10 @@ mod tests {
         assert!(matches!(args.namespaces(), Namespaces::List(l) if l == ["a", "b"]));
         assert_eq!(args.allowed_token_hosts, ["*.adobelogin.com"]);
         assert_eq!(args.token_request_timeout, Duration::from_secs(30));
+        assert!(!args.leader_election);
         assert!(Cli::try_parse_from(["aco", "run", "--token-request-timeout", "soon"]).is_err());
+        let cli = Cli::try_parse_from(["aco", "run", "--leader-election"]).expect("bare flag");
+        let Command::Run(args) = cli.command else { panic!("run expected") };
+        assert!(args.leader_election);
     }
 }

@@ -19,11 +19,15 @@ use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::{Controller, WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde_json::json;
+use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
 use crate::crd::AdobeCredential;
 use crate::error::{Error, Result};
+use crate::http::Health;
 use crate::index::SecretIndex;
+use crate::metrics::Metrics;
+use crate::rate_limit::HostRateLimiter;
 use crate::refresh_state;
 use crate::schedule;
 use crate::source::{self, FlowInputs, SecretValue};
@@ -42,9 +46,25 @@ pub enum Namespaces {
 pub struct Context {
     pub client: Client,
     pub tokens: TokenClient,
+    pub metrics: Arc<Metrics>,
+    pub health: Arc<Health>,
+    rate_limiter: HostRateLimiter,
     recorder: Recorder,
     index: Mutex<SecretIndex>,
     memory: Mutex<HashMap<ObjectRef<AdobeCredential>, Memory>>,
+    shutdown: watch::Receiver<bool>,
+}
+
+/// Everything the controller needs from the process.
+pub struct ContextParts {
+    pub client: Client,
+    pub tokens: TokenClient,
+    pub reporter: Reporter,
+    pub metrics: Arc<Metrics>,
+    pub health: Arc<Health>,
+    pub rate_limiter: HostRateLimiter,
+    /// Turns true when the process is asked to stop.
+    pub shutdown: watch::Receiver<bool>,
 }
 
 /// What the operator remembers about a credential between reconciles. Only an optimisation:
@@ -63,13 +83,17 @@ struct Memory {
 }
 
 impl Context {
-    pub fn new(client: Client, tokens: TokenClient, reporter: Reporter) -> Arc<Self> {
+    pub fn new(parts: ContextParts) -> Arc<Self> {
         Arc::new(Self {
-            recorder: Recorder::new(client.clone(), reporter),
-            client,
-            tokens,
+            recorder: Recorder::new(parts.client.clone(), parts.reporter),
+            client: parts.client,
+            tokens: parts.tokens,
+            metrics: parts.metrics,
+            health: parts.health,
+            rate_limiter: parts.rate_limiter,
             index: Mutex::default(),
             memory: Mutex::default(),
+            shutdown: parts.shutdown,
         })
     }
 
@@ -127,8 +151,10 @@ impl IndexUpdater {
         match event {
             watcher::Event::Apply(cred) => self.ctx.index().upsert(cred),
             watcher::Event::Delete(cred) => {
-                self.ctx.index().remove(&key(cred).0, &key(cred).1);
+                let (namespace, name) = key(cred);
+                self.ctx.index().remove(&namespace, &name);
                 self.ctx.memory().remove(&ObjectRef::from_obj(cred));
+                self.ctx.metrics.forget(&namespace, &name);
             }
             watcher::Event::Init => self.relisted.clear(),
             watcher::Event::InitApply(cred) => {
@@ -148,12 +174,13 @@ impl IndexUpdater {
     }
 }
 
-/// Runs the controller until the process is asked to stop.
+/// Runs the controller until the process is asked to stop; in-flight reconciles finish first.
 pub async fn run(ctx: Arc<Context>, namespaces: Namespaces, concurrency: u16) {
     let scopes: Vec<Option<String>> = match namespaces {
         Namespaces::All => vec![None],
         Namespaces::List(list) => list.into_iter().map(Some).collect(),
     };
+    ctx.health.start_leading(scopes.len());
     let controllers = scopes.into_iter().map(|ns| controller(ctx.clone(), ns, concurrency).boxed());
     future::join_all(controllers).await;
 }
@@ -171,10 +198,20 @@ async fn controller(ctx: Arc<Context>, namespace: Option<String>, concurrency: u
         .reflect(writer)
         .applied_objects();
 
+    let synced = reader.clone();
+    let health = ctx.health.clone();
+    tokio::spawn(async move {
+        if synced.wait_until_ready().await.is_ok() {
+            health.watch_synced();
+        }
+    });
+    let mut shutdown = ctx.shutdown.clone();
     Controller::for_stream(credential_stream, reader)
         .with_config(ControllerConfig::default().concurrency(concurrency))
         .reconcile_on(secret_triggers(secrets, ctx.clone()))
-        .shutdown_on_signal()
+        .graceful_shutdown_on(async move {
+            let _ = shutdown.wait_for(|stop| *stop).await;
+        })
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {
             match result {
@@ -200,7 +237,8 @@ fn secret_triggers(
         .flat_map(move |meta| stream::iter(ctx.credentials_touched_by(&meta)))
 }
 
-fn error_policy(cred: Arc<AdobeCredential>, err: &Error, _ctx: Arc<Context>) -> Action {
+fn error_policy(cred: Arc<AdobeCredential>, err: &Error, ctx: Arc<Context>) -> Action {
+    ctx.metrics.reconcile_failed(err.reason());
     warn!(credential = %status::display_name(&cred), reason = err.reason(), error = %err, "reconcile failed");
     Action::requeue(Duration::from_secs(5))
 }
@@ -257,6 +295,7 @@ async fn reconcile(cred: Arc<AdobeCredential>, ctx: Arc<Context>) -> Result<Acti
             let outcome = Outcome::Valid { token: &done.token, renewal_time, fallback_secret_key };
             patch_status_if_changed(&cred, &ctx, status::desired(&cred, flow, &outcome, now)).await?;
             publish_success(&cred, &ctx, &done).await;
+            ctx.metrics.set_expiry(&namespace, &cred.name_any(), done.token.expires_at);
             let mut memory = ctx.memory();
             let m = memory.entry(key).or_default();
             m.generation = cred.metadata.generation;
@@ -267,6 +306,10 @@ async fn reconcile(cred: Arc<AdobeCredential>, ctx: Arc<Context>) -> Result<Acti
         Err(failure) => {
             let failures = failures_so_far.saturating_add(1);
             let error = &failure.error;
+            ctx.metrics.reconcile_failed(error.reason());
+            if let Some(t) = &failure.last_good {
+                ctx.metrics.set_expiry(&namespace, &cred.name_any(), t.expires_at);
+            }
             let mut delay = schedule::failure_backoff(failures, error.retry(), error.retry_after(), rand::random());
             if let Some(t) = &failure.last_good {
                 // Wake up at expiry at the latest, to report TokenExpired on time.
@@ -375,7 +418,16 @@ async fn mint(ctx: &Context, cred: &AdobeCredential, secrets: &Api<Secret>, inpu
         FlowInputs::PasswordGrant(_) => refresh_state::load(secrets, cred, &revision, Timestamp::now()).await?,
         _ => None,
     };
-    let minted = ctx.tokens.mint(inputs, refresh_token.as_ref()).await?;
+    if let Some(host) = reqwest::Url::parse(inputs.endpoint()).ok().and_then(|u| u.host_str().map(str::to_owned)) {
+        let _queued = ctx.metrics.mint_queued();
+        ctx.rate_limiter.acquire(&host).await;
+    }
+    let _in_flight = ctx.metrics.mint_in_flight();
+    let started = std::time::Instant::now();
+    let minted = ctx.tokens.mint(inputs, refresh_token.as_ref()).await;
+    let outcome = minted.as_ref().map_or_else(Error::reason, |_| "ok");
+    ctx.metrics.mint_finished(inputs.flow_name(), outcome, started.elapsed());
+    let minted = minted?;
     if let Some(refresh_token) = &minted.refresh_token {
         // Persisted before anything else: the refresh token just used is already dead.
         refresh_state::save(secrets, cred, refresh_token, &revision, minted.issued_at).await?;

@@ -1,12 +1,23 @@
 #![forbid(unsafe_code)]
 
+use std::sync::Arc;
+
 use adobe_credential_operator::cli::{Cli, Command, RunArgs};
-use adobe_credential_operator::controller::{self, Context};
+use adobe_credential_operator::controller::{self, Context, ContextParts};
+use adobe_credential_operator::crd::{self, AdobeCredential};
+use adobe_credential_operator::http::{self, Health};
+use adobe_credential_operator::leader::{LeaderElector, LeaseConfig};
+use adobe_credential_operator::metrics::Metrics;
+use adobe_credential_operator::rate_limit::HostRateLimiter;
+use adobe_credential_operator::telemetry;
 use adobe_credential_operator::token::{HostAllowlist, TokenClient, TokenClientConfig};
-use adobe_credential_operator::{crd, telemetry};
 use anyhow::Context as _;
 use clap::Parser;
+use kube::api::ListParams;
 use kube::runtime::events::Reporter;
+use kube::{Api, Client};
+use tokio::sync::watch;
+use tracing::{error, info};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -31,10 +42,119 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         request_timeout: args.token_request_timeout,
     })
     .context("building the token HTTP client")?;
-    let client = kube::Client::try_default().await.context("connecting to the Kubernetes API")?;
-    let reporter = Reporter { controller: "adobe-credential-operator".into(), instance: args.instance.clone() };
-    let ctx = Context::new(client, tokens, reporter);
-    tracing::info!(namespaces = ?args.namespaces(), "starting the AdobeCredential controller");
-    controller::run(ctx, args.namespaces(), args.concurrency).await;
-    Ok(())
+    let client = Client::try_default().await.context("connecting to the Kubernetes API")?;
+    check_crd_installed(&client, &args).await?;
+
+    let metrics = Arc::new(Metrics::new());
+    let health = Arc::new(Health::default());
+    let bound = http::serve(args.http_addr, health.clone(), metrics.clone())
+        .await
+        .with_context(|| format!("binding the HTTP server to {}", args.http_addr))?;
+    info!(address = %bound, "serving /metrics, /healthz and /readyz");
+
+    let (stop, stopped) = watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        info!("shutdown requested: finishing in-flight work");
+        let _ = stop.send(true);
+    });
+
+    let identity = args.instance.clone().unwrap_or_else(default_identity);
+    let ctx = Context::new(ContextParts {
+        client: client.clone(),
+        tokens,
+        reporter: Reporter { controller: "adobe-credential-operator".into(), instance: Some(identity.clone()) },
+        metrics,
+        health: health.clone(),
+        rate_limiter: HostRateLimiter::new(args.token_rate_limit_qps, args.token_rate_limit_burst),
+        shutdown: stopped.clone(),
+    });
+    let namespaces = args.namespaces();
+    info!(namespaces = ?namespaces, identity = %identity, "starting the AdobeCredential controller");
+
+    if !args.leader_election {
+        controller::run(ctx, namespaces, args.concurrency).await;
+        info!("stopped");
+        return Ok(());
+    }
+    let mut elector = LeaderElector::new(
+        client,
+        LeaseConfig {
+            namespace: args.lease_namespace.clone(),
+            name: args.lease_name.clone(),
+            identity,
+            lease_duration: args.lease_duration,
+            renew_deadline: args.lease_renew_deadline,
+            retry_period: args.lease_retry_period,
+        },
+    );
+    health.set_standby();
+    let mut stop_waiting = stopped.clone();
+    tokio::select! {
+        () = elector.acquire() => {}
+        _ = stop_waiting.wait_for(|stop| *stop) => {
+            info!("stopped before becoming leader");
+            return Ok(());
+        }
+    }
+    tokio::select! {
+        () = controller::run(ctx, namespaces, args.concurrency) => {
+            elector.release().await;
+            info!("stopped");
+            Ok(())
+        }
+        () = elector.hold() => {
+            // Another replica may lead already: stop writing at once, the Deployment restarts us.
+            error!("lost the lease; exiting so that two replicas never write at the same time");
+            health.set_failed();
+            std::process::exit(1);
+        }
+    }
+}
+
+/// Fails early, with a hint, when the CRD is missing (the usual first-install mistake).
+async fn check_crd_installed(client: &Client, args: &RunArgs) -> anyhow::Result<()> {
+    let api: Api<AdobeCredential> = match args.namespaces() {
+        adobe_credential_operator::controller::Namespaces::List(list) => Api::namespaced(client.clone(), &list[0]),
+        adobe_credential_operator::controller::Namespaces::All => Api::all(client.clone()),
+    };
+    match api.list(&ListParams::default().limit(1)).await {
+        Err(kube::Error::Api(status)) if status.code == 404 => anyhow::bail!(
+            "the AdobeCredential CRD is not installed: kubectl apply -f crds/adobecredentials.yaml (or install the Helm chart)"
+        ),
+        Err(err) => Err(err).context("listing AdobeCredentials (check RBAC and connectivity)"),
+        Ok(_) => Ok(()),
+    }
+}
+
+fn default_identity() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "adobe-credential-operator".into());
+    format!("{host}-{:08x}", rand::random::<u32>())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut terminate) => {
+                tokio::select! {
+                    _ = ctrl_c => {}
+                    _ = terminate.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
 }

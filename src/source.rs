@@ -96,6 +96,15 @@ impl FlowInputs {
         }
     }
 
+    /// Base URL of the token endpoint (IMS) or the token URL itself (password grant).
+    pub fn endpoint(&self) -> &str {
+        match self {
+            FlowInputs::OAuthServerToServer(i) => &i.ims_endpoint,
+            FlowInputs::ServiceAccountJwt(i) => &i.ims_endpoint,
+            FlowInputs::PasswordGrant(i) => &i.token_url,
+        }
+    }
+
     /// Client ID written to the target Secret (Adobe APIs want it as `x-api-key`).
     pub fn client_id(&self) -> &str {
         &self.client().client_id

@@ -69,6 +69,11 @@ pub struct Operator {
 
 impl Operator {
     pub async fn start(namespace: &str, kubeconfig: &Path, ca_file: &Path, log_path: PathBuf) -> Self {
+        Self::start_with(namespace, kubeconfig, ca_file, log_path, &[]).await
+    }
+
+    /// Starts the operator with extra flags (leader election, rate limits, …).
+    pub async fn start_with(namespace: &str, kubeconfig: &Path, ca_file: &Path, log_path: PathBuf, extra: &[&str]) -> Self {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path).expect("log file");
         let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_adobe-credential-operator"))
             .arg("run")
@@ -78,6 +83,8 @@ impl Operator {
             .arg(ca_file)
             .args(["--token-request-timeout", "5s"])
             .args(["--log-level", "info,adobe_credential_operator=debug"])
+            .args(["--http-addr", "127.0.0.1:0"])
+            .args(extra)
             .env("KUBECONFIG", kubeconfig)
             .env_remove("ACO_NAMESPACES")
             .stdin(Stdio::null())
@@ -91,6 +98,22 @@ impl Operator {
 
     pub fn logs(&self) -> String {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// Base URL of the operator's /metrics, /healthz and /readyz, once it logged its address.
+    /// With several processes sharing a log file, the last one started wins.
+    pub async fn http_url(&self) -> String {
+        eventually("the operator's HTTP address", WAIT, || async {
+            let logs = self.logs();
+            let line = logs.lines().rev().find(|l| l.contains("serving /metrics"))?;
+            let address = line.split("address=").nth(1)?.split_whitespace().next()?;
+            Some(format!("http://{address}"))
+        })
+        .await
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
     }
 
     /// SIGKILL: no graceful shutdown, as when a node dies.

@@ -1,0 +1,180 @@
+//! Prometheus metrics (prometheus-client), served at `/metrics`. Labels never carry secret
+//! material: flow, outcome (an error reason), and the namespace/name of a credential.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use jiff::Timestamp;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct MintLabels {
+    flow: String,
+    outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FlowLabels {
+    flow: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: String,
+}
+
+/// Every metric of the operator.
+pub struct Metrics {
+    registry: Registry,
+    mint_requests: Family<MintLabels, Counter>,
+    mint_duration: Family<FlowLabels, Histogram>,
+    reconcile_errors: Family<ReasonLabels, Counter>,
+    mints_in_flight: Gauge,
+    mints_queued: Gauge,
+    expiries: Arc<ExpiryCollector>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("adobe_credential");
+        let mint_requests = Family::<MintLabels, Counter>::default();
+        registry.register("mint_requests", "Token requests by flow and outcome (ok or a failure reason)", mint_requests.clone());
+        let mint_duration = Family::<FlowLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new([0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0])
+        });
+        registry.register("mint_duration_seconds", "Latency of token requests", mint_duration.clone());
+        let reconcile_errors = Family::<ReasonLabels, Counter>::default();
+        registry.register("reconcile_errors", "Failed reconciles by status reason", reconcile_errors.clone());
+        let mints_in_flight = Gauge::default();
+        registry.register("mints_in_flight", "Token requests under way", mints_in_flight.clone());
+        let mints_queued = Gauge::default();
+        registry.register("mints_queued", "Token requests waiting for the per-host rate limit", mints_queued.clone());
+        let expiries = Arc::new(ExpiryCollector::default());
+        registry.register_collector(Box::new(expiries.clone()));
+        Self { registry, mint_requests, mint_duration, reconcile_errors, mints_in_flight, mints_queued, expiries }
+    }
+
+    /// Text exposition format.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+
+    pub fn mint_finished(&self, flow: &str, outcome: &str, took: Duration) {
+        self.mint_requests.get_or_create(&MintLabels { flow: flow.to_owned(), outcome: outcome.to_owned() }).inc();
+        self.mint_duration.get_or_create(&FlowLabels { flow: flow.to_owned() }).observe(took.as_secs_f64());
+    }
+
+    pub fn reconcile_failed(&self, reason: &str) {
+        self.reconcile_errors.get_or_create(&ReasonLabels { reason: reason.to_owned() }).inc();
+    }
+
+    /// Counts a mint as in flight until the guard is dropped.
+    pub fn mint_in_flight(&self) -> GaugeGuard {
+        GaugeGuard::new(self.mints_in_flight.clone())
+    }
+
+    /// Counts a mint as queued for the rate limit until the guard is dropped.
+    pub fn mint_queued(&self) -> GaugeGuard {
+        GaugeGuard::new(self.mints_queued.clone())
+    }
+
+    pub fn set_expiry(&self, namespace: &str, name: &str, expires_at: Timestamp) {
+        self.expiries.lock().insert((namespace.to_owned(), name.to_owned()), expires_at);
+    }
+
+    pub fn forget(&self, namespace: &str, name: &str) {
+        self.expiries.lock().remove(&(namespace.to_owned(), name.to_owned()));
+    }
+}
+
+/// Decrements its gauge when dropped, so every exit path (errors, cancellation) is counted.
+pub struct GaugeGuard(Gauge);
+
+impl GaugeGuard {
+    fn new(gauge: Gauge) -> Self {
+        gauge.inc();
+        Self(gauge)
+    }
+}
+
+impl Drop for GaugeGuard {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+/// Seconds until each credential's token expires, computed at scrape time (negative once
+/// expired), so an alert needs no `time()` arithmetic.
+#[derive(Debug, Default)]
+struct ExpiryCollector(Mutex<HashMap<(String, String), Timestamp>>);
+
+impl ExpiryCollector {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), Timestamp>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Collector for ExpiryCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let now = Timestamp::now();
+        let entries: Vec<_> = self.lock().iter().map(|(k, v)| (k.clone(), *v)).collect();
+        let probe = ConstGauge::<f64>::new(0.0);
+        let mut family = encoder.encode_descriptor(
+            "token_expiry_seconds",
+            "Seconds until the token in each credential's target Secret expires",
+            None,
+            probe.metric_type(),
+        )?;
+        for ((namespace, name), expires_at) in entries {
+            let labels = [("namespace", namespace.as_str()), ("name", name.as_str())];
+            let seconds = expires_at.duration_since(now).as_secs_f64();
+            ConstGauge::<f64>::new(seconds).encode(family.encode_family(&labels)?)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exposes_mints_errors_and_expiry() {
+        let metrics = Metrics::new();
+        metrics.mint_finished("oauthServerToServer", "ok", Duration::from_millis(120));
+        metrics.mint_finished("oauthServerToServer", "InvalidClient", Duration::from_millis(80));
+        metrics.reconcile_failed("InvalidClient");
+        let guard = metrics.mint_in_flight();
+        metrics.set_expiry("team-a", "firefly", Timestamp::now() + jiff::SignedDuration::from_secs(3600));
+        let text = metrics.encode();
+        assert!(text.contains(r#"adobe_credential_mint_requests_total{flow="oauthServerToServer",outcome="ok"} 1"#), "{text}");
+        assert!(text.contains(r#"adobe_credential_reconcile_errors_total{reason="InvalidClient"} 1"#), "{text}");
+        assert!(text.contains("adobe_credential_mints_in_flight 1"), "{text}");
+        assert!(text.contains("adobe_credential_mint_duration_seconds_bucket"), "{text}");
+        let line = text.lines().find(|l| l.starts_with("adobe_credential_token_expiry_seconds{")).unwrap_or_else(|| panic!("{text}"));
+        assert!(line.contains(r#"namespace="team-a""#) && line.contains(r#"name="firefly""#), "{line}");
+        let seconds: f64 = line.rsplit(' ').next().and_then(|v| v.parse().ok()).expect("value");
+        assert!((3590.0..=3600.0).contains(&seconds), "{seconds}");
+        drop(guard);
+        metrics.forget("team-a", "firefly");
+        let text = metrics.encode();
+        assert!(text.contains("adobe_credential_mints_in_flight 0"));
+        assert!(!text.contains(r#"name="firefly""#));
+    }
+}
