@@ -80,6 +80,9 @@ struct Memory {
     consecutive_failures: u32,
     /// resourceVersion of our own last write to the target, to ignore its watch event.
     own_target_version: Option<String>,
+    /// A token minted but not yet written (the write failed, e.g. the API server was down):
+    /// written on the next attempt instead of minting again.
+    unwritten_token: Option<StoredToken>,
 }
 
 impl Context {
@@ -143,6 +146,8 @@ struct IndexUpdater {
     ctx: Arc<Context>,
     namespace: Option<String>,
     relisted: HashSet<(String, String)>,
+    /// The first complete list has been seen (readiness).
+    synced: bool,
 }
 
 impl IndexUpdater {
@@ -162,6 +167,13 @@ impl IndexUpdater {
                 self.ctx.index().upsert(cred);
             }
             watcher::Event::InitDone => {
+                if !self.synced {
+                    // Seen here rather than through Store::wait_until_ready, which wakes only
+                    // one of several waiters and the Controller already waits on it.
+                    self.synced = true;
+                    debug!(namespace = ?self.namespace, "AdobeCredential cache synced");
+                    self.ctx.health.watch_synced();
+                }
                 let keep = std::mem::take(&mut self.relisted);
                 self.ctx.index().retain_namespace(self.namespace.as_deref(), &keep);
                 let mut memory = self.ctx.memory();
@@ -191,20 +203,14 @@ async fn controller(ctx: Arc<Context>, namespace: Option<String>, concurrency: u
         None => (Api::all(ctx.client.clone()), Api::all(ctx.client.clone())),
     };
     let (reader, writer) = reflector::store();
-    let mut updater = IndexUpdater { ctx: ctx.clone(), namespace: namespace.clone(), relisted: HashSet::new() };
+    let mut updater =
+        IndexUpdater { ctx: ctx.clone(), namespace: namespace.clone(), relisted: HashSet::new(), synced: false };
     let credential_stream = watcher(credentials, watcher::Config::default())
         .default_backoff()
         .inspect_ok(move |event| updater.observe(event))
         .reflect(writer)
         .applied_objects();
 
-    let synced = reader.clone();
-    let health = ctx.health.clone();
-    tokio::spawn(async move {
-        if synced.wait_until_ready().await.is_ok() {
-            health.watch_synced();
-        }
-    });
     let mut shutdown = ctx.shutdown.clone();
     Controller::for_stream(credential_stream, reader)
         .with_config(ControllerConfig::default().concurrency(concurrency))
@@ -395,9 +401,17 @@ async fn ensure_token(
 
     // Templates are checked before minting: a broken template must not burn tokens.
     target::render_data(cred, &placeholder_token(now), &inputs).map_err(|e| failure(e, current_inputs))?;
-    let token = mint(ctx, cred, secrets, &inputs, revision).await.map_err(|e| failure(e, current_inputs))?;
+    let key = ObjectRef::from_obj(cred);
+    let unwritten = ctx.memory().get_mut(&key).and_then(|m| m.unwritten_token.take());
+    let token = match unwritten.filter(|t| t.revision == revision && now < renewal_of(t)) {
+        Some(token) => token,
+        None => mint(ctx, cred, secrets, &inputs, revision).await.map_err(|e| failure(e, current_inputs))?,
+    };
     let data = target::render_data(cred, &token, &inputs).map_err(|e| failure(e, current_inputs))?;
-    write_target(cred, secrets, ctx, &token, &data).await.map_err(|e| failure(e, current_inputs))?;
+    if let Err(error) = write_target(cred, secrets, ctx, &token, &data).await {
+        ctx.memory().entry(key).or_default().unwritten_token = Some(token);
+        return Err(failure(error, current_inputs));
+    }
     let inputs_changed = last_good.is_some() && !current_inputs;
     Ok(Done { token, minted: true, repaired: false, inputs_changed, primary_secret_key })
 }

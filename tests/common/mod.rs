@@ -120,6 +120,11 @@ impl Operator {
     pub async fn kill(mut self) {
         self.child.kill().await.expect("kill operator");
     }
+
+    /// Waits for the process to exit by itself (after SIGTERM).
+    pub async fn wait_exit(mut self, timeout: Duration) -> std::process::ExitStatus {
+        tokio::time::timeout(timeout, self.child.wait()).await.expect("operator exits in time").expect("wait")
+    }
 }
 
 /// One test's world: its namespace, a fake IMS and the operator.
@@ -186,6 +191,10 @@ impl TestEnv {
 
     pub fn logs(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("operator.log")).unwrap_or_default()
+    }
+
+    pub fn ca_file(&self) -> PathBuf {
+        self.dir.path().join("ca.pem")
     }
 
     pub fn credentials(&self) -> Api<AdobeCredential> {
@@ -294,6 +303,9 @@ impl TestEnv {
             needles.extend(self.ims.issued_tokens(id));
         }
         let mut haystacks = vec![("operator log".to_string(), self.logs())];
+        if let Some(operator) = &self.operator {
+            haystacks.push(("metrics".into(), http_get(&format!("{}/metrics", operator.http_url().await)).await.1));
+        }
         for event in self.events().await {
             haystacks.push(("event".into(), serde_json::to_string(&event).expect("json")));
         }
@@ -349,6 +361,19 @@ pub async fn install_crd(control_plane: &ControlPlane) {
             control_plane.install_crd_yaml(&yaml).await.expect("CRD established");
         })
         .await;
+}
+
+/// Status code and body of a plain HTTP GET (the operator's own endpoints).
+pub async fn http_get(url: &str) -> (u16, String) {
+    let response = reqwest::get(url).await.expect("GET");
+    let status = response.status().as_u16();
+    (status, response.text().await.expect("body"))
+}
+
+/// Sends SIGTERM (graceful shutdown) to a process.
+pub fn sigterm(pid: u32) {
+    let status = std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status().expect("kill");
+    assert!(status.success());
 }
 
 /// Text of a key of a Secret.

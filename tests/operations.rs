@@ -1,0 +1,209 @@
+//! Production operation: metrics and probes, the token-endpoint rate limit, graceful shutdown,
+//! SIGKILL mid-reconcile, two replicas with leader election, and token-endpoint faults.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Operator, TestEnv, Tls, WAIT, eventually, http_get, key, sigterm};
+use fake_token_server::{FakeTokenServer, Fault};
+
+const DAY: Duration = Duration::from_secs(86_400);
+
+#[tokio::test]
+async fn metrics_and_probes() {
+    let mut env = TestEnv::new("metrics").await;
+    env.register_client("met-client", "p8e-met-secret", DAY);
+    env.put_source("met-src", "met-client", "p8e-met-secret").await;
+    env.create(&env.s2s_credential("met", "met-src")).await;
+    env.wait_ready("met", "True", "TokenMinted").await;
+    let url = env.operator.as_ref().expect("operator").http_url().await;
+    assert_eq!(http_get(&format!("{url}/healthz")).await.0, 200);
+    let ready = eventually("readyz", WAIT, || async { (http_get(&format!("{url}/readyz")).await.0 == 200).then_some(()) });
+    ready.await;
+    let (status, text) = http_get(&format!("{url}/metrics")).await;
+    assert_eq!(status, 200);
+    assert!(text.contains(r#"adobe_credential_mint_requests_total{flow="oauthServerToServer",outcome="ok"} 1"#), "{text}");
+    assert!(text.contains(r#"adobe_credential_mint_duration_seconds_count{flow="oauthServerToServer"} 1"#), "{text}");
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("adobe_credential_token_expiry_seconds{") && l.contains(r#"name="met""#))
+        .expect("expiry gauge");
+    let seconds: f64 = line.rsplit(' ').next().and_then(|v| v.parse().ok()).expect("value");
+    assert!(seconds > 86_000.0, "{line}");
+    env.assert_no_leaks(&["met-client"]).await;
+}
+
+/// Six credentials at 2 requests/s with a burst of 1: the requests are spaced, none fails.
+#[tokio::test]
+async fn rate_limit_queues_token_requests() {
+    let mut env = TestEnv::new("ratelimit").await;
+    env.kill_operator().await;
+    let log = env.dir.path().join("operator.log");
+    env.operator = Some(
+        Operator::start_with(env.ns(), env.control_plane.kubeconfig_path(), &env.ca_file(), log, &[
+            "--token-rate-limit-qps",
+            "2",
+            "--token-rate-limit-burst",
+            "1",
+        ])
+        .await,
+    );
+    env.register_client("rl-client", "p8e-rl-secret", DAY);
+    env.put_source("rl-src", "rl-client", "p8e-rl-secret").await;
+    for i in 0..6 {
+        env.create(&env.s2s_credential(&format!("rl-{i}"), "rl-src")).await;
+    }
+    for i in 0..6 {
+        env.wait_ready(&format!("rl-{i}"), "True", "TokenMinted").await;
+    }
+    let requests = env.ims.requests_for("rl-client");
+    assert_eq!(requests.len(), 6, "queued, not failed or retried");
+    let span = requests[5].received_at.duration_since(requests[0].received_at).expect("ordered");
+    // Five requests after the first at 2/s: at least 2.5 s, less a little timer slack.
+    assert!(span >= Duration::from_millis(2300), "requests not spaced by the rate limit: {span:?}");
+}
+
+/// SIGTERM while a mint is in flight: the mint completes and is written before the exit.
+#[tokio::test]
+async fn sigterm_lets_the_in_flight_mint_finish() {
+    let mut env = TestEnv::new("sigterm").await;
+    env.register_client("term-client", "p8e-term-secret", DAY);
+    env.put_source("term-src", "term-client", "p8e-term-secret").await;
+    env.ims.inject_fault(Fault::delay(Duration::from_secs(2)).for_client("term-client").times(1));
+    env.create(&env.s2s_credential("term", "term-src")).await;
+    env.ims.wait_for_requests("term-client", 1, WAIT).await.expect("mint in flight");
+    let operator = env.operator.take().expect("operator");
+    sigterm(operator.pid().expect("pid"));
+    let exit = operator.wait_exit(Duration::from_secs(30)).await;
+    assert!(exit.success(), "graceful exit: {exit:?}");
+    let target = env.target("term-token").await.expect("token written before exit");
+    assert_eq!(key(&target, "access_token"), env.ims.issued_tokens("term-client").pop());
+}
+
+/// SIGKILL in the middle of a mint: nothing half-written, the valid token of the other
+/// credential is not minted again, and the interrupted one completes after the restart.
+#[tokio::test]
+async fn sigkill_mid_reconcile_loses_nothing() {
+    let mut env = TestEnv::new("sigkill").await;
+    env.register_client("kill-client", "p8e-kill-secret", DAY);
+    env.register_client("calm-client", "p8e-calm-secret", DAY);
+    env.put_source("kill-src", "kill-client", "p8e-kill-secret").await;
+    env.put_source("calm-src", "calm-client", "p8e-calm-secret").await;
+    env.create(&env.s2s_credential("calm", "calm-src")).await;
+    env.wait_ready("calm", "True", "TokenMinted").await;
+    env.ims.inject_fault(Fault::delay(Duration::from_secs(3)).for_client("kill-client").times(1));
+    env.create(&env.s2s_credential("kill", "kill-src")).await;
+    env.ims.wait_for_requests("kill-client", 1, WAIT).await.expect("mint in flight");
+    env.kill_operator().await;
+    assert!(env.target("kill-token").await.is_none(), "no partial Secret");
+    env.start_operator().await;
+    let cred = env.wait_ready("kill", "True", "TokenMinted").await;
+    let target = env.target("kill-token").await.expect("target");
+    let issued = env.ims.issued_tokens("kill-client");
+    assert_eq!(key(&target, "access_token").as_ref(), issued.last());
+    assert_eq!(cred.status.and_then(|s| s.token_fingerprint), Some(fingerprint(issued.last().expect("token"))));
+    assert_eq!(env.ims.mint_count("calm-client"), 1, "the valid token was adopted, not minted again");
+}
+
+/// Two replicas: exactly one mints; when it dies the other takes over within the lease duration.
+#[tokio::test]
+async fn two_replicas_one_leader_and_failover() {
+    let mut env = TestEnv::new("ha").await;
+    env.kill_operator().await;
+    let lease_flags = [
+        "--leader-election",
+        "--lease-name",
+        "aco-ha-test",
+        "--lease-duration",
+        "4s",
+        "--lease-renew-deadline",
+        "3s",
+        "--lease-retry-period",
+        "1s",
+    ];
+    let mut flags: Vec<&str> = lease_flags.to_vec();
+    let ns = env.ns().to_owned();
+    flags.extend(["--lease-namespace", ns.as_str()]);
+    let ca_file = env.ca_file();
+    let start = |name: &str| {
+        let log = env.dir.path().join(format!("{name}.log"));
+        Operator::start_with(&ns, env.control_plane.kubeconfig_path(), &ca_file, log, &flags)
+    };
+    let first = start("replica-a").await;
+    eventually("replica a to lead", WAIT, || async { first.logs().contains("became leader").then_some(()) }).await;
+    let second = start("replica-b").await;
+    eventually("replica b to follow", WAIT, || async { second.logs().contains("following the current leader").then_some(()) })
+        .await;
+    let url_b = second.http_url().await;
+    assert_eq!(http_get(&format!("{url_b}/readyz")).await.0, 200, "a follower is a ready standby");
+
+    env.register_client("ha-client", "p8e-ha-secret", DAY);
+    env.put_source("ha-src", "ha-client", "p8e-ha-secret").await;
+    env.create(&env.s2s_credential("ha-one", "ha-src")).await;
+    env.wait_ready("ha-one", "True", "TokenMinted").await;
+    assert!(!second.logs().contains("minted token"), "the follower never mints");
+
+    first.kill().await;
+    let killed_at = std::time::Instant::now();
+    eventually("replica b to take over", WAIT, || async { second.logs().contains("became leader").then_some(()) }).await;
+    eprintln!("failover: replica b leads {:?} after replica a was killed", killed_at.elapsed());
+    env.create(&env.s2s_credential("ha-two", "ha-src")).await;
+    env.wait_ready("ha-two", "True", "TokenMinted").await;
+    assert_eq!(env.ims.mint_count("ha-client"), 2, "ha-one adopted by the new leader, ha-two minted once");
+
+    // A graceful stop releases the lease at once.
+    sigterm(second.pid().expect("pid"));
+    assert!(second.wait_exit(Duration::from_secs(30)).await.success());
+    let lease: k8s_openapi::api::coordination::v1::Lease =
+        kube::Api::namespaced(env.client.clone(), &ns).get("aco-ha-test").await.expect("lease");
+    assert_eq!(lease.spec.and_then(|s| s.holder_identity), None, "released on shutdown");
+}
+
+/// Faults of the token endpoint: hang, dropped connection, missing fields, untrusted TLS. Each
+/// gets a bounded timeout, a clear reason, and the last good token stays.
+#[tokio::test]
+async fn token_endpoint_faults_have_clear_reasons() {
+    let mut env = TestEnv::new("faults").await;
+    for (name, fault) in [
+        ("hang", Fault::hang()),
+        ("drop", Fault::drop_connection()),
+        ("fields", Fault::missing_fields(["expires_in"])),
+        ("garbage", Fault::malformed_json()),
+    ] {
+        let client = format!("{name}-client");
+        env.register_client(&client, &format!("p8e-{name}-secret"), DAY);
+        env.put_source(&format!("{name}-src"), &client, &format!("p8e-{name}-secret")).await;
+        env.ims.inject_fault(fault.for_client(&client));
+        env.create(&env.s2s_credential(name, &format!("{name}-src"))).await;
+    }
+    let hang = env.wait_ready("hang", "False", "TokenEndpointUnavailable").await;
+    assert!(hang.status.expect("status").conditions[0].message.contains("timed out"));
+    env.wait_ready("drop", "False", "TokenEndpointUnavailable").await;
+    let fields = env.wait_ready("fields", "False", "MalformedTokenResponse").await;
+    assert!(fields.status.expect("status").conditions[0].message.contains("expires_in"));
+    env.wait_ready("garbage", "False", "MalformedTokenResponse").await;
+    for name in ["hang", "drop", "fields", "garbage"] {
+        assert!(env.target(&format!("{name}-token")).await.is_none(), "nothing written for {name}");
+    }
+
+    // An endpoint whose certificate no trusted CA signed.
+    let untrusted = Tls::generate();
+    let rogue = FakeTokenServer::start_tls(&untrusted.cert_pem, &untrusted.key_pem).await.expect("rogue IMS");
+    env.register_client("tls-client", "p8e-tls-secret", DAY);
+    env.put_source("tls-src", "tls-client", "p8e-tls-secret").await;
+    let mut cred = env.s2s_credential("tls", "tls-src");
+    if let Some(flow) = cred.spec.oauth_server_to_server.as_mut() {
+        flow.ims_endpoint = rogue.url().to_owned();
+    }
+    env.create(&cred).await;
+    let tls = env.wait_ready("tls", "False", "TokenEndpointUnavailable").await;
+    let message = &tls.status.expect("status").conditions[0].message;
+    assert!(message.to_lowercase().contains("certificate"), "{message}");
+    assert!(rogue.requests().is_empty(), "no request reached an untrusted endpoint");
+    env.assert_no_leaks(&["hang-client", "drop-client", "fields-client", "garbage-client"]).await;
+}
+
+fn fingerprint(token: &str) -> String {
+    adobe_credential_operator::target::fingerprint(&adobe_credential_operator::source::SecretValue::new(token))
+}
