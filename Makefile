@@ -3,10 +3,10 @@ SHELL := /bin/bash
 .SHELLFLAGS := -euo pipefail -c
 CARGO ?= cargo
 
-.PHONY: test envtest lint crd crd-check unit demo
+.PHONY: test envtest lint crd crd-check chart-check unit demo
 
 ## Everything CI checks: control-plane binaries, formatting, lints, generated files, all tests.
-test: envtest lint crd-check
+test: envtest lint crd-check chart-check
 	ENVTEST_BIN_DIR="$$(scripts/envtest-build.sh)" $(CARGO) test --workspace --all-targets --no-fail-fast
 
 ## Build (once, then cached) kube-apiserver, etcd, kubectl and helm from Go modules.
@@ -17,13 +17,21 @@ lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
-## Regenerate crds/ from the Rust types.
+## Regenerate crds/ (and the chart's copy) from the Rust types.
 crd:
 	$(CARGO) run --quiet -- crd > crds/adobecredentials.yaml
+	cp crds/adobecredentials.yaml charts/adobe-credential-operator/crds/adobecredentials.yaml
 
 ## Fail when crds/ differs from what the code generates.
 crd-check:
 	diff -u crds/adobecredentials.yaml <($(CARGO) run --quiet -- crd) || { echo "crds/ is stale: run 'make crd'"; exit 1; }
+
+## Fail when the Helm chart's CRD copy differs from crds/, or the chart does not lint.
+chart-check:
+	cmp -s crds/adobecredentials.yaml charts/adobe-credential-operator/crds/adobecredentials.yaml \
+		|| { echo "the chart's CRD is stale: cp crds/adobecredentials.yaml charts/adobe-credential-operator/crds/"; exit 1; }
+	"$$(scripts/envtest-build.sh)/helm" lint --strict charts/adobe-credential-operator \
+		--kube-version "$$(sed -n 's/^kube_version=v//p' scripts/envtest-build.sh)"
 
 ## Unit tests only (no control plane).
 unit:

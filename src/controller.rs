@@ -12,7 +12,7 @@ use std::time::Duration;
 use futures::{FutureExt, Stream, StreamExt, TryStreamExt, future, stream};
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Patch, PatchParams, PartialObjectMeta};
+use kube::api::{PartialObjectMeta, Patch, PatchParams};
 use kube::runtime::controller::{Action, Config as ControllerConfig};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef};
@@ -237,9 +237,7 @@ fn secret_triggers(
     watcher(secrets, watcher::Config::default())
         .default_backoff()
         .touched_objects()
-        .filter_map(|result| async move {
-            result.map_err(|err| warn!(error = %err, "Secret watch error")).ok()
-        })
+        .filter_map(|result| async move { result.map_err(|err| warn!(error = %err, "Secret watch error")).ok() })
         .flat_map(move |meta| stream::iter(ctx.credentials_touched_by(&meta)))
 }
 
@@ -297,7 +295,8 @@ async fn reconcile(cred: Arc<AdobeCredential>, ctx: Arc<Context>) -> Result<Acti
     match ensure_token(&cred, &secrets, &ctx, now, &renewal_of, &mut flow).await {
         Ok(done) => {
             let renewal_time = renewal_of(&done.token);
-            let fallback_secret_key = done.token.client_secret_key.as_deref().filter(|k| Some(*k) != done.primary_secret_key.as_deref());
+            let fallback_secret_key =
+                done.token.client_secret_key.as_deref().filter(|k| Some(*k) != done.primary_secret_key.as_deref());
             let outcome = Outcome::Valid { token: &done.token, renewal_time, fallback_secret_key };
             patch_status_if_changed(&cred, &ctx, status::desired(&cred, flow, &outcome, now)).await?;
             publish_success(&cred, &ctx, &done).await;
@@ -427,7 +426,13 @@ fn placeholder_token(now: Timestamp) -> StoredToken {
     }
 }
 
-async fn mint(ctx: &Context, cred: &AdobeCredential, secrets: &Api<Secret>, inputs: &FlowInputs, revision: String) -> Result<StoredToken> {
+async fn mint(
+    ctx: &Context,
+    cred: &AdobeCredential,
+    secrets: &Api<Secret>,
+    inputs: &FlowInputs,
+    revision: String,
+) -> Result<StoredToken> {
     let refresh_token = match inputs {
         FlowInputs::PasswordGrant(_) => refresh_state::load(secrets, cred, &revision, Timestamp::now()).await?,
         _ => None,
@@ -504,13 +509,8 @@ async fn publish_success(cred: &AdobeCredential, ctx: &Context, done: &Done) {
 }
 
 async fn publish(cred: &AdobeCredential, ctx: &Context, type_: EventType, reason: &str, action: &str, note: String) {
-    let event = Event {
-        type_,
-        reason: reason.to_owned(),
-        note: Some(note),
-        action: action.to_owned(),
-        secondary: None,
-    };
+    let event =
+        Event { type_, reason: reason.to_owned(), note: Some(note), action: action.to_owned(), secondary: None };
     if let Err(err) = ctx.recorder.publish(&event, &cred.object_ref(&())).await {
         warn!(credential = %status::display_name(cred), error = %err, "could not publish an Event");
     }

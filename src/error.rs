@@ -65,7 +65,9 @@ pub enum Error {
     #[error("token endpoint answered with an unusable response: {detail}{debug}", debug = debug_suffix(.debug_id))]
     MalformedTokenResponse { detail: String, debug_id: Option<String> },
 
-    #[error("target Secret {name:?} exists and is not managed by this AdobeCredential; set target.creationPolicy: Merge to add the token keys to it, or choose another target name")]
+    #[error(
+        "target Secret {name:?} exists and is not managed by this AdobeCredential; set target.creationPolicy: Merge to add the token keys to it, or choose another target name"
+    )]
     TargetConflict { name: String },
 
     #[error("target template key {key:?} cannot be rendered: {detail}")]
@@ -84,9 +86,7 @@ fn debug_suffix(debug_id: &Option<String>) -> String {
 }
 
 fn retry_after_suffix(retry_after: &Option<Duration>) -> String {
-    retry_after
-        .map(|d| format!(", Retry-After {}s", d.as_secs()))
-        .unwrap_or_default()
+    retry_after.map(|d| format!(", Retry-After {}s", d.as_secs())).unwrap_or_default()
 }
 
 impl Error {
@@ -133,8 +133,7 @@ impl Error {
     /// The least time the server asked us to wait before the next attempt.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
-            Error::Throttled { retry_after, .. }
-            | Error::TokenEndpointUnavailable { retry_after, .. } => *retry_after,
+            Error::Throttled { retry_after, .. } | Error::TokenEndpointUnavailable { retry_after, .. } => *retry_after,
             _ => None,
         }
     }
@@ -148,15 +147,9 @@ mod tests {
 
     #[test]
     fn messages_carry_debug_id_and_retry_after() {
-        let err = Error::Throttled {
-            status: 429,
-            retry_after: Some(Duration::from_secs(7)),
-            debug_id: Some("abc".into()),
-        };
-        assert_eq!(
-            err.to_string(),
-            "token endpoint throttled the request (HTTP 429), Retry-After 7s (x-debug-id abc)"
-        );
+        let err =
+            Error::Throttled { status: 429, retry_after: Some(Duration::from_secs(7)), debug_id: Some("abc".into()) };
+        assert_eq!(err.to_string(), "token endpoint throttled the request (HTTP 429), Retry-After 7s (x-debug-id abc)");
         assert_eq!(err.reason(), "Throttled");
         assert_eq!(err.retry(), Retry::Transient);
         assert_eq!(err.retry_after(), Some(Duration::from_secs(7)));

@@ -26,14 +26,16 @@ async fn main() -> anyhow::Result<()> {
             print!("{}", crd::crd_yaml()?);
             Ok(())
         }
-        Command::Run(args) => run(args).await,
+        Command::Run(args) => run(*args).await,
     }
 }
 
 async fn run(args: RunArgs) -> anyhow::Result<()> {
     telemetry::init(args.log_format, &args.log_level);
     let extra_ca_pem = match &args.extra_ca_file {
-        Some(path) => Some(std::fs::read(path).with_context(|| format!("reading the extra CA file {}", path.display()))?),
+        Some(path) => {
+            Some(std::fs::read(path).with_context(|| format!("reading the extra CA file {}", path.display()))?)
+        }
         None => None,
     };
     let tokens = TokenClient::new(TokenClientConfig {

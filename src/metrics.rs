@@ -51,7 +51,11 @@ impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("adobe_credential");
         let mint_requests = Family::<MintLabels, Counter>::default();
-        registry.register("mint_requests", "Token requests by flow and outcome (ok or a failure reason)", mint_requests.clone());
+        registry.register(
+            "mint_requests",
+            "Token requests by flow and outcome (ok or a failure reason)",
+            mint_requests.clone(),
+        );
         let mint_duration = Family::<FlowLabels, Histogram>::new_with_constructor(|| {
             Histogram::new([0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0])
         });
@@ -163,11 +167,17 @@ mod tests {
         let guard = metrics.mint_in_flight();
         metrics.set_expiry("team-a", "firefly", Timestamp::now() + jiff::SignedDuration::from_secs(3600));
         let text = metrics.encode();
-        assert!(text.contains(r#"adobe_credential_mint_requests_total{flow="oauthServerToServer",outcome="ok"} 1"#), "{text}");
+        assert!(
+            text.contains(r#"adobe_credential_mint_requests_total{flow="oauthServerToServer",outcome="ok"} 1"#),
+            "{text}"
+        );
         assert!(text.contains(r#"adobe_credential_reconcile_errors_total{reason="InvalidClient"} 1"#), "{text}");
         assert!(text.contains("adobe_credential_mints_in_flight 1"), "{text}");
         assert!(text.contains("adobe_credential_mint_duration_seconds_bucket"), "{text}");
-        let line = text.lines().find(|l| l.starts_with("adobe_credential_token_expiry_seconds{")).unwrap_or_else(|| panic!("{text}"));
+        let line = text
+            .lines()
+            .find(|l| l.starts_with("adobe_credential_token_expiry_seconds{"))
+            .unwrap_or_else(|| panic!("{text}"));
         assert!(line.contains(r#"namespace="team-a""#) && line.contains(r#"name="firefly""#), "{line}");
         let seconds: f64 = line.rsplit(' ').next().and_then(|v| v.parse().ok()).expect("value");
         assert!((3590.0..=3600.0).contains(&seconds), "{seconds}");

@@ -23,8 +23,14 @@ pub fn secret_name(cred: &AdobeCredential) -> String {
 }
 
 /// The persisted refresh token, if it was issued for the current inputs and is young enough.
-pub async fn load(secrets: &Api<Secret>, cred: &AdobeCredential, revision: &str, now: Timestamp) -> Result<Option<SecretValue>> {
-    let Some(secret) = secrets.get_opt(&secret_name(cred)).await.map_err(Error::kube("reading the refresh state"))? else {
+pub async fn load(
+    secrets: &Api<Secret>,
+    cred: &AdobeCredential,
+    revision: &str,
+    now: Timestamp,
+) -> Result<Option<SecretValue>> {
+    let Some(secret) = secrets.get_opt(&secret_name(cred)).await.map_err(Error::kube("reading the refresh state"))?
+    else {
         return Ok(None);
     };
     let annotations = secret.annotations();

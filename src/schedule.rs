@@ -32,7 +32,12 @@ pub fn renew_before(lifetime: Duration, spec: Option<&RenewalSpec>) -> Duration 
 /// When a token issued at `issued_at` and expiring at `expires_at` is renewed. The jitter is
 /// derived from `jitter_key` (the token's fingerprint) so that every reconcile computes the
 /// same time: a moving renewal time would rewrite status on every pass.
-pub fn renewal_time(issued_at: Timestamp, expires_at: Timestamp, spec: Option<&RenewalSpec>, jitter_key: &str) -> Timestamp {
+pub fn renewal_time(
+    issued_at: Timestamp,
+    expires_at: Timestamp,
+    spec: Option<&RenewalSpec>,
+    jitter_key: &str,
+) -> Timestamp {
     let lifetime = Duration::try_from(expires_at.duration_since(issued_at)).unwrap_or(Duration::ZERO);
     let before = renew_before(lifetime, spec);
     let jitter = (before / 10).min(MAX_RENEWAL_JITTER).mul_f64(unit_fraction(jitter_key));
@@ -76,7 +81,12 @@ pub fn parse_duration(text: &str) -> Option<Duration> {
 /// Delay before the next attempt after `consecutive_failures` failures in a row (≥ 1):
 /// exponential with jitter in [½, 1] of the step, never shorter than the server's `Retry-After`.
 /// `random` is uniform in [0, 1).
-pub fn failure_backoff(consecutive_failures: u32, retry: Retry, retry_after: Option<Duration>, random: f64) -> Duration {
+pub fn failure_backoff(
+    consecutive_failures: u32,
+    retry: Retry,
+    retry_after: Option<Duration>,
+    random: f64,
+) -> Duration {
     let (base, cap) = match retry {
         Retry::Transient => (TRANSIENT_BACKOFF_BASE, TRANSIENT_BACKOFF_CAP),
         Retry::Permanent => (PERMANENT_BACKOFF_BASE, PERMANENT_BACKOFF_CAP),
@@ -145,10 +155,7 @@ mod tests {
         assert_eq!(t(1, 1.0), Duration::from_secs(1));
         assert_eq!(t(4, 1.0), Duration::from_secs(8));
         assert_eq!(t(30, 1.0), TRANSIENT_BACKOFF_CAP);
-        assert_eq!(
-            failure_backoff(1, Retry::Transient, Some(Duration::from_secs(20)), 0.5),
-            Duration::from_secs(20)
-        );
+        assert_eq!(failure_backoff(1, Retry::Transient, Some(Duration::from_secs(20)), 0.5), Duration::from_secs(20));
         assert!(failure_backoff(1, Retry::Permanent, None, 0.0) >= Duration::from_secs(15));
         assert_eq!(failure_backoff(30, Retry::Permanent, None, 1.0), PERMANENT_BACKOFF_CAP);
     }

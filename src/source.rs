@@ -196,8 +196,13 @@ pub async fn resolve(secrets: &Api<Secret>, cred: &AdobeCredential) -> Result<Fl
         return Ok(FlowInputs::ServiceAccountJwt(ServiceAccountJwtInputs {
             ims_endpoint: flow.ims_endpoint.trim_end_matches('/').to_owned(),
             client: reader.client(&flow.client_secret_ref).await?,
-            private_key_pem: SecretValue::new(reader.value(&flow.private_key_ref.name, &flow.private_key_ref.key).await?),
-            private_key_location: format!("in Secret {:?} key {:?}", flow.private_key_ref.name, flow.private_key_ref.key),
+            private_key_pem: SecretValue::new(
+                reader.value(&flow.private_key_ref.name, &flow.private_key_ref.key).await?,
+            ),
+            private_key_location: format!(
+                "in Secret {:?} key {:?}",
+                flow.private_key_ref.name, flow.private_key_ref.key
+            ),
             org_id: flow.org_id.clone(),
             technical_account_id: flow.technical_account_id.clone(),
             metascopes: flow.metascopes.clone(),
@@ -234,7 +239,10 @@ impl SecretReader<'_> {
 
     async fn client(&mut self, r: &ClientSecretRef) -> Result<OAuthClient> {
         let client_id = self.value(&r.name, &r.client_id_key).await?.trim().to_owned();
-        let mut secrets = vec![(r.client_secret_key.clone(), SecretValue::new(self.value(&r.name, &r.client_secret_key).await?.trim()))];
+        let mut secrets = vec![(
+            r.client_secret_key.clone(),
+            SecretValue::new(self.value(&r.name, &r.client_secret_key).await?.trim()),
+        )];
         if let Some(key) = &r.secondary_client_secret_key {
             // The second secret is optional by nature: it exists only during a rotation.
             match self.value(&r.name, key).await {
@@ -275,7 +283,10 @@ mod tests {
     fn inputs(secret: &str) -> FlowInputs {
         FlowInputs::OAuthServerToServer(ServerToServerInputs {
             ims_endpoint: "https://ims-na1.adobelogin.com".into(),
-            client: OAuthClient { client_id: "abc".into(), secrets: vec![("client_secret".into(), SecretValue::new(secret))] },
+            client: OAuthClient {
+                client_id: "abc".into(),
+                secrets: vec![("client_secret".into(), SecretValue::new(secret))],
+            },
             scopes: vec!["openid".into(), "AdobeID".into()],
             org_id: None,
         })
@@ -299,10 +310,10 @@ mod tests {
 
     #[test]
     fn missing_and_empty_keys_are_named() {
-        let mut secret = Secret::default();
-        secret.data = Some(
-            [("client_id".to_string(), k8s_openapi::ByteString(b"  ".to_vec()))].into_iter().collect(),
-        );
+        let secret = Secret {
+            data: Some([("client_id".to_string(), k8s_openapi::ByteString(b"  ".to_vec()))].into_iter().collect()),
+            ..Default::default()
+        };
         let missing = secret_string(&secret, "src", "client_secret").unwrap_err();
         assert_eq!(missing.reason(), "SourceKeyMissing");
         assert!(missing.to_string().contains("\"client_secret\""));

@@ -30,7 +30,12 @@ pub enum Outcome<'a> {
     },
 }
 
-pub fn desired(cred: &AdobeCredential, flow: Option<&str>, outcome: &Outcome<'_>, now: Timestamp) -> AdobeCredentialStatus {
+pub fn desired(
+    cred: &AdobeCredential,
+    flow: Option<&str>,
+    outcome: &Outcome<'_>,
+    now: Timestamp,
+) -> AdobeCredentialStatus {
     let current = cred.status.clone().unwrap_or_default();
     let (described, ready, reason, message, failures) = match outcome {
         Outcome::Valid { token, renewal_time, fallback_secret_key } => {
@@ -67,7 +72,15 @@ pub fn desired(cred: &AdobeCredential, flow: Option<&str>, outcome: &Outcome<'_>
         vec![condition(cred, current.conditions.iter().find(|c| c.type_ == READY), READY, ready, reason, message, now)];
     if flow.as_deref() == Some("serviceAccountJWT") {
         let previous = current.conditions.iter().find(|c| c.type_ == DEPRECATED);
-        conditions.push(condition(cred, previous, DEPRECATED, true, "ServiceAccountJWTDeprecated".into(), JWT_DEPRECATION.into(), now));
+        conditions.push(condition(
+            cred,
+            previous,
+            DEPRECATED,
+            true,
+            "ServiceAccountJWTDeprecated".into(),
+            JWT_DEPRECATION.into(),
+            now,
+        ));
     }
     let mut status = AdobeCredentialStatus {
         conditions,
@@ -152,7 +165,12 @@ mod tests {
     #[test]
     fn valid_token_is_ready_and_described() {
         let t = token("2026-11-25T00:00:00Z");
-        let s = desired(&cred(), Some("oauthServerToServer"), &Outcome::Valid { token: &t, renewal_time: ts("2026-11-24T16:00:00Z"), fallback_secret_key: None }, ts("2026-11-24T00:00:01Z"));
+        let s = desired(
+            &cred(),
+            Some("oauthServerToServer"),
+            &Outcome::Valid { token: &t, renewal_time: ts("2026-11-24T16:00:00Z"), fallback_secret_key: None },
+            ts("2026-11-24T00:00:01Z"),
+        );
         let c = &s.conditions[0];
         assert_eq!((c.status.as_str(), c.reason.as_str()), ("True", "TokenMinted"));
         assert_eq!(s.observed_generation, Some(2));
@@ -164,7 +182,12 @@ mod tests {
     fn failure_keeps_ready_while_the_token_for_current_inputs_is_valid() {
         let t = token("2026-11-25T00:00:00Z");
         let err = Error::TokenEndpointUnavailable { detail: "HTTP 500".into(), retry_after: None, debug_id: None };
-        let out = Outcome::Failed { error: &err, last_good: Some((&t, ts("2026-11-24T16:00:00Z"))), current_inputs: true, consecutive_failures: 2 };
+        let out = Outcome::Failed {
+            error: &err,
+            last_good: Some((&t, ts("2026-11-24T16:00:00Z"))),
+            current_inputs: true,
+            consecutive_failures: 2,
+        };
         let s = desired(&cred(), None, &out, ts("2026-11-24T17:00:00Z"));
         assert_eq!(s.conditions[0].status, "True");
         assert_eq!(s.conditions[0].reason, "TokenEndpointUnavailable");
@@ -180,10 +203,18 @@ mod tests {
     fn failure_with_new_inputs_is_not_ready_and_transition_time_is_kept_while_status_holds() {
         let t = token("2026-11-25T00:00:00Z");
         let err = Error::InvalidClient { description: "invalid client_secret parameter".into(), debug_id: None };
-        let out = Outcome::Failed { error: &err, last_good: Some((&t, ts("2026-11-24T16:00:00Z"))), current_inputs: false, consecutive_failures: 1 };
+        let out = Outcome::Failed {
+            error: &err,
+            last_good: Some((&t, ts("2026-11-24T16:00:00Z"))),
+            current_inputs: false,
+            consecutive_failures: 1,
+        };
         let mut c = cred();
         let first = desired(&c, None, &out, ts("2026-11-24T01:00:00Z"));
-        assert_eq!((first.conditions[0].status.as_str(), first.conditions[0].reason.as_str()), ("False", "InvalidClient"));
+        assert_eq!(
+            (first.conditions[0].status.as_str(), first.conditions[0].reason.as_str()),
+            ("False", "InvalidClient")
+        );
         c.status = Some(first.clone());
         let again = desired(&c, None, &out, ts("2026-11-24T02:00:00Z"));
         assert_eq!(again, first, "same outcome, same status: nothing to write");

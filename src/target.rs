@@ -66,7 +66,10 @@ pub enum TargetState {
     Conflict,
     /// Ours (or open to merging); `token` is the stored token when it is intact (present, with
     /// annotations that match its fingerprint).
-    Present { token: Option<StoredToken>, secret: Box<Secret> },
+    Present {
+        token: Option<StoredToken>,
+        secret: Box<Secret>,
+    },
 }
 
 pub fn inspect(cred: &AdobeCredential, existing: Option<Secret>) -> TargetState {
@@ -98,7 +101,11 @@ fn stored_token(secret: &Secret) -> Option<StoredToken> {
 }
 
 /// Renders every key the target Secret gets: the default keys plus template keys.
-pub fn render_data(cred: &AdobeCredential, token: &StoredToken, inputs: &FlowInputs) -> Result<BTreeMap<String, String>> {
+pub fn render_data(
+    cred: &AdobeCredential,
+    token: &StoredToken,
+    inputs: &FlowInputs,
+) -> Result<BTreeMap<String, String>> {
     let expires_in = token.expires_at.duration_since(Timestamp::now()).as_secs().max(0);
     let mut data = BTreeMap::from([
         (ACCESS_TOKEN_KEY.to_owned(), token.access_token.expose().to_owned()),
@@ -123,7 +130,8 @@ pub fn render_data(cred: &AdobeCredential, token: &StoredToken, inputs: &FlowInp
         };
         for (key, source) in &template.data {
             // The template error names the problem, never the rendered (secret) text.
-            let invalid = |e: minijinja::Error| Error::InvalidTemplate { key: key.clone(), detail: e.kind().to_string() };
+            let invalid =
+                |e: minijinja::Error| Error::InvalidTemplate { key: key.clone(), detail: e.kind().to_string() };
             let rendered = env.render_str(source, &context).map_err(invalid)?;
             data.insert(key.clone(), rendered);
         }
@@ -152,7 +160,12 @@ fn token_annotations(cred: &AdobeCredential, token: &StoredToken) -> BTreeMap<St
 }
 
 /// True when the existing Secret already holds exactly what an apply would write.
-pub fn is_up_to_date(cred: &AdobeCredential, secret: &Secret, token: &StoredToken, data: &BTreeMap<String, String>) -> bool {
+pub fn is_up_to_date(
+    cred: &AdobeCredential,
+    secret: &Secret,
+    token: &StoredToken,
+    data: &BTreeMap<String, String>,
+) -> bool {
     let existing = secret.data.clone().unwrap_or_default();
     let data_ok = data.iter().all(|(k, v)| existing.get(k).map(|b| b.0.as_slice()) == Some(v.as_bytes()));
     let annotations = secret.annotations();
@@ -180,10 +193,10 @@ pub async fn apply(
         "annotations": token_annotations(cred, token),
     });
     let policy = cred.creation_policy();
-    if policy == CreationPolicy::Owner {
-        if let Some(owner) = cred.controller_owner_ref(&()) {
-            metadata["ownerReferences"] = json!([owner]);
-        }
+    if policy == CreationPolicy::Owner
+        && let Some(owner) = cred.controller_owner_ref(&())
+    {
+        metadata["ownerReferences"] = json!([owner]);
     }
     let mut body = json!({ "apiVersion": "v1", "kind": "Secret", "metadata": metadata, "data": encoded });
     // A merged Secret keeps its own type (immutable after creation).
@@ -191,10 +204,8 @@ pub async fn apply(
         body["type"] = json!("Opaque");
     }
     let params = PatchParams::apply(FIELD_MANAGER).force();
-    let written = secrets
-        .patch(&name, &params, &Patch::Apply(&body))
-        .await
-        .map_err(Error::kube("writing the target Secret"))?;
+    let written =
+        secrets.patch(&name, &params, &Patch::Apply(&body)).await.map_err(Error::kube("writing the target Secret"))?;
     Ok(written.resource_version())
 }
 

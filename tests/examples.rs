@@ -77,7 +77,9 @@ async fn every_example_becomes_ready() {
                         )
                         .with_metascopes(["ent_cloudmgr_sdk"]);
                         env.ims
-                            .register_adobe_client(AdobeClient::new(&client_id, &client_secret).with_service_account(account))
+                            .register_adobe_client(
+                                AdobeClient::new(&client_id, &client_secret).with_service_account(account),
+                            )
                             .expect("register");
                     }
                     if let Some(flow) = spec.get_mut("passwordGrant") {

@@ -19,11 +19,15 @@ async fn metrics_and_probes() {
     env.wait_ready("met", "True", "TokenMinted").await;
     let url = env.operator.as_ref().expect("operator").http_url().await;
     assert_eq!(http_get(&format!("{url}/healthz")).await.0, 200);
-    let ready = eventually("readyz", WAIT, || async { (http_get(&format!("{url}/readyz")).await.0 == 200).then_some(()) });
+    let ready =
+        eventually("readyz", WAIT, || async { (http_get(&format!("{url}/readyz")).await.0 == 200).then_some(()) });
     ready.await;
     let (status, text) = http_get(&format!("{url}/metrics")).await;
     assert_eq!(status, 200);
-    assert!(text.contains(r#"adobe_credential_mint_requests_total{flow="oauthServerToServer",outcome="ok"} 1"#), "{text}");
+    assert!(
+        text.contains(r#"adobe_credential_mint_requests_total{flow="oauthServerToServer",outcome="ok"} 1"#),
+        "{text}"
+    );
     assert!(text.contains(r#"adobe_credential_mint_duration_seconds_count{flow="oauthServerToServer"} 1"#), "{text}");
     let line = text
         .lines()
@@ -41,12 +45,13 @@ async fn rate_limit_queues_token_requests() {
     env.kill_operator().await;
     let log = env.dir.path().join("operator.log");
     env.operator = Some(
-        Operator::start_with(env.ns(), env.control_plane.kubeconfig_path(), &env.ca_file(), log, &[
-            "--token-rate-limit-qps",
-            "2",
-            "--token-rate-limit-burst",
-            "1",
-        ])
+        Operator::start_with(
+            env.ns(),
+            env.control_plane.kubeconfig_path(),
+            &env.ca_file(),
+            log,
+            &["--token-rate-limit-qps", "2", "--token-rate-limit-burst", "1"],
+        )
         .await,
     );
     env.register_client("rl-client", "p8e-rl-secret", DAY);
@@ -133,8 +138,10 @@ async fn two_replicas_one_leader_and_failover() {
     let first = start("replica-a").await;
     eventually("replica a to lead", WAIT, || async { first.logs().contains("became leader").then_some(()) }).await;
     let second = start("replica-b").await;
-    eventually("replica b to follow", WAIT, || async { second.logs().contains("following the current leader").then_some(()) })
-        .await;
+    eventually("replica b to follow", WAIT, || async {
+        second.logs().contains("following the current leader").then_some(())
+    })
+    .await;
     let url_b = second.http_url().await;
     assert_eq!(http_get(&format!("{url_b}/readyz")).await.0, 200, "a follower is a ready standby");
 
@@ -146,7 +153,8 @@ async fn two_replicas_one_leader_and_failover() {
 
     first.kill().await;
     let killed_at = std::time::Instant::now();
-    eventually("replica b to take over", WAIT, || async { second.logs().contains("became leader").then_some(()) }).await;
+    eventually("replica b to take over", WAIT, || async { second.logs().contains("became leader").then_some(()) })
+        .await;
     eprintln!("failover: replica b leads {:?} after replica a was killed", killed_at.elapsed());
     env.create(&env.s2s_credential("ha-two", "ha-src")).await;
     env.wait_ready("ha-two", "True", "TokenMinted").await;

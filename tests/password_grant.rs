@@ -15,8 +15,12 @@ async fn setup(env: &mut TestEnv, name: &str) -> AdobeCredential {
     env.ims.register_akeneo_client(&client_id, &secret);
     env.ims.register_akeneo_user(format!("{name}-user"), format!("pw-{name}-1"));
     env.put_source(&format!("{name}-client"), &client_id, &secret).await;
-    env.put_secret(&format!("{name}-user"), &[("username", &format!("{name}-user"))], &[("password", &format!("pw-{name}-1"))])
-        .await;
+    env.put_secret(
+        &format!("{name}-user"),
+        &[("username", &format!("{name}-user"))],
+        &[("password", &format!("pw-{name}-1"))],
+    )
+    .await;
     let mut cred = env.s2s_credential(name, "unused");
     cred.spec.oauth_server_to_server = None;
     cred.spec.password_grant = Some(PasswordGrant {
@@ -73,7 +77,11 @@ async fn restart_uses_the_persisted_refresh_token_and_mints_nothing_while_valid(
     let offset = env.logs().len();
     env.start_operator().await;
     eventually("the restarted operator to inspect rs", WAIT, || async {
-        env.logs().split_off(offset).lines().any(|l| l.contains("inspecting inputs and target") && l.contains("/rs")).then_some(())
+        env.logs()
+            .split_off(offset)
+            .lines()
+            .any(|l| l.contains("inspecting inputs and target") && l.contains("/rs"))
+            .then_some(())
     })
     .await;
     assert_eq!(env.ims.mint_count("rs-client"), 1, "valid token adopted after restart");

@@ -127,8 +127,12 @@ async fn rotation_of_the_source_secret_mints_at_once() {
 async fn second_client_secret_is_used_when_the_first_is_rejected() {
     let mut env = TestEnv::new("second").await;
     env.register_client("two-client", "p8e-two-new", DAY);
-    env.put_secret("two-src", &[("client_id", "two-client")], &[("client_secret", "p8e-two-old"), ("client_secret_2", "p8e-two-new")])
-        .await;
+    env.put_secret(
+        "two-src",
+        &[("client_id", "two-client")],
+        &[("client_secret", "p8e-two-old"), ("client_secret_2", "p8e-two-new")],
+    )
+    .await;
     let mut cred = env.s2s_credential("two", "two-src");
     if let Some(flow) = cred.spec.oauth_server_to_server.as_mut() {
         flow.client_secret_ref.secondary_client_secret_key = Some("client_secret_2".into());
@@ -137,7 +141,8 @@ async fn second_client_secret_is_used_when_the_first_is_rejected() {
     let ready = env.wait_ready("two", "True", "TokenMinted").await;
     let message = &ready.status.expect("status").conditions[0].message;
     assert!(message.contains("\"client_secret_2\" works"), "{message}");
-    let outcomes: Vec<_> = env.ims.requests_for("two-client").into_iter().map(|r| r.status.map(|s| s.as_u16())).collect();
+    let outcomes: Vec<_> =
+        env.ims.requests_for("two-client").into_iter().map(|r| r.status.map(|s| s.as_u16())).collect();
     assert_eq!(outcomes, [Some(400), Some(200)], "first secret rejected, second accepted");
     env.assert_no_leaks(&["two-client"]).await;
 }
@@ -202,7 +207,11 @@ async fn invalid_client_then_fixed() {
     assert!(message.contains("invalid client_secret parameter"), "{message}");
     assert!(env.target("inv-token").await.is_none(), "nothing written");
     eventually("a Warning Event InvalidClient", WAIT, || async {
-        env.events().await.iter().any(|e| e.reason.as_deref() == Some("InvalidClient") && e.type_.as_deref() == Some("Warning")).then_some(())
+        env.events()
+            .await
+            .iter()
+            .any(|e| e.reason.as_deref() == Some("InvalidClient") && e.type_.as_deref() == Some("Warning"))
+            .then_some(())
     })
     .await;
 
@@ -272,7 +281,9 @@ async fn merge_keeps_foreign_keys_and_orphan_has_no_owner() {
     merge.spec.target = Some(TargetSpec {
         name: Some("shared-config".into()),
         creation_policy: CreationPolicy::Merge,
-        template: Some(TargetTemplate { data: BTreeMap::from([("authorization".into(), "Bearer {{ access_token }}".into())]) }),
+        template: Some(TargetTemplate {
+            data: BTreeMap::from([("authorization".into(), "Bearer {{ access_token }}".into())]),
+        }),
     });
     env.create(&merge).await;
     let mut orphan = env.s2s_credential("orphan", "pol-src");
@@ -321,7 +332,10 @@ async fn deleted_target_is_recreated() {
     env.create(&env.s2s_credential("rec", "rec-src")).await;
     env.wait_ready("rec", "True", "TokenMinted").await;
     env.secrets().delete("rec-token", &DeleteParams::default()).await.expect("delete target");
-    let token = eventually("the target to be recreated", WAIT, || async { key(&env.target("rec-token").await?, "access_token") }).await;
+    let token = eventually("the target to be recreated", WAIT, || async {
+        key(&env.target("rec-token").await?, "access_token")
+    })
+    .await;
     let issued = env.ims.issued_tokens("rec-client");
     assert_eq!(issued.len(), 2);
     assert_eq!(token, issued[1]);
@@ -370,10 +384,8 @@ async fn server_errors_back_off_and_recover() {
     assert_eq!(cred.status.expect("status").consecutive_failures, 0);
     let requests = env.ims.requests_for("err-client");
     assert_eq!(requests.len(), 4, "three failures, one success, no burst");
-    let gaps: Vec<Duration> = requests
-        .windows(2)
-        .map(|w| w[1].received_at.duration_since(w[0].received_at).unwrap_or_default())
-        .collect();
+    let gaps: Vec<Duration> =
+        requests.windows(2).map(|w| w[1].received_at.duration_since(w[0].received_at).unwrap_or_default()).collect();
     assert!(gaps[1] > gaps[0] / 2 && gaps[2] > gaps[0], "backoff grows: {gaps:?}");
     env.assert_no_leaks(&["err-client"]).await;
 }
@@ -428,7 +440,8 @@ async fn api_server_rejects_invalid_specs() {
     let mut both = env.s2s_credential("both", "src");
     both.spec.renewal = Some(RenewalSpec { renew_before: Some("1h".into()), renew_before_percentage: Some(10) });
     let mut bad_duration = env.s2s_credential("dur", "src");
-    bad_duration.spec.renewal = Some(RenewalSpec { renew_before: Some("forever".into()), renew_before_percentage: None });
+    bad_duration.spec.renewal =
+        Some(RenewalSpec { renew_before: Some("forever".into()), renew_before_percentage: None });
     for (cred, expected) in [
         (two_bad, "should match"),
         (none, "exactly one flow block"),

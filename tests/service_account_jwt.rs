@@ -45,9 +45,9 @@ async fn setup(env: &mut TestEnv, name: &str, private_pem: &str, lifetime: Durat
     env.seeded_secrets.push(private_pem.to_owned());
     env.ims
         .register_adobe_client(
-            AdobeClient::new(&client_id, &secret)
-                .with_token_lifetime(lifetime)
-                .with_service_account(ServiceAccount::new(ORG, TECH_ACCOUNT, &KEY.public_pem).with_metascopes(["ent_cloudmgr_sdk"])),
+            AdobeClient::new(&client_id, &secret).with_token_lifetime(lifetime).with_service_account(
+                ServiceAccount::new(ORG, TECH_ACCOUNT, &KEY.public_pem).with_metascopes(["ent_cloudmgr_sdk"]),
+            ),
         )
         .expect("register");
     env.put_source(&format!("{name}-client"), &client_id, &secret).await;
@@ -160,7 +160,11 @@ async fn restart_with_a_valid_token_does_not_mint() {
     let offset = env.logs().len();
     env.start_operator().await;
     eventually("the restarted operator to inspect rs", WAIT, || async {
-        env.logs().split_off(offset).lines().any(|l| l.contains("inspecting inputs and target") && l.contains("/rs")).then_some(())
+        env.logs()
+            .split_off(offset)
+            .lines()
+            .any(|l| l.contains("inspecting inputs and target") && l.contains("/rs"))
+            .then_some(())
     })
     .await;
     assert_eq!(env.ims.mint_count("rs-client"), 1);

@@ -20,7 +20,11 @@ pub(super) struct ImsTokenResponse {
 
 impl ImsTokenResponse {
     /// Reads a 2xx IMS response; `unit` differs between the two IMS flows.
-    pub(super) async fn read(response: reqwest::Response, issued_at: Timestamp, unit: ExpiresInUnit) -> Result<MintedToken> {
+    pub(super) async fn read(
+        response: reqwest::Response,
+        issued_at: Timestamp,
+        unit: ExpiresInUnit,
+    ) -> Result<MintedToken> {
         let (body, debug_id) = response::success_body(response).await?;
         let parsed: Self = response::parse_json(&body, &debug_id)?;
         let lifetime = response::expires_in(&parsed.expires_in, unit, &debug_id)?;

@@ -28,10 +28,13 @@ pub(super) fn sign(inputs: &ServiceAccountJwtInputs, now: Timestamp) -> Result<S
         ));
     }
     if !pem.contains("-----BEGIN") {
-        return Err(invalid_key("not a PEM private key (expected -----BEGIN PRIVATE KEY----- or -----BEGIN RSA PRIVATE KEY-----)"));
+        return Err(invalid_key(
+            "not a PEM private key (expected -----BEGIN PRIVATE KEY----- or -----BEGIN RSA PRIVATE KEY-----)",
+        ));
     }
     // from_rsa_pem reads PKCS#1 and PKCS#8; its error says nothing about the key material.
-    let key = EncodingKey::from_rsa_pem(pem.as_bytes()).map_err(|e| invalid_key(&format!("not a usable RSA key ({e})")))?;
+    let key =
+        EncodingKey::from_rsa_pem(pem.as_bytes()).map_err(|e| invalid_key(&format!("not a usable RSA key ({e})")))?;
     let ims = inputs.ims_endpoint.trim_end_matches('/');
     let mut claims = Map::new();
     claims.insert("exp".into(), json!(now.as_second() + JWT_LIFETIME_SECONDS));

@@ -196,7 +196,9 @@ mod tests {
         };
         let token = with_each_secret(&client, |secret| async move {
             match secret.expose() {
-                "s1" => Err(Error::InvalidClient { description: "invalid client_secret parameter".into(), debug_id: None }),
+                "s1" => {
+                    Err(Error::InvalidClient { description: "invalid client_secret parameter".into(), debug_id: None })
+                }
                 _ => Ok(minted()),
             }
         })

@@ -72,10 +72,8 @@ pub async fn success_body(response: reqwest::Response) -> Result<(String, Option
 }
 
 pub fn classify_error(status: StatusCode, headers: &HeaderMap, body: &str, debug_id: Option<String>) -> Error {
-    let retry_after = headers
-        .get(RETRY_AFTER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| parse_retry_after(v, Timestamp::now()));
+    let retry_after =
+        headers.get(RETRY_AFTER).and_then(|v| v.to_str().ok()).and_then(|v| parse_retry_after(v, Timestamp::now()));
     let parsed: ErrorBody = serde_json::from_str(body).unwrap_or_default();
     let code = parsed.error.clone().unwrap_or_else(|| format!("HTTP {}", status.as_u16()));
     let description = truncate(
@@ -171,7 +169,10 @@ pub fn minted(
     debug_id: &Option<String>,
 ) -> Result<MintedToken> {
     if access_token.trim().is_empty() {
-        return Err(Error::MalformedTokenResponse { detail: "access_token is empty".into(), debug_id: debug_id.clone() });
+        return Err(Error::MalformedTokenResponse {
+            detail: "access_token is empty".into(),
+            debug_id: debug_id.clone(),
+        });
     }
     let expires_at = issued_at
         .checked_add(jiff::SignedDuration::try_from(lifetime).unwrap_or(jiff::SignedDuration::MAX))
@@ -202,14 +203,18 @@ mod tests {
 
     #[test]
     fn ims_errors_map_to_reasons() {
-        let e = classify(400, r#"{"error":"invalid_client","error_description":"invalid client_secret parameter"}"#, None);
+        let e =
+            classify(400, r#"{"error":"invalid_client","error_description":"invalid client_secret parameter"}"#, None);
         assert_eq!(e.reason(), "InvalidClient");
         assert!(e.to_string().contains("invalid client_secret parameter"));
         assert!(e.to_string().contains("dbg-1"));
         assert_eq!(classify(400, r#"{"error":"invalid_scope"}"#, None).reason(), "InvalidScope");
         assert_eq!(classify(400, r#"{"error":"unsupported_grant_type"}"#, None).reason(), "TokenRequestRejected");
         assert_eq!(classify(400, r#"{"error":"invalid_signature"}"#, None).reason(), "InvalidSignature");
-        assert_eq!(classify(400, r#"{"error":"invalid_token","error_description":"expired"}"#, None).reason(), "InvalidJwt");
+        assert_eq!(
+            classify(400, r#"{"error":"invalid_token","error_description":"expired"}"#, None).reason(),
+            "InvalidJwt"
+        );
         assert_eq!(
             classify(500, r#"{"error":"internal_error","error_description":"Please try again later"}"#, None).reason(),
             "TokenEndpointUnavailable"
@@ -226,7 +231,10 @@ mod tests {
         assert_eq!(classify(422, client, None).reason(), "InvalidClient");
         let user = r#"{"code":422,"message":"No user found for the given username and password"}"#;
         assert_eq!(classify(422, user, None).reason(), "InvalidUserCredentials");
-        assert_eq!(classify(400, r#"{"code":400,"message":"Invalid json message received"}"#, None).reason(), "TokenRequestRejected");
+        assert_eq!(
+            classify(400, r#"{"code":400,"message":"Invalid json message received"}"#, None).reason(),
+            "TokenRequestRejected"
+        );
     }
 
     #[test]
@@ -238,10 +246,7 @@ mod tests {
         assert_eq!(e.reason(), "Throttled");
         assert_eq!(classify(503, "", None).reason(), "TokenEndpointUnavailable");
         let now: Timestamp = "2026-11-24T10:00:00Z".parse().expect("ts");
-        assert_eq!(
-            parse_retry_after("Tue, 24 Nov 2026 10:00:30 GMT", now),
-            Some(Duration::from_secs(30))
-        );
+        assert_eq!(parse_retry_after("Tue, 24 Nov 2026 10:00:30 GMT", now), Some(Duration::from_secs(30)));
         assert_eq!(parse_retry_after("Tue, 24 Nov 2026 09:00:00 GMT", now), Some(Duration::ZERO));
         assert_eq!(parse_retry_after("soon", now), None);
     }

@@ -11,10 +11,10 @@ use std::time::Duration;
 
 use adobe_credential_operator::crd::{AdobeCredential, AdobeCredentialSpec, ClientSecretRef, OAuthServerToServer};
 use fake_token_server::{AdobeClient, FakeTokenServer};
+use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
-use futures::StreamExt;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
 use test_support::{ControlPlane, TestNamespace};
@@ -73,7 +73,13 @@ impl Operator {
     }
 
     /// Starts the operator with extra flags (leader election, rate limits, …).
-    pub async fn start_with(namespace: &str, kubeconfig: &Path, ca_file: &Path, log_path: PathBuf, extra: &[&str]) -> Self {
+    pub async fn start_with(
+        namespace: &str,
+        kubeconfig: &Path,
+        ca_file: &Path,
+        log_path: PathBuf,
+        extra: &[&str],
+    ) -> Self {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path).expect("log file");
         let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_adobe-credential-operator"))
             .arg("run")
@@ -179,7 +185,8 @@ impl TestEnv {
     pub async fn start_operator(&mut self) {
         let log = self.dir.path().join("operator.log");
         let operator =
-            Operator::start(self.ns(), self.control_plane.kubeconfig_path(), &self.dir.path().join("ca.pem"), log).await;
+            Operator::start(self.ns(), self.control_plane.kubeconfig_path(), &self.dir.path().join("ca.pem"), log)
+                .await;
         self.operator = Some(operator);
     }
 

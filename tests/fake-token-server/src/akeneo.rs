@@ -25,8 +25,7 @@ use crate::{
 const DEFAULT_ACCESS_TOKEN_LIFETIME: Duration = Duration::from_secs(60 * 60);
 const DEFAULT_REFRESH_TOKEN_LIFETIME: Duration = Duration::from_secs(14 * 24 * 60 * 60);
 
-const INVALID_CLIENT: &str =
-    r#"Parameter "client_id" is missing or does not match any client, or secret is invalid"#;
+const INVALID_CLIENT: &str = r#"Parameter "client_id" is missing or does not match any client, or secret is invalid"#;
 const INVALID_USER: &str = "No user found for the given username and password";
 const INVALID_REFRESH_TOKEN: &str = "Refresh token is invalid or has expired";
 
@@ -86,11 +85,7 @@ impl AkeneoAccounts {
         self.refresh_tokens.clear();
     }
 
-    fn issue(
-        &mut self,
-        credentials: Option<&BasicCredentials>,
-        body: Result<&Params, &BodyError>,
-    ) -> Reply {
+    fn issue(&mut self, credentials: Option<&BasicCredentials>, body: Result<&Params, &BodyError>) -> Reply {
         let params = match body {
             Ok(params) => params,
             Err(BodyError::UnsupportedMediaType(None)) => {
@@ -110,18 +105,12 @@ impl AkeneoAccounts {
                 );
             }
             Err(BodyError::InvalidJson) => {
-                return error_reply(
-                    StatusCode::BAD_REQUEST,
-                    "invalid_json",
-                    "Invalid json message received",
-                );
+                return error_reply(StatusCode::BAD_REQUEST, "invalid_json", "Invalid json message received");
             }
         };
         let Some(client_id) = credentials
             .filter(|credentials| {
-                self.clients
-                    .get(&credentials.client_id)
-                    .is_some_and(|secret| *secret == credentials.secret)
+                self.clients.get(&credentials.client_id).is_some_and(|secret| *secret == credentials.secret)
             })
             .map(|credentials| credentials.client_id.as_str())
         else {
@@ -130,18 +119,13 @@ impl AkeneoAccounts {
 
         match params.get("grant_type") {
             Some("password") => {
-                let (Some(username), Some(password)) =
-                    (params.get("username"), params.get("password"))
-                else {
+                let (Some(username), Some(password)) = (params.get("username"), params.get("password")) else {
                     return unprocessable(
                         "invalid_request",
                         r#"Missing parameters. "username" and "password" required"#,
                     );
                 };
-                let known = self
-                    .users
-                    .get(username)
-                    .is_some_and(|known| known.expose() == password);
+                let known = self.users.get(username).is_some_and(|known| known.expose() == password);
                 if !known {
                     return unprocessable("invalid_grant", INVALID_USER);
                 }
@@ -149,38 +133,27 @@ impl AkeneoAccounts {
             }
             Some("refresh_token") => {
                 let Some(token) = params.get("refresh_token") else {
-                    return unprocessable(
-                        "invalid_request",
-                        r#"No "refresh_token" parameter found"#,
-                    );
+                    return unprocessable("invalid_request", r#"No "refresh_token" parameter found"#);
                 };
                 let token = Secret::new(token);
                 // Another client's token is refused without being consumed; this client's dies
                 // on use, even if it turns out to have expired.
                 let grant = match self.refresh_tokens.get(&token) {
-                    Some(grant) if grant.client_id == client_id => {
-                        self.refresh_tokens.remove(&token)
-                    }
+                    Some(grant) if grant.client_id == client_id => self.refresh_tokens.remove(&token),
                     _ => None,
                 };
                 match grant {
-                    Some(grant) if grant.expires_at > Instant::now() => {
-                        self.issue_pair(client_id, &grant.username)
-                    }
+                    Some(grant) if grant.expires_at > Instant::now() => self.issue_pair(client_id, &grant.username),
                     _ => unprocessable("invalid_grant", INVALID_REFRESH_TOKEN),
                 }
             }
-            _ => unprocessable(
-                "unsupported_grant_type",
-                "Invalid grant_type parameter or parameter missing",
-            ),
+            _ => unprocessable("unsupported_grant_type", "Invalid grant_type parameter or parameter missing"),
         }
     }
 
     fn issue_pair(&mut self, client_id: &str, username: &str) -> Reply {
         let now = Instant::now();
-        self.refresh_tokens
-            .retain(|_, grant| grant.expires_at > now);
+        self.refresh_tokens.retain(|_, grant| grant.expires_at > now);
         let access_token = Secret::random();
         let refresh_token = Secret::random();
         let body = json!({
@@ -210,11 +183,7 @@ pub(crate) async fn token(
 ) -> Response {
     let credentials = basic_credentials(&headers);
     let params = read_body(&headers, &body);
-    let grant_type = params
-        .as_ref()
-        .ok()
-        .and_then(|params| params.get("grant_type"))
-        .map(str::to_owned);
+    let grant_type = params.as_ref().ok().and_then(|params| params.get("grant_type")).map(str::to_owned);
     let endpoint = if grant_type.as_deref() == Some("refresh_token") {
         EndpointKind::AkeneoRefresh
     } else {
@@ -223,16 +192,11 @@ pub(crate) async fn token(
     let request = TokenRequest {
         endpoint,
         path: uri.path().to_owned(),
-        client_id: credentials
-            .as_ref()
-            .map(|credentials| credentials.client_id.clone()),
+        client_id: credentials.as_ref().map(|credentials| credentials.client_id.clone()),
         grant_type,
         scope: None,
     };
-    pipeline::handle(&state, request, |registry, _| {
-        registry.akeneo.issue(credentials.as_ref(), params.as_ref())
-    })
-    .await
+    pipeline::handle(&state, request, |registry, _| registry.akeneo.issue(credentials.as_ref(), params.as_ref())).await
 }
 
 fn basic_credentials(headers: &HeaderMap) -> Option<BasicCredentials> {
@@ -243,10 +207,7 @@ fn basic_credentials(headers: &HeaderMap) -> Option<BasicCredentials> {
     }
     let decoded = String::from_utf8(STANDARD.decode(encoded.trim()).ok()?).ok()?;
     let (client_id, secret) = decoded.split_once(':')?;
-    Some(BasicCredentials {
-        client_id: client_id.to_owned(),
-        secret: Secret::new(secret),
-    })
+    Some(BasicCredentials { client_id: client_id.to_owned(), secret: Secret::new(secret) })
 }
 
 fn read_body(headers: &HeaderMap, body: &[u8]) -> Result<Params, BodyError> {
@@ -259,11 +220,7 @@ fn read_body(headers: &HeaderMap, body: &[u8]) -> Result<Params, BodyError> {
 
 /// Akeneo's error shape, `{"code","message"}`; `error_code` is only for the request log.
 fn error_reply(status: StatusCode, error_code: &str, message: &str) -> Reply {
-    Reply::rejected(
-        status,
-        error_code,
-        json!({ "code": status.as_u16(), "message": message }),
-    )
+    Reply::rejected(status, error_code, json!({ "code": status.as_u16(), "message": message }))
 }
 
 /// Akeneo refuses every OAuth failure with 422.

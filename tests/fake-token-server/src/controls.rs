@@ -30,15 +30,8 @@ impl FakeTokenServer {
 
     /// Adds a client secret, as rotation does before the old one is removed. Fails if the client
     /// already has two.
-    pub fn add_adobe_client_secret(
-        &self,
-        client_id: &str,
-        secret: impl Into<String>,
-    ) -> Result<(), Error> {
-        self.state
-            .registry()
-            .adobe
-            .add_secret(client_id, secret.into())
+    pub fn add_adobe_client_secret(&self, client_id: &str, secret: impl Into<String>) -> Result<(), Error> {
+        self.state.registry().adobe.add_secret(client_id, secret.into())
     }
 
     /// Removes a client secret; requests using it fail with `invalid_client` from then on.
@@ -49,38 +42,22 @@ impl FakeTokenServer {
     /// Replaces the public key (or certificate) of a service account, as when its certificate
     /// is rotated; JWTs signed with the old key fail with `invalid_signature` from then on.
     pub fn set_adobe_public_key(&self, client_id: &str, public_key_pem: &str) -> Result<(), Error> {
-        self.state
-            .registry()
-            .adobe
-            .set_public_key(client_id, public_key_pem)
+        self.state.registry().adobe.set_public_key(client_id, public_key_pem)
     }
 
     /// Changes the lifetime of tokens issued to this client from now on.
-    pub fn set_adobe_token_lifetime(
-        &self,
-        client_id: &str,
-        lifetime: Duration,
-    ) -> Result<(), Error> {
-        self.state
-            .registry()
-            .adobe
-            .set_token_lifetime(client_id, lifetime)
+    pub fn set_adobe_token_lifetime(&self, client_id: &str, lifetime: Duration) -> Result<(), Error> {
+        self.state.registry().adobe.set_token_lifetime(client_id, lifetime)
     }
 
     /// Registers an Akeneo API connection, or replaces its secret.
     pub fn register_akeneo_client(&self, client_id: impl Into<String>, secret: impl Into<String>) {
-        self.state
-            .registry()
-            .akeneo
-            .register_client(client_id.into(), secret.into());
+        self.state.registry().akeneo.register_client(client_id.into(), secret.into());
     }
 
     /// Registers an Akeneo user, or replaces their password.
     pub fn register_akeneo_user(&self, username: impl Into<String>, password: impl Into<String>) {
-        self.state
-            .registry()
-            .akeneo
-            .register_user(username.into(), password.into());
+        self.state.registry().akeneo.register_user(username.into(), password.into());
     }
 
     /// Lifetime of Akeneo access tokens issued from now on (default: 1 hour).
@@ -137,41 +114,21 @@ impl FakeTokenServer {
 
     /// The access tokens issued to this client, oldest first.
     pub fn issued_tokens(&self, client_id: &str) -> Vec<String> {
-        self.state
-            .registry()
-            .issued_tokens(client_id)
-            .map(|token| token.expose().to_owned())
-            .collect()
+        self.state.registry().issued_tokens(client_id).map(|token| token.expose().to_owned()).collect()
     }
 
     /// Waits until at least `count` tokens have been issued to this client in total.
-    pub async fn wait_for_mints(
-        &self,
-        client_id: &str,
-        count: usize,
-        timeout: Duration,
-    ) -> Result<(), Error> {
+    pub async fn wait_for_mints(&self, client_id: &str, count: usize, timeout: Duration) -> Result<(), Error> {
         self.state
-            .wait_for("minted tokens", client_id, count, timeout, |registry| {
-                count_mints(registry.log(), client_id)
-            })
+            .wait_for("minted tokens", client_id, count, timeout, |registry| count_mints(registry.log(), client_id))
             .await
     }
 
     /// Waits until at least `count` requests (of any outcome) have claimed this client id.
-    pub async fn wait_for_requests(
-        &self,
-        client_id: &str,
-        count: usize,
-        timeout: Duration,
-    ) -> Result<(), Error> {
+    pub async fn wait_for_requests(&self, client_id: &str, count: usize, timeout: Duration) -> Result<(), Error> {
         self.state
             .wait_for("requests", client_id, count, timeout, |registry| {
-                registry
-                    .log()
-                    .iter()
-                    .filter(|record| record.client_id.as_deref() == Some(client_id))
-                    .count()
+                registry.log().iter().filter(|record| record.client_id.as_deref() == Some(client_id)).count()
             })
             .await
     }
@@ -179,8 +136,6 @@ impl FakeTokenServer {
 
 fn count_mints(log: &[RequestRecord], client_id: &str) -> usize {
     log.iter()
-        .filter(|record| {
-            record.outcome == Outcome::Issued && record.client_id.as_deref() == Some(client_id)
-        })
+        .filter(|record| record.outcome == Outcome::Issued && record.client_id.as_deref() == Some(client_id))
         .count()
 }

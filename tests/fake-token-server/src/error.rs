@@ -34,9 +34,7 @@ pub enum Error {
     #[error("invalid RSA public key: {0}")]
     InvalidPublicKey(String),
     /// A `wait_for_*` call reached its deadline.
-    #[error(
-        "timed out after {timeout:?} waiting for {wanted} {what} for client {client_id:?}; saw {seen}"
-    )]
+    #[error("timed out after {timeout:?} waiting for {wanted} {what} for client {client_id:?}; saw {seen}")]
     Timeout {
         /// What was counted, e.g. "minted tokens".
         what: &'static str,

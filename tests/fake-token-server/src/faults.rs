@@ -78,21 +78,12 @@ pub struct Fault {
 impl Fault {
     /// A fault of any kind, applying to every request until cleared.
     pub fn new(kind: FaultKind) -> Self {
-        Self {
-            kind,
-            client_id: None,
-            endpoint: None,
-            remaining: None,
-        }
+        Self { kind, client_id: None, endpoint: None, remaining: None }
     }
 
     /// Answer with `status` and a JSON `body`.
     pub fn respond(status: StatusCode, body: impl Into<String>) -> Self {
-        Self::new(FaultKind::Respond {
-            status,
-            body: body.into(),
-            retry_after: None,
-        })
+        Self::new(FaultKind::Respond { status, body: body.into(), retry_after: None })
     }
 
     /// Adobe's answer when IMS is in trouble: 500 `internal_error` / `Please try again later`.
@@ -116,8 +107,7 @@ impl Fault {
     pub fn service_unavailable(retry_after: RetryAfter) -> Self {
         Self::new(FaultKind::Respond {
             status: StatusCode::SERVICE_UNAVAILABLE,
-            body: r#"{"error":"service_unavailable","error_description":"Service temporarily unavailable"}"#
-                .into(),
+            body: r#"{"error":"service_unavailable","error_description":"Service temporarily unavailable"}"#.into(),
             retry_after: Some(retry_after),
         })
     }
@@ -143,9 +133,7 @@ impl Fault {
         I: IntoIterator,
         I::Item: Into<String>,
     {
-        Self::new(FaultKind::MissingFields(
-            fields.into_iter().map(Into::into).collect(),
-        ))
+        Self::new(FaultKind::MissingFields(fields.into_iter().map(Into::into).collect()))
     }
 
     /// Close the connection without answering.
@@ -175,10 +163,7 @@ impl Fault {
     fn matches(&self, endpoint: EndpointKind, client_id: Option<&str>) -> bool {
         self.remaining != Some(0)
             && self.endpoint.is_none_or(|wanted| wanted == endpoint)
-            && self
-                .client_id
-                .as_deref()
-                .is_none_or(|wanted| Some(wanted) == client_id)
+            && self.client_id.as_deref().is_none_or(|wanted| Some(wanted) == client_id)
     }
 }
 
@@ -209,15 +194,8 @@ impl FaultQueue {
 
     /// The first fault (in injection order) that applies to this request; counts it against the
     /// fault's remaining uses and drops the fault once they are used up.
-    pub(crate) fn take(
-        &mut self,
-        endpoint: EndpointKind,
-        client_id: Option<&str>,
-    ) -> Option<FaultKind> {
-        let index = self
-            .active
-            .iter()
-            .position(|(_, fault)| fault.matches(endpoint, client_id))?;
+    pub(crate) fn take(&mut self, endpoint: EndpointKind, client_id: Option<&str>) -> Option<FaultKind> {
+        let index = self.active.iter().position(|(_, fault)| fault.matches(endpoint, client_id))?;
         let fault = &mut self.active[index].1;
         let kind = fault.kind.clone();
         if let Some(remaining) = fault.remaining.as_mut() {
@@ -238,14 +216,8 @@ mod tests {
     fn counted_fault_clears_itself() {
         let mut queue = FaultQueue::default();
         queue.insert(Fault::hang().times(2));
-        assert_eq!(
-            queue.take(EndpointKind::ClientCredentials, None),
-            Some(FaultKind::Hang)
-        );
-        assert_eq!(
-            queue.take(EndpointKind::JwtExchange, Some("c")),
-            Some(FaultKind::Hang)
-        );
+        assert_eq!(queue.take(EndpointKind::ClientCredentials, None), Some(FaultKind::Hang));
+        assert_eq!(queue.take(EndpointKind::JwtExchange, Some("c")), Some(FaultKind::Hang));
         assert_eq!(queue.take(EndpointKind::ClientCredentials, None), None);
     }
 
@@ -259,18 +231,11 @@ mod tests {
     #[test]
     fn narrowed_fault_only_matches_its_client_and_endpoint() {
         let mut queue = FaultQueue::default();
-        queue.insert(
-            Fault::malformed_json()
-                .for_client("a")
-                .for_endpoint(EndpointKind::AkeneoRefresh),
-        );
+        queue.insert(Fault::malformed_json().for_client("a").for_endpoint(EndpointKind::AkeneoRefresh));
         assert_eq!(queue.take(EndpointKind::AkeneoRefresh, Some("b")), None);
         assert_eq!(queue.take(EndpointKind::AkeneoRefresh, None), None);
         assert_eq!(queue.take(EndpointKind::AkeneoPassword, Some("a")), None);
-        assert_eq!(
-            queue.take(EndpointKind::AkeneoRefresh, Some("a")),
-            Some(FaultKind::MalformedJson)
-        );
+        assert_eq!(queue.take(EndpointKind::AkeneoRefresh, Some("a")), Some(FaultKind::MalformedJson));
         // Not counted: applies until cleared.
         assert!(queue.take(EndpointKind::AkeneoRefresh, Some("a")).is_some());
     }
@@ -280,20 +245,11 @@ mod tests {
         let mut queue = FaultQueue::default();
         let first = queue.insert(Fault::hang().for_client("a"));
         queue.insert(Fault::drop_connection());
-        assert_eq!(
-            queue.take(EndpointKind::JwtExchange, Some("a")),
-            Some(FaultKind::Hang)
-        );
-        assert_eq!(
-            queue.take(EndpointKind::JwtExchange, Some("b")),
-            Some(FaultKind::DropConnection)
-        );
+        assert_eq!(queue.take(EndpointKind::JwtExchange, Some("a")), Some(FaultKind::Hang));
+        assert_eq!(queue.take(EndpointKind::JwtExchange, Some("b")), Some(FaultKind::DropConnection));
         assert!(queue.remove(first));
         assert!(!queue.remove(first));
-        assert_eq!(
-            queue.take(EndpointKind::JwtExchange, Some("a")),
-            Some(FaultKind::DropConnection)
-        );
+        assert_eq!(queue.take(EndpointKind::JwtExchange, Some("a")), Some(FaultKind::DropConnection));
         queue.clear();
         assert_eq!(queue.take(EndpointKind::JwtExchange, Some("a")), None);
     }
@@ -302,9 +258,6 @@ mod tests {
     fn retry_after_renders_both_forms() {
         assert_eq!(RetryAfter::Seconds(7).header_value(), "7");
         let epoch_plus_day = SystemTime::UNIX_EPOCH + Duration::from_secs(86_400);
-        assert_eq!(
-            RetryAfter::At(epoch_plus_day).header_value(),
-            "Fri, 02 Jan 1970 00:00:00 GMT"
-        );
+        assert_eq!(RetryAfter::At(epoch_plus_day).header_value(), "Fri, 02 Jan 1970 00:00:00 GMT");
     }
 }

@@ -44,9 +44,7 @@ struct Args {
 /// Splits `ID:SECRET`. Error messages leave the value out since it holds a secret.
 fn parse_pair(value: &str) -> Result<(String, String), String> {
     match value.split_once(':') {
-        Some((id, secret)) if !id.is_empty() && !secret.is_empty() => {
-            Ok((id.to_owned(), secret.to_owned()))
-        }
+        Some((id, secret)) if !id.is_empty() && !secret.is_empty() => Ok((id.to_owned(), secret.to_owned())),
         _ => Err("expected NAME:SECRET with both parts non-empty".into()),
     }
 }
@@ -55,8 +53,9 @@ fn parse_adobe_client(value: &str) -> Result<AdobeClient, String> {
     let (client_id, rest) = parse_pair(value)?;
     let client = match rest.split_once(':') {
         None => AdobeClient::new(client_id, rest),
-        Some((secret, scopes)) => AdobeClient::new(client_id, secret)
-            .with_scopes(scopes.split(',').filter(|scope| !scope.is_empty())),
+        Some((secret, scopes)) => {
+            AdobeClient::new(client_id, secret).with_scopes(scopes.split(',').filter(|scope| !scope.is_empty()))
+        }
     };
     Ok(client)
 }
@@ -66,18 +65,14 @@ async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .init();
     let args = Args::parse();
 
     let server = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => {
-            let cert = std::fs::read_to_string(cert)
-                .with_context(|| format!("reading {}", cert.display()))?;
-            let key = std::fs::read_to_string(key)
-                .with_context(|| format!("reading {}", key.display()))?;
+            let cert = std::fs::read_to_string(cert).with_context(|| format!("reading {}", cert.display()))?;
+            let key = std::fs::read_to_string(key).with_context(|| format!("reading {}", key.display()))?;
             FakeTokenServer::start_tls_on(args.listen, &cert, &key).await?
         }
         _ => FakeTokenServer::start_on(args.listen).await?,

@@ -31,9 +31,7 @@ impl Params {
         let mut params = HashMap::new();
         for (name, value) in form_urlencoded::parse(body) {
             // RFC 6749 forbids repeating a parameter; keep the first rather than guess.
-            params
-                .entry(name.into_owned())
-                .or_insert_with(|| value.into_owned());
+            params.entry(name.into_owned()).or_insert_with(|| value.into_owned());
         }
         Self(params)
     }
@@ -57,10 +55,7 @@ impl Params {
 
     /// The parameter's value; an empty value counts as missing, as OAuth servers treat it.
     pub(crate) fn get(&self, name: &str) -> Option<&str> {
-        self.0
-            .get(name)
-            .map(String::as_str)
-            .filter(|value| !value.is_empty())
+        self.0.get(name).map(String::as_str).filter(|value| !value.is_empty())
     }
 }
 
@@ -101,23 +96,11 @@ pub(crate) struct Reply {
 
 impl Reply {
     pub(crate) fn issued(body: Value, access_token: Secret) -> Self {
-        Self {
-            status: StatusCode::OK,
-            body,
-            outcome: Outcome::Issued,
-            access_token: Some(access_token),
-            scope: None,
-        }
+        Self { status: StatusCode::OK, body, outcome: Outcome::Issued, access_token: Some(access_token), scope: None }
     }
 
     pub(crate) fn rejected(status: StatusCode, error_code: &str, body: Value) -> Self {
-        Self {
-            status,
-            body,
-            outcome: Outcome::Rejected(error_code.to_owned()),
-            access_token: None,
-            scope: None,
-        }
+        Self { status, body, outcome: Outcome::Rejected(error_code.to_owned()), access_token: None, scope: None }
     }
 
     pub(crate) fn with_logged_scope(mut self, scope: String) -> Self {
@@ -138,10 +121,7 @@ pub(crate) async fn handle(
 ) -> Response {
     let received_at = SystemTime::now();
     let debug_id = request.endpoint.is_adobe().then(new_debug_id);
-    let fault = state
-        .registry()
-        .faults
-        .take(request.endpoint, request.client_id.as_deref());
+    let fault = state.registry().faults.take(request.endpoint, request.client_id.as_deref());
     let record = |status, outcome, scope: Option<String>| RequestRecord {
         endpoint: request.endpoint,
         path: request.path.clone(),
@@ -166,11 +146,7 @@ pub(crate) async fn handle(
             response.extensions_mut().insert(DropConnection);
             return response;
         }
-        Some(FaultKind::Respond {
-            status,
-            body,
-            retry_after,
-        }) => {
+        Some(FaultKind::Respond { status, body, retry_after }) => {
             state.record(record(Some(*status), Outcome::Faulted, None), None);
             let mut response = (*status, json_content_type(), body.clone()).into_response();
             if let Some(retry_after) = retry_after
@@ -191,18 +167,14 @@ pub(crate) async fn handle(
             }
             let reply = process(&mut state.registry(), &state.access_token_key);
             let mut body = reply.body;
-            if let (Some(FaultKind::MissingFields(fields)), Value::Object(members)) =
-                (&fault, &mut body)
+            if let (Some(FaultKind::MissingFields(fields)), Value::Object(members)) = (&fault, &mut body)
                 && reply.status.is_success()
             {
                 for field in fields {
                     members.remove(field);
                 }
             }
-            state.record(
-                record(Some(reply.status), reply.outcome, reply.scope),
-                reply.access_token,
-            );
+            state.record(record(Some(reply.status), reply.outcome, reply.scope), reply.access_token);
             (reply.status, Json(body)).into_response()
         }
     };
@@ -222,14 +194,7 @@ fn json_content_type() -> [(header::HeaderName, &'static str); 1] {
 fn new_debug_id() -> String {
     let bits: u128 = rand::rng().random();
     let hex = format!("{bits:032x}");
-    format!(
-        "{}-{}-{}-{}-{}",
-        &hex[..8],
-        &hex[8..12],
-        &hex[12..16],
-        &hex[16..20],
-        &hex[20..]
-    )
+    format!("{}-{}-{}-{}-{}", &hex[..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..])
 }
 
 #[cfg(test)]
@@ -266,10 +231,7 @@ mod tests {
     fn media_type_ignores_parameters_and_case() {
         let mut headers = HeaderMap::new();
         assert_eq!(media_type(&headers), None);
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("Application/JSON; charset=utf-8"),
-        );
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("Application/JSON; charset=utf-8"));
         assert_eq!(media_type(&headers).as_deref(), Some("application/json"));
     }
 

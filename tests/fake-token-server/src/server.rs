@@ -60,22 +60,14 @@ impl FakeTokenServer {
     }
 
     /// Serves HTTPS on `addr`.
-    pub async fn start_tls_on(
-        addr: SocketAddr,
-        cert_chain_pem: &str,
-        key_pem: &str,
-    ) -> Result<Self, Error> {
+    pub async fn start_tls_on(addr: SocketAddr, cert_chain_pem: &str, key_pem: &str) -> Result<Self, Error> {
         let acceptor = tls::acceptor(cert_chain_pem, key_pem)?;
         Self::bind(addr, Some(acceptor)).await
     }
 
     async fn bind(addr: SocketAddr, tls: Option<TlsAcceptor>) -> Result<Self, Error> {
-        let listener = TcpListener::bind(addr)
-            .await
-            .map_err(|source| Error::Bind { addr, source })?;
-        let mut local_addr = listener
-            .local_addr()
-            .map_err(|source| Error::Bind { addr, source })?;
+        let listener = TcpListener::bind(addr).await.map_err(|source| Error::Bind { addr, source })?;
+        let mut local_addr = listener.local_addr().map_err(|source| Error::Bind { addr, source })?;
         // A wildcard address is no place to send requests to; loopback reaches the same socket.
         if local_addr.ip().is_unspecified() {
             local_addr.set_ip(Ipv4Addr::LOCALHOST.into());
@@ -84,12 +76,7 @@ impl FakeTokenServer {
         let url = format!("{scheme}://{local_addr}");
         let state = Arc::new(ServerState::new(url.clone()));
         let task = tokio::spawn(accept_loop(listener, tls, router(Arc::clone(&state))));
-        Ok(Self {
-            state,
-            url,
-            local_addr,
-            task: AbortOnDrop(task),
-        })
+        Ok(Self { state, url, local_addr, task: AbortOnDrop(task) })
     }
 
     /// The base URL, without a trailing slash, e.g. `http://127.0.0.1:41234`.
@@ -181,10 +168,7 @@ where
             }
         }
     });
-    if let Err(err) = http1::Builder::new()
-        .serve_connection(TokioIo::new(stream), service)
-        .await
-    {
+    if let Err(err) = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await {
         tracing::debug!(%err, "connection ended with an error");
     }
 }

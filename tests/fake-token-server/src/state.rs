@@ -12,9 +12,7 @@ use jsonwebtoken::EncodingKey;
 use rand::Rng;
 use tokio::sync::watch;
 
-use crate::{
-    Error, adobe::AdobeClients, akeneo::AkeneoAccounts, faults::FaultQueue, log::RequestRecord,
-};
+use crate::{Error, adobe::AdobeClients, akeneo::AkeneoAccounts, faults::FaultQueue, log::RequestRecord};
 
 /// A credential or token. Its `Debug` output is redacted so that no derived `Debug` of the state
 /// can leak it into test output or logs.
@@ -76,9 +74,7 @@ pub(crate) struct ServerState {
 
 impl fmt::Debug for ServerState {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ServerState")
-            .field("registry", &*self.registry())
-            .finish_non_exhaustive()
+        f.debug_struct("ServerState").field("registry", &*self.registry()).finish_non_exhaustive()
     }
 }
 
@@ -124,11 +120,7 @@ impl ServerState {
         {
             let mut registry = self.registry();
             if let (Some(token), Some(client_id)) = (access_token, &record.client_id) {
-                registry
-                    .issued_tokens
-                    .entry(client_id.clone())
-                    .or_default()
-                    .push(token);
+                registry.issued_tokens.entry(client_id.clone()).or_default().push(token);
             }
             registry.log.push(record);
         }
@@ -152,17 +144,9 @@ impl ServerState {
             if seen >= wanted {
                 return Ok(());
             }
-            let timed_out = tokio::time::timeout_at(deadline, changes.changed())
-                .await
-                .is_err();
+            let timed_out = tokio::time::timeout_at(deadline, changes.changed()).await.is_err();
             if timed_out {
-                return Err(Error::Timeout {
-                    what,
-                    client_id: client_id.to_owned(),
-                    wanted,
-                    seen,
-                    timeout,
-                });
+                return Err(Error::Timeout { what, client_id: client_id.to_owned(), wanted, seen, timeout });
             }
         }
     }

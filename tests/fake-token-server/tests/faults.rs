@@ -14,9 +14,7 @@ use serde_json::{Value, json};
 async fn ims() -> FakeTokenServer {
     let server = FakeTokenServer::start().await.expect("server starts");
     for client_id in ["a", "b"] {
-        server
-            .register_adobe_client(AdobeClient::new(client_id, "secret"))
-            .expect("registers");
+        server.register_adobe_client(AdobeClient::new(client_id, "secret")).expect("registers");
     }
     server
 }
@@ -33,10 +31,7 @@ async fn internal_error_answers_like_ims_and_mints_nothing() {
     assert!(response.headers().contains_key("x-debug-id"));
     let (status, body) = status_and_json(response).await;
     assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
-    assert_eq!(
-        body,
-        json!({"error": "internal_error", "error_description": "Please try again later"})
-    );
+    assert_eq!(body, json!({"error": "internal_error", "error_description": "Please try again later"}));
     assert_eq!(server.mint_count("a"), 0);
     let record = server.requests().pop().expect("logged");
     assert_eq!(record.outcome, Outcome::Faulted);
@@ -63,11 +58,7 @@ async fn throttling_sends_retry_after_in_either_form() {
     let body: Value = response.json().await.expect("JSON body");
     assert_eq!(keys(&body), ["error", "error_description"]);
 
-    assert_eq!(
-        mint_a(&server).await.status(),
-        StatusCode::OK,
-        "both used up"
-    );
+    assert_eq!(mint_a(&server).await.status(), StatusCode::OK, "both used up");
 }
 
 #[tokio::test]
@@ -75,10 +66,7 @@ async fn counted_fault_clears_itself_and_uncounted_fault_needs_clearing() {
     let server = ims().await;
     let counted = server.inject_fault(Fault::internal_error().times(2));
     for _ in 0..2 {
-        assert_eq!(
-            mint_a(&server).await.status(),
-            StatusCode::INTERNAL_SERVER_ERROR
-        );
+        assert_eq!(mint_a(&server).await.status(), StatusCode::INTERNAL_SERVER_ERROR);
     }
     assert_eq!(mint_a(&server).await.status(), StatusCode::OK);
     assert!(!server.clear_fault(counted), "already gone");
@@ -100,10 +88,7 @@ async fn counted_fault_clears_itself_and_uncounted_fault_needs_clearing() {
 async fn per_client_and_per_endpoint_faults_leave_others_alone() {
     let server = ims().await;
     server.inject_fault(Fault::internal_error().for_client("a"));
-    assert_eq!(
-        mint_a(&server).await.status(),
-        StatusCode::INTERNAL_SERVER_ERROR
-    );
+    assert_eq!(mint_a(&server).await.status(), StatusCode::INTERNAL_SERVER_ERROR);
     let other = mint(server.url(), "b", "secret", "openid").await;
     assert_eq!(other.status(), StatusCode::OK);
 
@@ -112,11 +97,7 @@ async fn per_client_and_per_endpoint_faults_leave_others_alone() {
     assert_eq!(mint_a(&server).await.status(), StatusCode::OK);
     let exchange = http()
         .post(format!("{}/ims/exchange/jwt", server.url()))
-        .form(&[
-            ("client_id", "a"),
-            ("client_secret", "secret"),
-            ("jwt_token", "x"),
-        ])
+        .form(&[("client_id", "a"), ("client_secret", "secret"), ("jwt_token", "x")])
         .send()
         .await
         .expect("sent");
@@ -133,10 +114,7 @@ async fn delay_answers_normally_after_the_delay() {
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(server.mint_count("a"), 1);
     let record = server.requests().pop().expect("logged");
-    assert_eq!(
-        record.fault,
-        Some(FaultKind::Delay(Duration::from_millis(400)))
-    );
+    assert_eq!(record.fault, Some(FaultKind::Delay(Duration::from_millis(400))));
     assert_eq!(record.outcome, Outcome::Issued);
 }
 
@@ -144,10 +122,7 @@ async fn delay_answers_normally_after_the_delay() {
 async fn hang_never_answers_until_the_client_gives_up() {
     let server = ims().await;
     server.inject_fault(Fault::hang().times(1));
-    let impatient = reqwest::Client::builder()
-        .timeout(Duration::from_millis(500))
-        .build()
-        .expect("client");
+    let impatient = reqwest::Client::builder().timeout(Duration::from_millis(500)).build().expect("client");
     let error = impatient
         .post(format!("{}/ims/token/v3", server.url()))
         .form(&[
@@ -185,10 +160,7 @@ async fn missing_fields_issue_a_token_without_them() {
     let (status, body) = status_and_json(mint_a(&server).await).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(keys(&body), ["access_token", "token_type"]);
-    assert_eq!(
-        server.issued_tokens("a"),
-        [body["access_token"].as_str().expect("token")]
-    );
+    assert_eq!(server.issued_tokens("a"), [body["access_token"].as_str().expect("token")]);
 
     // Error bodies are left alone.
     server.inject_fault(Fault::missing_fields(["error_description"]).times(1));
@@ -221,23 +193,11 @@ async fn dropped_connection_is_a_transport_error_without_a_response() {
         causes.push(current.to_string());
         cause = current.source();
     }
-    assert!(
-        causes
-            .iter()
-            .any(|cause| cause.contains("connection closed before message completed")),
-        "{causes:?}"
-    );
-    assert!(
-        started.elapsed() < Duration::from_secs(10),
-        "closed, not hung"
-    );
+    assert!(causes.iter().any(|cause| cause.contains("connection closed before message completed")), "{causes:?}");
+    assert!(started.elapsed() < Duration::from_secs(10), "closed, not hung");
     let record = server.requests().pop().expect("logged");
     assert_eq!((record.status, record.outcome), (None, Outcome::Faulted));
-    assert_eq!(
-        mint_a(&server).await.status(),
-        StatusCode::OK,
-        "still serving"
-    );
+    assert_eq!(mint_a(&server).await.status(), StatusCode::OK, "still serving");
 }
 
 #[tokio::test]
@@ -246,26 +206,18 @@ async fn faults_apply_to_akeneo_with_the_given_body() {
     server.register_akeneo_client("pim", "secret");
     server.register_akeneo_user("admin", "password");
     server.inject_fault(
-        Fault::respond(
-            StatusCode::SERVICE_UNAVAILABLE,
-            r#"{"code":503,"message":"Service Unavailable"}"#,
-        )
-        .for_endpoint(EndpointKind::AkeneoRefresh),
+        Fault::respond(StatusCode::SERVICE_UNAVAILABLE, r#"{"code":503,"message":"Service Unavailable"}"#)
+            .for_endpoint(EndpointKind::AkeneoRefresh),
     );
     let send = |body: Value| {
         http()
             .post(format!("{}/api/oauth/v1/token", server.url()))
-            .header(
-                "authorization",
-                format!("Basic {}", STANDARD.encode("pim:secret")),
-            )
+            .header("authorization", format!("Basic {}", STANDARD.encode("pim:secret")))
             .json(&body)
             .send()
     };
     let (status, issued) = status_and_json(
-        send(json!({"grant_type": "password", "username": "admin", "password": "password"}))
-            .await
-            .expect("sent"),
+        send(json!({"grant_type": "password", "username": "admin", "password": "password"})).await.expect("sent"),
     )
     .await;
     assert_eq!(status, StatusCode::OK);

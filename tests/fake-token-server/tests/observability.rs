@@ -6,34 +6,24 @@ use std::time::{Duration, SystemTime};
 
 use base64::{Engine, engine::general_purpose::STANDARD};
 use common::{http, mint};
-use fake_token_server::{
-    AdobeClient, EndpointKind, Error, FakeTokenServer, Outcome, RequestRecord, StatusCode,
-};
+use fake_token_server::{AdobeClient, EndpointKind, Error, FakeTokenServer, Outcome, RequestRecord, StatusCode};
 use serde_json::json;
 
 #[tokio::test]
 async fn request_log_describes_each_request() {
     let server = FakeTokenServer::start().await.expect("starts");
-    server
-        .register_adobe_client(AdobeClient::new("a", "secret"))
-        .expect("registers");
+    server.register_adobe_client(AdobeClient::new("a", "secret")).expect("registers");
     server.register_akeneo_client("pim", "pim-secret");
     server.register_akeneo_user("admin", "password");
 
     let before = SystemTime::now();
     let ok = mint(server.url(), "a", "secret", "openid,AdobeID").await;
-    let ok_debug_id = ok.headers()["x-debug-id"]
-        .to_str()
-        .expect("ASCII")
-        .to_owned();
+    let ok_debug_id = ok.headers()["x-debug-id"].to_str().expect("ASCII").to_owned();
     let refused = mint(server.url(), "a", "wrong", "openid").await;
     assert_eq!(refused.status(), StatusCode::BAD_REQUEST);
     let akeneo = http()
         .post(format!("{}/api/oauth/v1/token", server.url()))
-        .header(
-            "authorization",
-            format!("Basic {}", STANDARD.encode("pim:pim-secret")),
-        )
+        .header("authorization", format!("Basic {}", STANDARD.encode("pim:pim-secret")))
         .json(&json!({"grant_type": "password", "username": "admin", "password": "password"}))
         .send()
         .await
@@ -43,18 +33,8 @@ async fn request_log_describes_each_request() {
 
     let log = server.requests();
     assert_eq!(log.len(), 3);
-    let RequestRecord {
-        endpoint,
-        path,
-        client_id,
-        grant_type,
-        scope,
-        status,
-        outcome,
-        fault,
-        debug_id,
-        received_at,
-    } = log[0].clone();
+    let RequestRecord { endpoint, path, client_id, grant_type, scope, status, outcome, fault, debug_id, received_at } =
+        log[0].clone();
     assert_eq!(endpoint, EndpointKind::ClientCredentials);
     assert_eq!(path, "/ims/token/v3");
     assert_eq!(client_id.as_deref(), Some("a"));
@@ -83,9 +63,7 @@ async fn request_log_describes_each_request() {
 #[tokio::test]
 async fn waiting_for_mints_and_requests_honours_the_deadline() {
     let server = FakeTokenServer::start().await.expect("starts");
-    server
-        .register_adobe_client(AdobeClient::new("a", "secret"))
-        .expect("registers");
+    server.register_adobe_client(AdobeClient::new("a", "secret")).expect("registers");
     let url = server.url().to_owned();
     let minting = tokio::spawn(async move {
         for _ in 0..3 {
@@ -93,29 +71,10 @@ async fn waiting_for_mints_and_requests_honours_the_deadline() {
         }
         mint(&url, "a", "wrong", "openid").await;
     });
-    server
-        .wait_for_mints("a", 3, Duration::from_secs(10))
-        .await
-        .expect("three mints");
-    server
-        .wait_for_requests("a", 4, Duration::from_secs(10))
-        .await
-        .expect("four requests, one refused");
+    server.wait_for_mints("a", 3, Duration::from_secs(10)).await.expect("three mints");
+    server.wait_for_requests("a", 4, Duration::from_secs(10)).await.expect("four requests, one refused");
     minting.await.expect("client task");
 
-    let error = server
-        .wait_for_mints("a", 4, Duration::from_millis(200))
-        .await
-        .expect_err("no fourth mint");
-    assert!(
-        matches!(
-            error,
-            Error::Timeout {
-                wanted: 4,
-                seen: 3,
-                ..
-            }
-        ),
-        "{error}"
-    );
+    let error = server.wait_for_mints("a", 4, Duration::from_millis(200)).await.expect_err("no fourth mint");
+    assert!(matches!(error, Error::Timeout { wanted: 4, seen: 3, .. }), "{error}");
 }

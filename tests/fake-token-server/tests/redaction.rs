@@ -22,10 +22,7 @@ struct Captured(Arc<Mutex<Vec<u8>>>);
 
 impl io::Write for Captured {
     fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
-        self.0
-            .lock()
-            .expect("not poisoned")
-            .extend_from_slice(bytes);
+        self.0.lock().expect("not poisoned").extend_from_slice(bytes);
         Ok(bytes.len())
     }
 
@@ -49,9 +46,7 @@ async fn no_secret_token_or_jwt_appears_in_logs_or_debug_output() {
 
     let server = FakeTokenServer::start().await.expect("starts");
     server
-        .register_adobe_client(
-            AdobeClient::new("adobe-id", "adobe-secret-one").with_secret("adobe-secret-two"),
-        )
+        .register_adobe_client(AdobeClient::new("adobe-id", "adobe-secret-one").with_secret("adobe-secret-two"))
         .expect("registers");
     server.register_akeneo_client("akeneo-id", "akeneo-secret");
     server.register_akeneo_user("akeneo-user", "akeneo-password");
@@ -65,29 +60,17 @@ async fn no_secret_token_or_jwt_appears_in_logs_or_debug_output() {
         "wrong-secret-guess".to_owned(),
         jwt.to_owned(),
     ];
-    assert_eq!(
-        mint(server.url(), "adobe-id", "adobe-secret-one", "openid")
-            .await
-            .status(),
-        200
-    );
+    assert_eq!(mint(server.url(), "adobe-id", "adobe-secret-one", "openid").await.status(), 200);
     mint(server.url(), "adobe-id", "wrong-secret-guess", "openid").await;
     post_form(
         &format!("{}/ims/exchange/jwt", server.url()),
-        &[
-            ("client_id", "adobe-id"),
-            ("client_secret", "adobe-secret-two"),
-            ("jwt_token", jwt),
-        ],
+        &[("client_id", "adobe-id"), ("client_secret", "adobe-secret-two"), ("jwt_token", jwt)],
     )
     .await;
     let akeneo = |body: Value| {
         http()
             .post(format!("{}/api/oauth/v1/token", server.url()))
-            .header(
-                "authorization",
-                format!("Basic {}", STANDARD.encode("akeneo-id:akeneo-secret")),
-            )
+            .header("authorization", format!("Basic {}", STANDARD.encode("akeneo-id:akeneo-secret")))
             .json(&body)
             .send()
     };
@@ -99,9 +82,7 @@ async fn no_secret_token_or_jwt_appears_in_logs_or_debug_output() {
     )
     .await;
     let (_, refreshed) = status_and_json(
-        akeneo(json!({"grant_type": "refresh_token", "refresh_token": issued["refresh_token"]}))
-            .await
-            .expect("sent"),
+        akeneo(json!({"grant_type": "refresh_token", "refresh_token": issued["refresh_token"]})).await.expect("sent"),
     )
     .await;
     for body in [&issued, &refreshed] {
@@ -111,21 +92,16 @@ async fn no_secret_token_or_jwt_appears_in_logs_or_debug_output() {
     leaked_if_seen.extend(server.issued_tokens("akeneo-id"));
     assert_eq!(leaked_if_seen.len(), 6 + 2 + 1 + 2);
 
-    let missing_secret = server
-        .remove_adobe_client_secret("adobe-id", "adobe-secret-three")
-        .expect_err("not a secret of the client");
-    let log_output =
-        String::from_utf8(captured.0.lock().expect("not poisoned").clone()).expect("UTF-8 log");
+    let missing_secret =
+        server.remove_adobe_client_secret("adobe-id", "adobe-secret-three").expect_err("not a secret of the client");
+    let log_output = String::from_utf8(captured.0.lock().expect("not poisoned").clone()).expect("UTF-8 log");
     assert!(log_output.contains("token request"), "{log_output}");
     assert!(log_output.contains("adobe-id") && log_output.contains("akeneo-id"));
     let observable = [
         ("tracing output", log_output),
         ("server Debug", format!("{server:#?}")),
         ("request log Debug", format!("{:#?}", server.requests())),
-        (
-            "error message",
-            format!("{missing_secret} {missing_secret:?}"),
-        ),
+        ("error message", format!("{missing_secret} {missing_secret:?}")),
     ];
     for (what, text) in &observable {
         for secret in &leaked_if_seen {

@@ -35,11 +35,7 @@ fn test_pki() -> TestPki {
         .expect("leaf params")
         .signed_by(&leaf_key, &issuer)
         .expect("leaf cert");
-    TestPki {
-        ca_pem: ca_cert.pem(),
-        leaf_pem: leaf_cert.pem(),
-        leaf_key_pem: leaf_key.serialize_pem(),
-    }
+    TestPki { ca_pem: ca_cert.pem(), leaf_pem: leaf_cert.pem(), leaf_key_pem: leaf_key.serialize_pem() }
 }
 
 async fn mint_with(client: &reqwest::Client, base: &str) -> reqwest::Result<reqwest::Response> {
@@ -58,18 +54,10 @@ async fn mint_with(client: &reqwest::Client, base: &str) -> reqwest::Result<reqw
 #[tokio::test]
 async fn https_works_with_the_test_ca_and_only_with_it() {
     let pki = test_pki();
-    let server = FakeTokenServer::start_tls(&pki.leaf_pem, &pki.leaf_key_pem)
-        .await
-        .expect("starts");
-    assert!(
-        server.url().starts_with("https://127.0.0.1:"),
-        "{}",
-        server.url()
-    );
+    let server = FakeTokenServer::start_tls(&pki.leaf_pem, &pki.leaf_key_pem).await.expect("starts");
+    assert!(server.url().starts_with("https://127.0.0.1:"), "{}", server.url());
     assert_eq!(server.issuer_base_url(), server.url());
-    server
-        .register_adobe_client(AdobeClient::new("a", "secret"))
-        .expect("registers");
+    server.register_adobe_client(AdobeClient::new("a", "secret")).expect("registers");
 
     let trusting = reqwest::Client::builder()
         .tls_built_in_root_certs(false)
@@ -85,28 +73,16 @@ async fn https_works_with_the_test_ca_and_only_with_it() {
         .timeout(Duration::from_secs(20))
         .build()
         .expect("client");
-    let error = mint_with(&untrusting, server.url())
-        .await
-        .expect_err("unknown CA");
+    let error = mint_with(&untrusting, server.url()).await.expect_err("unknown CA");
     assert!(error.is_connect(), "{error:?}");
-    assert_eq!(
-        server.requests().len(),
-        1,
-        "the refused handshake sent no request"
-    );
+    assert_eq!(server.requests().len(), 1, "the refused handshake sent no request");
 }
 
 #[tokio::test]
 async fn unusable_tls_material_and_taken_ports_are_reported() {
     let pki = test_pki();
-    assert!(matches!(
-        FakeTokenServer::start_tls("no certificate here", &pki.leaf_key_pem).await,
-        Err(Error::Tls(_))
-    ));
-    assert!(matches!(
-        FakeTokenServer::start_tls(&pki.leaf_pem, "no key here").await,
-        Err(Error::Tls(_))
-    ));
+    assert!(matches!(FakeTokenServer::start_tls("no certificate here", &pki.leaf_key_pem).await, Err(Error::Tls(_))));
+    assert!(matches!(FakeTokenServer::start_tls(&pki.leaf_pem, "no key here").await, Err(Error::Tls(_))));
 
     let first = FakeTokenServer::start().await.expect("starts");
     let taken = first.local_addr();
@@ -123,17 +99,12 @@ async fn refuses_connections(addr: SocketAddr) -> bool {
 #[tokio::test]
 async fn shutdown_closes_the_socket_and_ends_hanging_requests() {
     let server = FakeTokenServer::start().await.expect("starts");
-    server
-        .register_adobe_client(AdobeClient::new("a", "secret"))
-        .expect("registers");
+    server.register_adobe_client(AdobeClient::new("a", "secret")).expect("registers");
     server.inject_fault(Fault::hang());
     let addr = server.local_addr();
     let base = server.url().to_owned();
     let hanging = tokio::spawn(async move { mint_with(&common::http(), &base).await });
-    server
-        .wait_for_requests("a", 1, Duration::from_secs(10))
-        .await
-        .expect("request arrived");
+    server.wait_for_requests("a", 1, Duration::from_secs(10)).await.expect("request arrived");
 
     server.shutdown().await;
     assert!(refuses_connections(addr).await);
@@ -189,32 +160,23 @@ async fn binary_serves_the_configured_clients_and_exits_on_sigterm() {
         let _ = BufReader::new(stdout).read_line(&mut line);
         let _ = url_sender.send(line);
     });
-    let url = url_receiver
-        .recv_timeout(Duration::from_secs(30))
-        .expect("the binary prints its URL");
+    let url = url_receiver.recv_timeout(Duration::from_secs(30)).expect("the binary prints its URL");
     let url = url.trim();
     assert!(url.starts_with("http://127.0.0.1:"), "{url:?}");
 
-    let (status, body) =
-        status_and_json(mint_with(&common::http(), url).await.expect("request sent")).await;
+    let (status, body) = status_and_json(mint_with(&common::http(), url).await.expect("request sent")).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["expires_in"], 60);
     let refused = common::mint(url, "a", "secret", "firefly_api").await;
-    assert_eq!(
-        refused.status(),
-        StatusCode::BAD_REQUEST,
-        "scope list applies"
-    );
+    assert_eq!(refused.status(), StatusCode::BAD_REQUEST, "scope list applies");
     let any_scope = common::mint(url, "b", "other-secret", "firefly_api").await;
     assert_eq!(any_scope.status(), StatusCode::OK);
 
     let akeneo = common::http()
         .post(format!("{url}/api/oauth/v1/token"))
         .basic_auth("pim", Some("pim-secret"))
-        .json(
-            &serde_json::json!({"grant_type": "password", "username": "admin",
-                                  "password": "admin-password"}),
-        )
+        .json(&serde_json::json!({"grant_type": "password", "username": "admin",
+                                  "password": "admin-password"}))
         .send()
         .await
         .expect("sent");
@@ -222,10 +184,7 @@ async fn binary_serves_the_configured_clients_and_exits_on_sigterm() {
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["expires_in"], 60);
 
-    let killed = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .expect("kill runs");
+    let killed = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill runs");
     assert!(killed.success());
     let deadline = Instant::now() + Duration::from_secs(30);
     let exit = loop {
@@ -238,17 +197,9 @@ async fn binary_serves_the_configured_clients_and_exits_on_sigterm() {
     assert!(exit.success(), "{exit:?}");
 
     let mut stderr = String::new();
-    child
-        .stderr
-        .take()
-        .expect("stderr")
-        .read_to_string(&mut stderr)
-        .expect("stderr is UTF-8");
+    child.stderr.take().expect("stderr").read_to_string(&mut stderr).expect("stderr is UTF-8");
     assert_eq!(stderr.matches("token request").count(), 4, "{stderr}");
     for secret in ["secret", "admin-password"] {
-        assert!(
-            !stderr.contains(secret),
-            "stderr leaks {secret:?}: {stderr}"
-        );
+        assert!(!stderr.contains(secret), "stderr leaks {secret:?}: {stderr}");
     }
 }

@@ -15,13 +15,7 @@ pub(crate) struct ApiServerFiles {
     pub service_account_public_key: PathBuf,
 }
 
-pub(crate) fn command(
-    bin_dir: &Path,
-    dir: &Path,
-    files: &ApiServerFiles,
-    etcd_url: &str,
-    port: u16,
-) -> ServerCommand {
+pub(crate) fn command(bin_dir: &Path, dir: &Path, files: &ApiServerFiles, etcd_url: &str, port: u16) -> ServerCommand {
     let path = |p: &Path| p.display().to_string();
     ServerCommand {
         name: "kube-apiserver",
@@ -37,14 +31,8 @@ pub(crate) fn command(
             format!("--client-ca-file={}", path(&files.ca_cert)),
             // Issuer and keys make TokenRequest work without a controller-manager.
             format!("--service-account-issuer=https://127.0.0.1:{port}/"),
-            format!(
-                "--service-account-key-file={}",
-                path(&files.service_account_public_key)
-            ),
-            format!(
-                "--service-account-signing-key-file={}",
-                path(&files.service_account_key)
-            ),
+            format!("--service-account-key-file={}", path(&files.service_account_public_key)),
+            format!("--service-account-signing-key-file={}", path(&files.service_account_key)),
             "--authorization-mode=RBAC".into(),
             "--service-cluster-ip-range=10.0.0.0/24".into(),
             "--allow-privileged=true".into(),
@@ -60,9 +48,6 @@ pub(crate) async fn ready(https: &reqwest::Client, url: &str) -> Result<()> {
     let response = https.get(format!("{url}/readyz")).send().await?;
     let status = response.status();
     let body = response.text().await?;
-    ensure!(
-        status.is_success() && body == "ok",
-        "/readyz: {status}: {body}"
-    );
+    ensure!(status.is_success() && body == "ok", "/readyz: {status}: {body}");
     Ok(())
 }

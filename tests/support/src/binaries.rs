@@ -29,17 +29,12 @@ pub fn bin_dir() -> Result<PathBuf> {
         (_, Some(home)) => Path::new(&home).join(".cache"),
         _ => bail!("neither {BIN_DIR_ENV}, XDG_CACHE_HOME nor HOME is set"),
     };
-    Ok(cache
-        .join("adobe-credential-operator/envtest")
-        .join(KUBERNETES_VERSION))
+    Ok(cache.join("adobe-credential-operator/envtest").join(KUBERNETES_VERSION))
 }
 
 /// Fails with the fix spelled out when a binary the control plane needs is missing.
 pub(crate) fn check_present(dir: &Path) -> Result<()> {
-    let missing: Vec<_> = REQUIRED
-        .iter()
-        .filter(|name| !dir.join(name).is_file())
-        .collect();
+    let missing: Vec<_> = REQUIRED.iter().filter(|name| !dir.join(name).is_file()).collect();
     if !missing.is_empty() {
         bail!(
             "control-plane binaries {missing:?} not found in {} (set {BIN_DIR_ENV} to override); \

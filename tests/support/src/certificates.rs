@@ -3,8 +3,8 @@
 
 use anyhow::Result;
 use rcgen::{
-    BasicConstraints, CertificateParams, CertifiedIssuer, DistinguishedName, DnType,
-    ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose,
+    BasicConstraints, CertificateParams, CertifiedIssuer, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    KeyPair, KeyUsagePurpose,
 };
 
 /// PEM-encoded material; keys are PKCS#8.
@@ -31,11 +31,8 @@ impl Pki {
         let mut ca_params = CertificateParams::default();
         ca_params.distinguished_name = common_name("test-support CA");
         ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca_params.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::CrlSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
+        ca_params.key_usages =
+            vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
         let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate()?)?;
 
         let mut serving = CertificateParams::new(vec!["127.0.0.1".into(), "localhost".into()])?;
@@ -46,9 +43,7 @@ impl Pki {
         // The API server maps CN to the user name and O to groups; system:masters bypasses RBAC.
         let mut admin = CertificateParams::default();
         admin.distinguished_name = common_name("admin");
-        admin
-            .distinguished_name
-            .push(DnType::OrganizationName, "system:masters");
+        admin.distinguished_name.push(DnType::OrganizationName, "system:masters");
         admin.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
         let admin = sign(admin, &ca)?;
 
@@ -74,8 +69,5 @@ fn common_name(name: &str) -> DistinguishedName {
 fn sign(params: CertificateParams, ca: &CertifiedIssuer<'_, KeyPair>) -> Result<Leaf> {
     let key = KeyPair::generate()?;
     let cert = params.signed_by(&key, ca)?;
-    Ok(Leaf {
-        cert: cert.pem(),
-        key: key.serialize_pem(),
-    })
+    Ok(Leaf { cert: cert.pem(), key: key.serialize_pem() })
 }

@@ -58,12 +58,7 @@ pub struct ControlPlaneMemory {
 impl fmt::Display for ControlPlaneMemory {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         const MIB: u64 = 1024 * 1024;
-        write!(
-            f,
-            "etcd {} MiB, kube-apiserver {} MiB RSS",
-            self.etcd_rss_bytes / MIB,
-            self.apiserver_rss_bytes / MIB
-        )
+        write!(f, "etcd {} MiB, kube-apiserver {} MiB RSS", self.etcd_rss_bytes / MIB, self.apiserver_rss_bytes / MIB)
     }
 }
 
@@ -72,9 +67,7 @@ impl ControlPlane {
     /// which must not be inside a Tokio runtime.
     pub(crate) fn start() -> Result<Self> {
         let started = Instant::now();
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
         let mut control_plane = runtime.block_on(Self::start_servers())?;
         control_plane.startup_duration = started.elapsed();
         Ok(control_plane)
@@ -87,10 +80,7 @@ impl ControlPlane {
 
         // Kept rather than auto-deleted: the reaper deletes it after the servers are gone, which
         // a destructor could not guarantee (see `process`).
-        let dir = tempfile::Builder::new()
-            .prefix("test-support-")
-            .tempdir()?
-            .keep();
+        let dir = tempfile::Builder::new().prefix("test-support-").tempdir()?.keep();
         let reaper = Reaper::spawn(&dir)?;
         // From here on an early return drops `reaper`, which stops whatever was started.
 
@@ -98,20 +88,13 @@ impl ControlPlane {
         let files = write_pki(&dir, &pki)?;
         let [etcd_client_port, etcd_peer_port, apiserver_port] = free_ports()?;
 
-        let mut etcd = Server::spawn(
-            &etcd::command(&bin_dir, &dir, etcd_client_port, etcd_peer_port),
-            &reaper,
-        )?;
+        let mut etcd = Server::spawn(&etcd::command(&bin_dir, &dir, etcd_client_port, etcd_peer_port), &reaper)?;
         let etcd_url = format!("http://127.0.0.1:{etcd_client_port}");
         let http = reqwest::Client::new();
-        wait_until(&mut etcd, "etcd /health", deadline, || {
-            etcd::healthy(&http, &etcd_url)
-        })
-        .await?;
+        wait_until(&mut etcd, "etcd /health", deadline, || etcd::healthy(&http, &etcd_url)).await?;
 
         let url = format!("https://127.0.0.1:{apiserver_port}");
-        let apiserver_command =
-            apiserver::command(&bin_dir, &dir, &files, &etcd_url, apiserver_port);
+        let apiserver_command = apiserver::command(&bin_dir, &dir, &files, &etcd_url, apiserver_port);
         let mut apiserver = Server::spawn(&apiserver_command, &reaper)?;
         wait_for_apiserver(&mut apiserver, &url, &pki.ca_cert, deadline).await?;
 
@@ -119,10 +102,7 @@ impl ControlPlane {
             &url,
             &pki.ca_cert,
             "admin",
-            Credentials::ClientCertificate {
-                cert: &pki.admin_cert,
-                key: &pki.admin_key,
-            },
+            Credentials::ClientCertificate { cert: &pki.admin_cert, key: &pki.admin_key },
         );
         let kubeconfig_path = dir.join("kubeconfig");
         kubeconfig::write(&kubeconfig_path, &admin)?;
@@ -130,15 +110,10 @@ impl ControlPlane {
 
         // /readyz can pass before the bootstrap controller has created `default`.
         let namespaces: &Api<Namespace> = &Api::all(Client::try_from(kube_config.clone())?);
-        wait_until(
-            &mut apiserver,
-            "the default namespace",
-            deadline,
-            || async move {
-                namespaces.get("default").await?;
-                Ok(())
-            },
-        )
+        wait_until(&mut apiserver, "the default namespace", deadline, || async move {
+            namespaces.get("default").await?;
+            Ok(())
+        })
         .await?;
 
         Ok(Self {
@@ -187,15 +162,9 @@ impl ControlPlane {
 
     /// Current resident memory of etcd and kube-apiserver (fails while the API server is stopped).
     pub fn memory(&self) -> Result<ControlPlaneMemory> {
-        let apiserver_rss_bytes = self
-            .apiserver_slot()?
-            .as_ref()
-            .ok_or_else(|| anyhow!("kube-apiserver is stopped"))?
-            .rss_bytes()?;
-        Ok(ControlPlaneMemory {
-            etcd_rss_bytes: self.etcd.rss_bytes()?,
-            apiserver_rss_bytes,
-        })
+        let apiserver_rss_bytes =
+            self.apiserver_slot()?.as_ref().ok_or_else(|| anyhow!("kube-apiserver is stopped"))?.rss_bytes()?;
+        Ok(ControlPlaneMemory { etcd_rss_bytes: self.etcd.rss_bytes()?, apiserver_rss_bytes })
     }
 
     /// Serialises tests that disturb the shared control plane (API server restarts): hold the
@@ -207,10 +176,7 @@ impl ControlPlane {
 
     /// Stops kube-apiserver gracefully (SIGTERM). etcd keeps running, so no data is lost.
     pub async fn stop_apiserver(&self) -> Result<()> {
-        let apiserver = self
-            .apiserver_slot()?
-            .take()
-            .ok_or_else(|| anyhow!("kube-apiserver is already stopped"))?;
+        let apiserver = self.apiserver_slot()?.take().ok_or_else(|| anyhow!("kube-apiserver is already stopped"))?;
         apiserver.stop(&self.reaper).await
     }
 
@@ -221,9 +187,7 @@ impl ControlPlane {
         }
         let deadline = tokio::time::Instant::now() + STARTUP_TIMEOUT;
         let mut apiserver = Server::spawn(&self.apiserver_command, &self.reaper)?;
-        if let Err(error) =
-            wait_for_apiserver(&mut apiserver, &self.url, &self.ca_cert, deadline).await
-        {
+        if let Err(error) = wait_for_apiserver(&mut apiserver, &self.url, &self.ca_cert, deadline).await {
             // The readiness failure is what to report; should stopping fail as well, the reaper
             // still has the pid and kills the process when the test binary ends.
             let _ = apiserver.stop(&self.reaper).await;
@@ -240,9 +204,7 @@ impl ControlPlane {
     }
 
     fn apiserver_slot(&self) -> Result<MutexGuard<'_, Option<Server>>> {
-        self.apiserver
-            .lock()
-            .map_err(|_| anyhow!("a test panicked while starting or stopping kube-apiserver"))
+        self.apiserver.lock().map_err(|_| anyhow!("a test panicked while starting or stopping kube-apiserver"))
     }
 }
 
@@ -257,10 +219,7 @@ async fn wait_for_apiserver(
         .tls_built_in_root_certs(false)
         .add_root_certificate(reqwest::Certificate::from_pem(ca_cert.as_bytes())?)
         .build()?;
-    wait_until(apiserver, "kube-apiserver /readyz", deadline, || {
-        apiserver::ready(&https, url)
-    })
-    .await
+    wait_until(apiserver, "kube-apiserver /readyz", deadline, || apiserver::ready(&https, url)).await
 }
 
 fn write_pki(dir: &Path, pki: &Pki) -> Result<ApiServerFiles> {
@@ -283,12 +242,7 @@ fn write_pki(dir: &Path, pki: &Pki) -> Result<ApiServerFiles> {
 /// Distinct free loopback ports. They are released before the servers bind them, which leaves
 /// a small race with other processes; acceptable for tests, as in Go's envtest.
 fn free_ports<const N: usize>() -> Result<[u16; N]> {
-    let listeners = (0..N)
-        .map(|_| TcpListener::bind("127.0.0.1:0"))
-        .collect::<std::io::Result<Vec<_>>>()?;
-    let ports = listeners
-        .iter()
-        .map(|listener| Ok(listener.local_addr()?.port()))
-        .collect::<Result<Vec<_>>>()?;
+    let listeners = (0..N).map(|_| TcpListener::bind("127.0.0.1:0")).collect::<std::io::Result<Vec<_>>>()?;
+    let ports = listeners.iter().map(|listener| Ok(listener.local_addr()?.port())).collect::<Result<Vec<_>>>()?;
     ports.try_into().map_err(|_| anyhow!("expected {N} ports"))
 }

@@ -8,12 +8,7 @@ use serde_json::Value;
 use crate::process::ServerCommand;
 
 /// etcd on `client_port` (plain HTTP, loopback only) with its data under `dir/etcd-data`.
-pub(crate) fn command(
-    bin_dir: &Path,
-    dir: &Path,
-    client_port: u16,
-    peer_port: u16,
-) -> ServerCommand {
+pub(crate) fn command(bin_dir: &Path, dir: &Path, client_port: u16, peer_port: u16) -> ServerCommand {
     let client_url = format!("http://127.0.0.1:{client_port}");
     let peer_url = format!("http://127.0.0.1:{peer_port}");
     ServerCommand {
@@ -35,13 +30,7 @@ pub(crate) fn command(
 
 /// Succeeds once etcd's `/health` reports healthy.
 pub(crate) async fn healthy(http: &reqwest::Client, client_url: &str) -> Result<()> {
-    let body: Value = http
-        .get(format!("{client_url}/health"))
-        .send()
-        .await?
-        .error_for_status()?
-        .json()
-        .await?;
+    let body: Value = http.get(format!("{client_url}/health")).send().await?.error_for_status()?.json().await?;
     ensure!(body["health"] == "true", "etcd /health says {body}");
     Ok(())
 }

@@ -15,12 +15,7 @@ pub(crate) enum Credentials<'a> {
 }
 
 /// A one-cluster, one-user kubeconfig whose current context points at `server`.
-pub(crate) fn kubeconfig(
-    server: &str,
-    ca_cert: &str,
-    user: &str,
-    credentials: Credentials<'_>,
-) -> Value {
+pub(crate) fn kubeconfig(server: &str, ca_cert: &str, user: &str, credentials: Credentials<'_>) -> Value {
     let user_entry = match credentials {
         Credentials::ClientCertificate { cert, key } => json!({
             "client-certificate-data": STANDARD.encode(cert),

@@ -34,10 +34,7 @@ impl ControlPlane {
     pub async fn namespace(&self, prefix: &str) -> Result<TestNamespace> {
         let name = unique_name(prefix)?;
         let namespace = Namespace {
-            metadata: ObjectMeta {
-                name: Some(name.clone()),
-                ..ObjectMeta::default()
-            },
+            metadata: ObjectMeta { name: Some(name.clone()), ..ObjectMeta::default() },
             ..Namespace::default()
         };
         Api::<Namespace>::all(self.client())
@@ -53,15 +50,12 @@ fn unique_name(prefix: &str) -> Result<String> {
         !prefix.is_empty()
             && prefix.len() < MAX_NAME_LEN - SUFFIX_LEN
             && prefix.starts_with(|c: char| c.is_ascii_lowercase())
-            && prefix
-                .chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'),
+            && prefix.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'),
         "namespace prefix {prefix:?} is not a short lowercase DNS label"
     );
     let mut rng = rand::rng();
-    let suffix: String = (0..SUFFIX_LEN)
-        .map(|_| char::from(SUFFIX_ALPHABET[rng.random_range(0..SUFFIX_ALPHABET.len())]))
-        .collect();
+    let suffix: String =
+        (0..SUFFIX_LEN).map(|_| char::from(SUFFIX_ALPHABET[rng.random_range(0..SUFFIX_ALPHABET.len())])).collect();
     Ok(format!("{prefix}-{suffix}"))
 }
 
@@ -75,10 +69,7 @@ mod tests {
         let b = unique_name("renewal").expect("valid prefix");
         assert_ne!(a, b);
         assert!(a.starts_with("renewal-") && a.len() == "renewal-".len() + SUFFIX_LEN);
-        assert!(
-            a.chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-        );
+        assert!(a.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'));
     }
 
     #[test]

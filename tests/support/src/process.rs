@@ -70,17 +70,11 @@ impl Reaper {
             .spawn()
             .context("spawning the cleanup process (bash)")?;
         let pipe = process.stdin.take().context("reaper stdin")?;
-        Ok(Self {
-            pipe: Mutex::new(pipe),
-            _process: process,
-        })
+        Ok(Self { pipe: Mutex::new(pipe), _process: process })
     }
 
     fn send(&self, line: &str) -> Result<()> {
-        let mut pipe = self
-            .pipe
-            .lock()
-            .map_err(|_| anyhow!("reaper pipe poisoned"))?;
+        let mut pipe = self.pipe.lock().map_err(|_| anyhow!("reaper pipe poisoned"))?;
         writeln!(pipe, "{line}").context("writing to the cleanup process")
     }
 }
@@ -116,11 +110,7 @@ impl Server {
             .stderr(log)
             .spawn()
             .with_context(|| format!("spawning {}", command.program.display()))?;
-        let server = Self {
-            name: command.name,
-            child,
-            log: command.log.clone(),
-        };
+        let server = Self { name: command.name, child, log: command.log.clone() };
         reaper.send(&format!("+{}", server.child.id()))?;
         Ok(server)
     }

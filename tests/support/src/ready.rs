@@ -13,23 +13,14 @@ const POLL_INTERVAL: Duration = Duration::from_millis(200);
 
 /// Polls `probe` until it succeeds. Fails at once if `server` exits, and at `deadline` with the
 /// last probe error; both errors carry the tail of the server's log.
-pub(crate) async fn wait_until<F, Fut>(
-    server: &mut Server,
-    what: &str,
-    deadline: Instant,
-    mut probe: F,
-) -> Result<()>
+pub(crate) async fn wait_until<F, Fut>(server: &mut Server, what: &str, deadline: Instant, mut probe: F) -> Result<()>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<()>>,
 {
     loop {
         if let Some(status) = server.exit_status()? {
-            bail!(
-                "{} exited ({status}) while waiting for {what}\n{}",
-                server.name(),
-                server.log_tail(LOG_TAIL_LINES)
-            );
+            bail!("{} exited ({status}) while waiting for {what}\n{}", server.name(), server.log_tail(LOG_TAIL_LINES));
         }
         let error = match timeout(PROBE_TIMEOUT, probe()).await {
             Ok(Ok(())) => return Ok(()),
@@ -37,10 +28,7 @@ where
             Err(_) => anyhow::anyhow!("probe did not answer within {PROBE_TIMEOUT:?}"),
         };
         if Instant::now() >= deadline {
-            bail!(
-                "timed out waiting for {what}; last error: {error:#}\n{}",
-                server.log_tail(LOG_TAIL_LINES)
-            );
+            bail!("timed out waiting for {what}; last error: {error:#}\n{}", server.log_tail(LOG_TAIL_LINES));
         }
         sleep(POLL_INTERVAL).await;
     }

@@ -26,18 +26,14 @@ impl ControlPlane {
     /// A client acting as ServiceAccount `namespace/name` (created if missing), with only the
     /// permissions RBAC grants it.
     pub async fn service_account_client(&self, namespace: &str, name: &str) -> Result<Client> {
-        let kubeconfig = self
-            .service_account_kubeconfig_value(namespace, name)
-            .await?;
+        let kubeconfig = self.service_account_kubeconfig_value(namespace, name).await?;
         Ok(Client::try_from(kubeconfig::to_config(&kubeconfig).await?)?)
     }
 
     /// Writes a kubeconfig for ServiceAccount `namespace/name` (created if missing) holding a
     /// fresh one-hour token, for running an operator binary with exactly that identity.
     pub async fn service_account_kubeconfig(&self, namespace: &str, name: &str) -> Result<PathBuf> {
-        let kubeconfig = self
-            .service_account_kubeconfig_value(namespace, name)
-            .await?;
+        let kubeconfig = self.service_account_kubeconfig_value(namespace, name).await?;
         let path = self.dir.join(format!("kubeconfig-{namespace}-{name}"));
         kubeconfig::write(&path, &kubeconfig)?;
         Ok(path)
@@ -46,10 +42,7 @@ impl ControlPlane {
     async fn service_account_kubeconfig_value(&self, namespace: &str, name: &str) -> Result<Value> {
         let accounts: Api<ServiceAccount> = Api::namespaced(self.client(), namespace);
         let account = ServiceAccount {
-            metadata: ObjectMeta {
-                name: Some(name.to_owned()),
-                ..ObjectMeta::default()
-            },
+            metadata: ObjectMeta { name: Some(name.to_owned()), ..ObjectMeta::default() },
             ..ServiceAccount::default()
         };
         match accounts.create(&PostParams::default(), &account).await {

@@ -19,10 +19,8 @@ const READY_LINE: &str = "control plane dir: ";
 #[test]
 #[ignore = "run by servers_die_with_a_killed_test_binary"]
 fn hold_a_control_plane_until_killed() {
-    let dir = control_plane()
-        .kubeconfig_path()
-        .parent()
-        .expect("the kubeconfig lives in the control plane's directory");
+    let dir =
+        control_plane().kubeconfig_path().parent().expect("the kubeconfig lives in the control plane's directory");
     println!("{READY_LINE}{}", dir.display());
     loop {
         std::thread::park();
@@ -32,12 +30,7 @@ fn hold_a_control_plane_until_killed() {
 #[tokio::test]
 async fn servers_die_with_a_killed_test_binary() -> Result<()> {
     let mut child = Command::new(std::env::current_exe()?)
-        .args([
-            "--ignored",
-            "--exact",
-            "hold_a_control_plane_until_killed",
-            "--nocapture",
-        ])
+        .args(["--ignored", "--exact", "hold_a_control_plane_until_killed", "--nocapture"])
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()?;
@@ -51,20 +44,14 @@ async fn servers_die_with_a_killed_test_binary() -> Result<()> {
         anyhow::bail!("the child exited before its control plane was ready")
     })
     .await??;
-    ensure!(
-        !processes_mentioning(&dir)?.is_empty(),
-        "no servers found for {}",
-        dir.display()
-    );
+    ensure!(!processes_mentioning(&dir)?.is_empty(), "no servers found for {}", dir.display());
 
     child.kill()?; // SIGKILL: no destructor, no atexit, nothing runs in the child.
     child.wait()?;
 
-    wait_for(
-        "the servers to exit and their directory to be removed",
-        Duration::from_secs(30),
-        || async { processes_mentioning(&dir).is_ok_and(|pids| pids.is_empty()) && !dir.exists() },
-    )
+    wait_for("the servers to exit and their directory to be removed", Duration::from_secs(30), || async {
+        processes_mentioning(&dir).is_ok_and(|pids| pids.is_empty()) && !dir.exists()
+    })
     .await
 }
 
@@ -74,11 +61,7 @@ fn processes_mentioning(dir: &Path) -> Result<Vec<u32>> {
     let mut pids = Vec::new();
     for entry in fs::read_dir("/proc")? {
         let entry = entry?;
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|name| name.parse().ok())
-        else {
+        let Some(pid) = entry.file_name().to_str().and_then(|name| name.parse().ok()) else {
             continue;
         };
         // Processes may vanish while we look; a missing cmdline just means not ours any more.

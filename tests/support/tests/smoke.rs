@@ -14,9 +14,7 @@ use k8s_openapi::{
 };
 use kube::{
     Api,
-    api::{
-        ApiResource, DynamicObject, GroupVersionKind, ObjectMeta, Patch, PatchParams, PostParams,
-    },
+    api::{ApiResource, DynamicObject, GroupVersionKind, ObjectMeta, Patch, PatchParams, PostParams},
     runtime::{WatchStreamExt, watcher},
 };
 use serde_json::json;
@@ -49,14 +47,8 @@ const EVENT_TIMEOUT: Duration = Duration::from_secs(30);
 
 fn secret(name: &str, value: &str) -> Secret {
     Secret {
-        metadata: ObjectMeta {
-            name: Some(name.to_owned()),
-            ..ObjectMeta::default()
-        },
-        data: Some(BTreeMap::from([(
-            "value".to_owned(),
-            ByteString(value.as_bytes().to_vec()),
-        )])),
+        metadata: ObjectMeta { name: Some(name.to_owned()), ..ObjectMeta::default() },
+        data: Some(BTreeMap::from([("value".to_owned(), ByteString(value.as_bytes().to_vec()))])),
         ..Secret::default()
     }
 }
@@ -69,10 +61,7 @@ fn value_of(secret: &Secret) -> Option<&[u8]> {
 async fn reports_startup_time_and_memory() -> Result<()> {
     let control_plane = control_plane();
     let memory = control_plane.memory()?;
-    eprintln!(
-        "control plane: started in {:.1?}; {memory}",
-        control_plane.startup_duration()
-    );
+    eprintln!("control plane: started in {:.1?}; {memory}", control_plane.startup_duration());
     ensure!(memory.etcd_rss_bytes > 0 && memory.apiserver_rss_bytes > 0);
     Ok(())
 }
@@ -80,10 +69,7 @@ async fn reports_startup_time_and_memory() -> Result<()> {
 #[tokio::test]
 async fn version_endpoint_reports_the_built_version() -> Result<()> {
     let version = control_plane().client().apiserver_version().await?;
-    ensure!(
-        version.git_version == format!("v{KUBERNETES_VERSION}"),
-        "/version says {version:?}"
-    );
+    ensure!(version.git_version == format!("v{KUBERNETES_VERSION}"), "/version says {version:?}");
     Ok(())
 }
 
@@ -92,10 +78,8 @@ async fn crd_is_established_and_its_schema_enforced() -> Result<()> {
     let control_plane = control_plane();
     control_plane.install_crd_yaml(WIDGET_CRD).await?;
     let namespace = control_plane.namespace("crd").await?;
-    let resource =
-        ApiResource::from_gvk(&GroupVersionKind::gvk("smoke.example.com", "v1", "Widget"));
-    let widgets: Api<DynamicObject> =
-        Api::namespaced_with(control_plane.client(), namespace.name(), &resource);
+    let resource = ApiResource::from_gvk(&GroupVersionKind::gvk("smoke.example.com", "v1", "Widget"));
+    let widgets: Api<DynamicObject> = Api::namespaced_with(control_plane.client(), namespace.name(), &resource);
 
     let widget = DynamicObject::new("small", &resource).data(json!({ "spec": { "size": 3 } }));
     widgets.create(&PostParams::default(), &widget).await?;
@@ -114,16 +98,10 @@ async fn watch_observes_a_secret_update() -> Result<()> {
     let control_plane = control_plane();
     let namespace = control_plane.namespace("watch").await?;
     let secrets: Api<Secret> = Api::namespaced(control_plane.client(), namespace.name());
-    secrets
-        .create(&PostParams::default(), &secret("watched", "v1"))
-        .await?;
+    secrets.create(&PostParams::default(), &secret("watched", "v1")).await?;
 
-    let mut applied = watcher(
-        secrets.clone(),
-        watcher::Config::default().fields("metadata.name=watched"),
-    )
-    .applied_objects()
-    .boxed();
+    let mut applied =
+        watcher(secrets.clone(), watcher::Config::default().fields("metadata.name=watched")).applied_objects().boxed();
     let mut next_value = async || -> Result<Vec<u8>> {
         let secret = tokio::time::timeout(EVENT_TIMEOUT, applied.try_next())
             .await
@@ -134,9 +112,7 @@ async fn watch_observes_a_secret_update() -> Result<()> {
     ensure!(next_value().await? == b"v1");
 
     let patch = json!({ "stringData": { "value": "v2" } });
-    secrets
-        .patch("watched", &PatchParams::default(), &Patch::Merge(&patch))
-        .await?;
+    secrets.patch("watched", &PatchParams::default(), &Patch::Merge(&patch)).await?;
     ensure!(next_value().await? == b"v2");
     Ok(())
 }
@@ -147,18 +123,10 @@ async fn service_account_needs_rbac_to_read_secrets() -> Result<()> {
     let namespace = control_plane.namespace("rbac").await?;
     let ns = namespace.name();
     let admin = control_plane.client();
-    Api::<Secret>::namespaced(admin.clone(), ns)
-        .create(&PostParams::default(), &secret("guarded", "s3cret"))
-        .await?;
+    Api::<Secret>::namespaced(admin.clone(), ns).create(&PostParams::default(), &secret("guarded", "s3cret")).await?;
 
-    let as_reader: Api<Secret> = Api::namespaced(
-        control_plane.service_account_client(ns, "reader").await?,
-        ns,
-    );
-    for attempt in [
-        as_reader.get("guarded").await.err(),
-        as_reader.list(&Default::default()).await.err(),
-    ] {
+    let as_reader: Api<Secret> = Api::namespaced(control_plane.service_account_client(ns, "reader").await?, ns);
+    for attempt in [as_reader.get("guarded").await.err(), as_reader.list(&Default::default()).await.err()] {
         match attempt {
             Some(kube::Error::Api(status)) if status.is_forbidden() => {}
             other => anyhow::bail!("expected 403 Forbidden without RBAC, got {other:?}"),
@@ -167,20 +135,16 @@ async fn service_account_needs_rbac_to_read_secrets() -> Result<()> {
 
     grant_get_secrets(&admin, ns, "reader").await?;
     // The authorizer sees RBAC objects through an informer, so the grant takes effect shortly.
-    wait_for(
-        "the Role to allow reading the Secret",
-        EVENT_TIMEOUT,
-        || async { as_reader.get("guarded").await.is_ok() },
-    )
+    wait_for("the Role to allow reading the Secret", EVENT_TIMEOUT, || async {
+        as_reader.get("guarded").await.is_ok()
+    })
     .await?;
     ensure!(value_of(&as_reader.get("guarded").await?) == Some(b"s3cret".as_slice()));
     // `get` was granted, `list` was not.
     ensure!(as_reader.list(&Default::default()).await.is_err());
 
     // The same identity through a kubeconfig file, as an operator process would use it.
-    let kubeconfig = control_plane
-        .service_account_kubeconfig(ns, "reader")
-        .await?;
+    let kubeconfig = control_plane.service_account_kubeconfig(ns, "reader").await?;
     let kubectl = |args: &[&str]| {
         Command::new(control_plane.bin_dir().join("kubectl"))
             .arg("--kubeconfig")
@@ -190,10 +154,7 @@ async fn service_account_needs_rbac_to_read_secrets() -> Result<()> {
             .output()
     };
     let allowed = kubectl(&["get", "secret", "guarded", "-o", "name"])?;
-    ensure!(
-        allowed.status.success() && allowed.stdout == b"secret/guarded\n",
-        "kubectl get secret: {allowed:?}"
-    );
+    ensure!(allowed.status.success() && allowed.stdout == b"secret/guarded\n", "kubectl get secret: {allowed:?}");
     let denied = kubectl(&["get", "secrets"])?;
     ensure!(
         !denied.status.success() && String::from_utf8_lossy(&denied.stderr).contains("forbidden"),
@@ -204,10 +165,7 @@ async fn service_account_needs_rbac_to_read_secrets() -> Result<()> {
 
 async fn grant_get_secrets(admin: &kube::Client, ns: &str, account: &str) -> Result<()> {
     let role = Role {
-        metadata: ObjectMeta {
-            name: Some("secret-getter".to_owned()),
-            ..ObjectMeta::default()
-        },
+        metadata: ObjectMeta { name: Some("secret-getter".to_owned()), ..ObjectMeta::default() },
         rules: Some(vec![PolicyRule {
             api_groups: Some(vec![String::new()]),
             resources: Some(vec!["secrets".to_owned()]),
@@ -216,10 +174,7 @@ async fn grant_get_secrets(admin: &kube::Client, ns: &str, account: &str) -> Res
         }]),
     };
     let binding = RoleBinding {
-        metadata: ObjectMeta {
-            name: Some("secret-getter".to_owned()),
-            ..ObjectMeta::default()
-        },
+        metadata: ObjectMeta { name: Some("secret-getter".to_owned()), ..ObjectMeta::default() },
         role_ref: RoleRef {
             api_group: Some("rbac.authorization.k8s.io".to_owned()),
             kind: "Role".to_owned(),
@@ -232,12 +187,8 @@ async fn grant_get_secrets(admin: &kube::Client, ns: &str, account: &str) -> Res
             ..Subject::default()
         }]),
     };
-    Api::<Role>::namespaced(admin.clone(), ns)
-        .create(&PostParams::default(), &role)
-        .await?;
-    Api::<RoleBinding>::namespaced(admin.clone(), ns)
-        .create(&PostParams::default(), &binding)
-        .await?;
+    Api::<Role>::namespaced(admin.clone(), ns).create(&PostParams::default(), &role).await?;
+    Api::<RoleBinding>::namespaced(admin.clone(), ns).create(&PostParams::default(), &binding).await?;
     Ok(())
 }
 

@@ -33,10 +33,7 @@ pub(super) struct Grant<'a> {
 }
 
 pub(super) fn mint(key: &EncodingKey, grant: &Grant<'_>) -> jsonwebtoken::errors::Result<Secret> {
-    let created_at_ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_millis();
+    let created_at_ms = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis();
     let nonce: u64 = rand::rng().random();
     let claims = Claims {
         id: format!("{created_at_ms}_{nonce:016x}"),

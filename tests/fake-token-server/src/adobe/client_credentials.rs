@@ -29,8 +29,7 @@ pub(crate) async fn token(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let params = (pipeline::media_type(&headers).as_deref() == Some(FORM_MEDIA_TYPE))
-        .then(|| Params::from_form(&body));
+    let params = (pipeline::media_type(&headers).as_deref() == Some(FORM_MEDIA_TYPE)).then(|| Params::from_form(&body));
     let param = |name| params.as_ref().and_then(|p| p.get(name)).map(str::to_owned);
     let request = TokenRequest {
         endpoint: EndpointKind::ClientCredentials,
@@ -39,20 +38,13 @@ pub(crate) async fn token(
         grant_type: param("grant_type"),
         scope: param("scope"),
     };
-    pipeline::handle(&state, request, |registry, key| {
-        issue(&registry.adobe, params.as_ref(), key)
-    })
-    .await
+    pipeline::handle(&state, request, |registry, key| issue(&registry.adobe, params.as_ref(), key)).await
 }
 
 fn issue(clients: &AdobeClients, params: Option<&Params>, key: &EncodingKey) -> Reply {
-    let bad_request =
-        |error, description: &str| error_reply(StatusCode::BAD_REQUEST, error, description);
+    let bad_request = |error, description: &str| error_reply(StatusCode::BAD_REQUEST, error, description);
     let Some(params) = params else {
-        return bad_request(
-            "invalid_request",
-            "Content-Type must be application/x-www-form-urlencoded",
-        );
+        return bad_request("invalid_request", "Content-Type must be application/x-www-form-urlencoded");
     };
     if params.get("grant_type") != Some("client_credentials") {
         return bad_request("unsupported_grant_type", "unsupported grant_type parameter");
@@ -73,11 +65,7 @@ fn issue(clients: &AdobeClients, params: Option<&Params>, key: &EncodingKey) -> 
         return bad_request("invalid_request", "missing scope parameter");
     };
     // IMS separates scopes with commas, not the spaces RFC 6749 prescribes.
-    let requested: BTreeSet<&str> = scope
-        .split(',')
-        .map(str::trim)
-        .filter(|scope| !scope.is_empty())
-        .collect();
+    let requested: BTreeSet<&str> = scope.split(',').map(str::trim).filter(|scope| !scope.is_empty()).collect();
     if requested.is_empty() {
         return bad_request("invalid_scope", "invalid scope");
     }
@@ -87,17 +75,12 @@ fn issue(clients: &AdobeClients, params: Option<&Params>, key: &EncodingKey) -> 
         return bad_request("invalid_scope", &format!("invalid scope ({refused})"));
     }
 
-    let user_id = client.service_account.as_ref().map_or_else(
-        || format!("{client_id}@techacct.adobe.com"),
-        |account| account.technical_account_id.clone(),
-    );
+    let user_id = client
+        .service_account
+        .as_ref()
+        .map_or_else(|| format!("{client_id}@techacct.adobe.com"), |account| account.technical_account_id.clone());
     let scope = requested.into_iter().collect::<Vec<_>>().join(",");
-    let grant = Grant {
-        client_id,
-        user_id: &user_id,
-        scope: &scope,
-        lifetime: client.token_lifetime,
-    };
+    let grant = Grant { client_id, user_id: &user_id, scope: &scope, lifetime: client.token_lifetime };
     let Ok(token) = access_token::mint(key, &grant) else {
         return internal_error();
     };

@@ -34,25 +34,16 @@ pub(crate) async fn token(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let params = (pipeline::media_type(&headers).as_deref() == Some(FORM_MEDIA_TYPE))
-        .then(|| Params::from_form(&body));
+    let params = (pipeline::media_type(&headers).as_deref() == Some(FORM_MEDIA_TYPE)).then(|| Params::from_form(&body));
     let request = TokenRequest {
         endpoint: EndpointKind::JwtExchange,
         path: uri.path().to_owned(),
-        client_id: params
-            .as_ref()
-            .and_then(|p| p.get("client_id"))
-            .map(str::to_owned),
+        client_id: params.as_ref().and_then(|p| p.get("client_id")).map(str::to_owned),
         grant_type: None,
         scope: None,
     };
     pipeline::handle(&state, request, |registry, key| {
-        exchange(
-            &registry.adobe,
-            &registry.issuer_base_url,
-            params.as_ref(),
-            key,
-        )
+        exchange(&registry.adobe, &registry.issuer_base_url, params.as_ref(), key)
     })
     .await
 }
@@ -61,17 +52,9 @@ fn bad_request(error: &str, description: impl Into<String>) -> Reply {
     error_reply(StatusCode::BAD_REQUEST, error, description)
 }
 
-fn exchange(
-    clients: &AdobeClients,
-    issuer_base_url: &str,
-    params: Option<&Params>,
-    key: &EncodingKey,
-) -> Reply {
+fn exchange(clients: &AdobeClients, issuer_base_url: &str, params: Option<&Params>, key: &EncodingKey) -> Reply {
     let Some(params) = params else {
-        return bad_request(
-            "invalid_request",
-            "Content-Type must be application/x-www-form-urlencoded",
-        );
+        return bad_request("invalid_request", "Content-Type must be application/x-www-form-urlencoded");
     };
     let Some(client_id) = params.get("client_id") else {
         return bad_request("invalid_request", "missing client_id parameter");
@@ -79,23 +62,13 @@ fn exchange(
     // IMS answers an unknown client of this flow with 401 (and a wrong secret with 400), so
     // clients must treat both statuses as a credential problem.
     let Some(client) = clients.get(client_id) else {
-        return error_reply(
-            StatusCode::UNAUTHORIZED,
-            "invalid_client",
-            "invalid client_id parameter",
-        );
+        return error_reply(StatusCode::UNAUTHORIZED, "invalid_client", "invalid client_id parameter");
     };
-    if !params
-        .get("client_secret")
-        .is_some_and(|secret| client.accepts_secret(secret))
-    {
+    if !params.get("client_secret").is_some_and(|secret| client.accepts_secret(secret)) {
         return bad_request("invalid_client", "invalid client_secret parameter");
     }
     let Some(account) = &client.service_account else {
-        return bad_request(
-            "invalid_client",
-            "client is not a service account (JWT) credential",
-        );
+        return bad_request("invalid_client", "client is not a service account (JWT) credential");
     };
     let Some(jwt) = params.get("jwt_token") else {
         return bad_request("invalid_token", "missing jwt_token parameter");
@@ -110,12 +83,8 @@ fn exchange(
     };
 
     let scope = metascopes.join(",");
-    let grant = Grant {
-        client_id,
-        user_id: &account.technical_account_id,
-        scope: &scope,
-        lifetime: client.token_lifetime,
-    };
+    let grant =
+        Grant { client_id, user_id: &account.technical_account_id, scope: &scope, lifetime: client.token_lifetime };
     let Ok(token) = access_token::mint(key, &grant) else {
         return internal_error();
     };
@@ -135,13 +104,10 @@ fn verify(
     client_id: &str,
     issuer_base_url: &str,
 ) -> Result<Map<String, Value>, Reply> {
-    let header = jsonwebtoken::decode_header(jwt)
-        .map_err(|_| bad_request("invalid_token", "could not decode the JWT"))?;
+    let header =
+        jsonwebtoken::decode_header(jwt).map_err(|_| bad_request("invalid_token", "could not decode the JWT"))?;
     if header.alg != Algorithm::RS256 {
-        return Err(bad_request(
-            "invalid_signature",
-            "the JWT must be signed with RS256",
-        ));
+        return Err(bad_request("invalid_signature", "the JWT must be signed with RS256"));
     }
     // Only the signature is checked here; the claims are checked below so that each failure
     // gets the error code IMS uses for it.
@@ -151,38 +117,26 @@ fn verify(
     validation.required_spec_claims.clear();
     let claims = jsonwebtoken::decode::<Map<String, Value>>(jwt, &account.key.0, &validation)
         .map_err(|err| match err.kind() {
-            ErrorKind::InvalidSignature => bad_request(
-                "invalid_signature",
-                "Could not match JWT signature to any of the bindings",
-            ),
+            ErrorKind::InvalidSignature => {
+                bad_request("invalid_signature", "Could not match JWT signature to any of the bindings")
+            }
             _ => bad_request("invalid_token", "could not decode the JWT"),
         })?
         .claims;
 
     let expires_at = match claims.get("exp") {
         None => return Err(bad_request("invalid_token", "the JWT has no exp claim")),
-        Some(exp) => exp
-            .as_f64()
-            .ok_or_else(|| bad_request("bad_request", "exp must be a number of seconds"))?,
+        Some(exp) => exp.as_f64().ok_or_else(|| bad_request("bad_request", "exp must be a number of seconds"))?,
     };
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_secs_f64();
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs_f64();
     if expires_at <= now {
         return Err(bad_request("invalid_token", "the JWT has expired"));
     }
     if claims.get("iss").and_then(Value::as_str) != Some(account.org_id.as_str()) {
-        return Err(bad_request(
-            "bad_request",
-            "iss must be the organization ID of the credential",
-        ));
+        return Err(bad_request("bad_request", "iss must be the organization ID of the credential"));
     }
     if claims.get("sub").and_then(Value::as_str) != Some(account.technical_account_id.as_str()) {
-        return Err(bad_request(
-            "bad_request",
-            "sub must be the technical account ID of the credential",
-        ));
+        return Err(bad_request("bad_request", "sub must be the technical account ID of the credential"));
     }
     let audience = format!("{issuer_base_url}/c/{client_id}");
     let audience_matches = match claims.get("aud") {
@@ -191,10 +145,7 @@ fn verify(
         _ => false,
     };
     if !audience_matches {
-        return Err(bad_request(
-            "invalid_token",
-            format!("aud must be {audience}"),
-        ));
+        return Err(bad_request("invalid_token", format!("aud must be {audience}")));
     }
     Ok(claims)
 }
@@ -223,14 +174,8 @@ fn granted_metascopes(
     if requested.is_empty() {
         return Err(bad_request("invalid_scope", "the JWT claims no metascope"));
     }
-    if let Some(unbound) = requested
-        .iter()
-        .find(|metascope| !account.metascopes.contains(**metascope))
-    {
-        return Err(bad_request(
-            "invalid_scope",
-            format!("metascope {unbound} is not bound to this credential"),
-        ));
+    if let Some(unbound) = requested.iter().find(|metascope| !account.metascopes.contains(**metascope)) {
+        return Err(bad_request("invalid_scope", format!("metascope {unbound} is not bound to this credential")));
     }
     Ok(requested.into_iter().map(str::to_owned).collect())
 }

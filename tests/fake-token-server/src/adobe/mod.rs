@@ -128,9 +128,7 @@ struct VerifyingKey(DecodingKey);
 
 impl VerifyingKey {
     fn from_pem(pem: &str) -> Result<Self, Error> {
-        DecodingKey::from_rsa_pem(pem.as_bytes())
-            .map(Self)
-            .map_err(|err| Error::InvalidPublicKey(err.to_string()))
+        DecodingKey::from_rsa_pem(pem.as_bytes()).map(Self).map_err(|err| Error::InvalidPublicKey(err.to_string()))
     }
 }
 
@@ -219,19 +217,12 @@ impl AdobeClients {
     pub(crate) fn set_public_key(&mut self, client_id: &str, pem: &str) -> Result<(), Error> {
         let key = VerifyingKey::from_pem(pem)?;
         let client = self.get_mut(client_id)?;
-        let account = client
-            .service_account
-            .as_mut()
-            .ok_or_else(|| Error::NotServiceAccount(client_id.to_owned()))?;
+        let account = client.service_account.as_mut().ok_or_else(|| Error::NotServiceAccount(client_id.to_owned()))?;
         account.key = key;
         Ok(())
     }
 
-    pub(crate) fn set_token_lifetime(
-        &mut self,
-        client_id: &str,
-        lifetime: Duration,
-    ) -> Result<(), Error> {
+    pub(crate) fn set_token_lifetime(&mut self, client_id: &str, lifetime: Duration) -> Result<(), Error> {
         self.get_mut(client_id)?.token_lifetime = lifetime;
         Ok(())
     }
@@ -241,30 +232,20 @@ impl AdobeClients {
     }
 
     fn get_mut(&mut self, client_id: &str) -> Result<&mut RegisteredClient, Error> {
-        self.0
-            .get_mut(client_id)
-            .ok_or_else(|| Error::UnknownClient(client_id.to_owned()))
+        self.0.get_mut(client_id).ok_or_else(|| Error::UnknownClient(client_id.to_owned()))
     }
 }
 
 /// An RFC 6749 §5.2 error, the shape IMS uses for every refusal.
 fn error_reply(status: StatusCode, error: &str, description: impl Into<String>) -> Reply {
     let description = description.into();
-    Reply::rejected(
-        status,
-        error,
-        json!({ "error": error, "error_description": description }),
-    )
+    Reply::rejected(status, error, json!({ "error": error, "error_description": description }))
 }
 
 /// Minting a JWT with an HMAC key cannot fail in practice; if it somehow does, answer like IMS
 /// in trouble rather than panicking in a request handler.
 fn internal_error() -> Reply {
-    error_reply(
-        StatusCode::INTERNAL_SERVER_ERROR,
-        "internal_error",
-        "Please try again later",
-    )
+    error_reply(StatusCode::INTERNAL_SERVER_ERROR, "internal_error", "Please try again later")
 }
 
 #[cfg(test)]
@@ -275,28 +256,14 @@ mod tests {
     fn at_most_two_secrets() {
         let mut clients = AdobeClients::default();
         let three = AdobeClient::new("c", "a").with_secret("b").with_secret("c");
-        assert!(matches!(
-            clients.register(three),
-            Err(Error::TooManySecrets(_))
-        ));
+        assert!(matches!(clients.register(three), Err(Error::TooManySecrets(_))));
 
-        clients
-            .register(AdobeClient::new("c", "a"))
-            .expect("one secret is fine");
+        clients.register(AdobeClient::new("c", "a")).expect("one secret is fine");
         clients.add_secret("c", "b".into()).expect("second secret");
-        assert!(matches!(
-            clients.add_secret("c", "x".into()),
-            Err(Error::TooManySecrets(_))
-        ));
+        assert!(matches!(clients.add_secret("c", "x".into()), Err(Error::TooManySecrets(_))));
         clients.remove_secret("c", "a").expect("known secret");
-        assert!(matches!(
-            clients.remove_secret("c", "a"),
-            Err(Error::UnknownSecret(_))
-        ));
-        assert!(matches!(
-            clients.add_secret("nobody", "x".into()),
-            Err(Error::UnknownClient(_))
-        ));
+        assert!(matches!(clients.remove_secret("c", "a"), Err(Error::UnknownSecret(_))));
+        assert!(matches!(clients.add_secret("nobody", "x".into()), Err(Error::UnknownClient(_))));
     }
 
     #[test]
@@ -307,26 +274,18 @@ mod tests {
             "tech@techacct.adobe.com",
             "not a pem",
         ));
-        assert!(matches!(
-            clients.register(client),
-            Err(Error::InvalidPublicKey(_))
-        ));
+        assert!(matches!(clients.register(client), Err(Error::InvalidPublicKey(_))));
     }
 
     #[test]
     fn public_key_needs_a_service_account() {
         let mut clients = AdobeClients::default();
-        clients
-            .register(AdobeClient::new("c", "s"))
-            .expect("plain client");
+        clients.register(AdobeClient::new("c", "s")).expect("plain client");
         // The PEM is checked first, so use one that parses: an SPKI RSA public key.
         let pem = "-----BEGIN PUBLIC KEY-----\n\
             MCAwDQYJKoZIhvcNAQEBBQADDwAwDAIFAMNQ1bECAwEAAQ==\n\
             -----END PUBLIC KEY-----\n";
-        assert!(matches!(
-            clients.set_public_key("c", pem),
-            Err(Error::NotServiceAccount(_))
-        ));
+        assert!(matches!(clients.set_public_key("c", pem), Err(Error::NotServiceAccount(_))));
     }
 
     #[test]

@@ -9,31 +9,18 @@ use serde_json::Value;
 
 /// A client with a deadline, so that a broken server fails the test instead of hanging it.
 pub fn http() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(20))
-        .build()
-        .expect("reqwest client")
+    reqwest::Client::builder().timeout(Duration::from_secs(20)).build().expect("reqwest client")
 }
 
 pub async fn post_form(url: &str, form: &[(&str, &str)]) -> reqwest::Response {
-    http()
-        .post(url)
-        .form(form)
-        .send()
-        .await
-        .expect("request sent")
+    http().post(url).form(form).send().await.expect("request sent")
 }
 
 /// `client_credentials` request for `scope` against `/ims/token/v3`.
 pub async fn mint(base: &str, client_id: &str, secret: &str, scope: &str) -> reqwest::Response {
     post_form(
         &format!("{base}/ims/token/v3"),
-        &[
-            ("grant_type", "client_credentials"),
-            ("client_id", client_id),
-            ("client_secret", secret),
-            ("scope", scope),
-        ],
+        &[("grant_type", "client_credentials"), ("client_id", client_id), ("client_secret", secret), ("scope", scope)],
     )
     .await
 }
@@ -46,12 +33,7 @@ pub async fn status_and_json(response: reqwest::Response) -> (reqwest::StatusCod
 
 /// The sorted member names of a JSON object.
 pub fn keys(body: &Value) -> Vec<&str> {
-    let mut keys: Vec<&str> = body
-        .as_object()
-        .expect("JSON object")
-        .keys()
-        .map(String::as_str)
-        .collect();
+    let mut keys: Vec<&str> = body.as_object().expect("JSON object").keys().map(String::as_str).collect();
     keys.sort_unstable();
     keys
 }
@@ -65,7 +47,5 @@ pub fn jwt_payload(jwt: &str) -> Value {
 }
 
 pub fn unix_now() -> Duration {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock after 1970")
+    SystemTime::now().duration_since(UNIX_EPOCH).expect("clock after 1970")
 }

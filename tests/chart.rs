@@ -1,0 +1,826 @@
+//! The Helm chart `charts/adobe-credential-operator`: linted and rendered by the real `helm`, its
+//! values schema and guards, its CRD copy, and its manifests applied to the real kube-apiserver,
+//! where the namespace-scoped RBAC is exercised with the chart ServiceAccount's own token: what
+//! the chart grants must be enough to run the operator, and no more.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::{Output, Stdio};
+use std::time::Duration;
+
+use adobe_credential_operator::crd::AdobeCredential;
+use common::{Operator, Tls, WAIT, key};
+use fake_token_server::{AdobeClient, FakeTokenServer};
+use futures::TryStreamExt;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{ObjectReference, Secret, ServiceAccount};
+use k8s_openapi::api::events::v1::Event;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Api, Client};
+use serde::Deserialize as _;
+use serde_json::{Value, json};
+use test_support::{KUBERNETES_VERSION, TestNamespace};
+
+const CHART: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/charts/adobe-credential-operator");
+const CHART_CRD: &str =
+    concat!(env!("CARGO_MANIFEST_DIR"), "/charts/adobe-credential-operator/crds/adobecredentials.yaml");
+const REPO_CRD: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/crds/adobecredentials.yaml");
+const CRD_NAME: &str = "adobecredentials.credentials.adobe-operator.io";
+/// Release name of every install; the chart names its objects `<release>-adobe-credential-operator`.
+const RELEASE: &str = "aco";
+const FULLNAME: &str = "aco-adobe-credential-operator";
+const API_VERSION: &str = "credentials.adobe-operator.io/v1alpha1";
+
+// ---- helm and kubectl -------------------------------------------------------------------------
+
+/// Home of helm's and kubectl's caches and configuration, so the tests never touch the user's.
+fn tool_home() -> &'static Path {
+    Path::new(concat!(env!("CARGO_TARGET_TMPDIR"), "/chart-tools"))
+}
+
+/// A binary of the envtest build (`scripts/envtest-build.sh`); a missing one fails the test.
+fn tool(name: &str) -> PathBuf {
+    let path = test_support::bin_dir().expect("envtest binary directory").join(name);
+    assert!(path.is_file(), "{} is missing: build it with scripts/envtest-build.sh", path.display());
+    path
+}
+
+fn helm_command() -> tokio::process::Command {
+    let mut command = tokio::process::Command::new(tool("helm"));
+    let home = tool_home();
+    command
+        .env("HELM_CACHE_HOME", home.join("helm-cache"))
+        .env("HELM_CONFIG_HOME", home.join("helm-config"))
+        .env("HELM_DATA_HOME", home.join("helm-data"))
+        .env_remove("KUBECONFIG");
+    command
+}
+
+async fn run(mut command: tokio::process::Command, stdin: Option<&str>) -> Output {
+    command.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() });
+    command.stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true);
+    let mut child = command.spawn().unwrap_or_else(|e| panic!("spawning {command:?}: {e}"));
+    if let Some(text) = stdin {
+        use tokio::io::AsyncWriteExt;
+        let mut pipe = child.stdin.take().expect("stdin pipe");
+        pipe.write_all(text.as_bytes()).await.expect("writing stdin");
+    }
+    tokio::time::timeout(WAIT, child.wait_with_output())
+        .await
+        .unwrap_or_else(|_| panic!("{command:?} did not finish within {WAIT:?}"))
+        .expect("waiting for the command")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Runs helm and returns its output, whether it succeeded or not.
+async fn helm(args: &[&str]) -> Output {
+    let mut command = helm_command();
+    command.args(args);
+    run(command, None).await
+}
+
+/// A values file holding `values` (YAML), for helm's `-f`.
+fn values_file(values: &str) -> tempfile::NamedTempFile {
+    let file = tempfile::NamedTempFile::new().expect("values file");
+    std::fs::write(file.path(), values).expect("writing values");
+    file
+}
+
+/// `helm lint --strict` of the chart with `values` (YAML) on top of the defaults. The envtest
+/// helm is built without Kubernetes version ldflags (it would assume 1.20, below the chart's
+/// kubeVersion), hence `--kube-version` here and in `helm template`.
+async fn lint(values: &str) -> Output {
+    let file = values_file(values);
+    let path = file.path().to_str().expect("utf-8 path");
+    helm(&["lint", "--strict", CHART, "--kube-version", KUBERNETES_VERSION, "-f", path]).await
+}
+
+/// `helm template` of the chart for `namespace` with `values` (YAML); the raw output.
+async fn try_render(namespace: &str, values: &str, extra: &[&str]) -> Output {
+    let file = values_file(values);
+    let path = file.path().to_str().expect("utf-8 path");
+    let mut args =
+        vec!["template", RELEASE, CHART, "--namespace", namespace, "--kube-version", KUBERNETES_VERSION, "-f", path];
+    args.extend_from_slice(extra);
+    helm(&args).await
+}
+
+/// The rendered manifests as YAML; fails the test when helm fails.
+async fn render(namespace: &str, values: &str) -> String {
+    let output = try_render(namespace, values, &[]).await;
+    assert!(output.status.success(), "helm template failed:\n{}", text(&output.stderr));
+    text(&output.stdout)
+}
+
+/// The rendered objects, parsed.
+async fn render_objects(namespace: &str, values: &str) -> Vec<Value> {
+    documents(&render(namespace, values).await)
+}
+
+fn documents(yaml: &str) -> Vec<Value> {
+    serde_yaml::Deserializer::from_str(yaml)
+        .map(|doc| serde_yaml::Value::deserialize(doc).expect("rendered YAML parses"))
+        .filter(|doc| !doc.is_null())
+        .map(|doc| serde_json::to_value(doc).expect("YAML as JSON"))
+        .collect()
+}
+
+/// kubectl with the admin kubeconfig, or with `kubeconfig` when given.
+async fn kubectl(kubeconfig: Option<&Path>, args: &[&str], stdin: Option<&str>) -> Output {
+    let kubeconfig = kubeconfig.unwrap_or_else(|| test_support::control_plane().kubeconfig_path());
+    let mut command = tokio::process::Command::new(tool("kubectl"));
+    command
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .arg("--cache-dir")
+        .arg(tool_home().join("kube-cache"))
+        .args(args)
+        .env_remove("KUBECONFIG");
+    run(command, stdin).await
+}
+
+/// Server-side applies `manifests` as admin; fails the test with kubectl's message otherwise.
+async fn apply(manifests: &str) {
+    let output =
+        kubectl(None, &["apply", "--server-side", "--field-manager=chart-test", "-f", "-"], Some(manifests)).await;
+    assert!(output.status.success(), "kubectl apply rejected the manifests:\n{}", text(&output.stderr));
+}
+
+/// Applies the chart's own CRD file once per test binary, as a user would, and waits until the
+/// API server serves the resource.
+async fn install_chart_crd() {
+    static INSTALLED: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
+    INSTALLED
+        .get_or_init(|| async {
+            let crd = std::fs::read_to_string(CHART_CRD).expect("chart CRD");
+            apply(&crd).await;
+            let output = kubectl(
+                None,
+                &["wait", "--for=condition=Established", &format!("crd/{CRD_NAME}"), "--timeout=60s"],
+                None,
+            )
+            .await;
+            assert!(output.status.success(), "CRD not established:\n{}", text(&output.stderr));
+        })
+        .await;
+}
+
+/// `kubectl auth can-i` as the identity of `kubeconfig`: true for "yes".
+async fn can_i(kubeconfig: &Path, args: &[&str]) -> bool {
+    let mut full = vec!["auth", "can-i"];
+    full.extend_from_slice(args);
+    let output = kubectl(Some(kubeconfig), &full, None).await;
+    let answer = text(&output.stdout);
+    match answer.split_whitespace().next() {
+        Some("yes") => true,
+        Some("no") => false,
+        _ => panic!("kubectl auth can-i {args:?}: unexpected answer {answer:?}: {}", text(&output.stderr)),
+    }
+}
+
+async fn client_for(kubeconfig: &Path) -> Client {
+    let kubeconfig = Kubeconfig::read_from(kubeconfig).expect("kubeconfig");
+    let config =
+        kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await.expect("client config");
+    Client::try_from(config).expect("client")
+}
+
+// ---- rendered objects ------------------------------------------------------------------------
+
+fn kind<'a>(objects: &'a [Value], kind: &str) -> Vec<&'a Value> {
+    objects.iter().filter(|o| o["kind"] == kind).collect()
+}
+
+fn one<'a>(objects: &'a [Value], wanted: &str) -> &'a Value {
+    let found = kind(objects, wanted);
+    assert_eq!(found.len(), 1, "expected exactly one {wanted}");
+    found[0]
+}
+
+/// A rule's target: API group, resource and its resourceNames (comma-joined, empty for all).
+type RuleKey = (String, String, String);
+
+/// Rules of a (Cluster)Role as `(apiGroup, resource, resourceNames) → verbs`.
+fn rules(role: &Value) -> BTreeMap<RuleKey, BTreeSet<String>> {
+    let strings = |list: &Value| -> Vec<String> {
+        list.as_array().map(|l| l.iter().map(|v| v.as_str().expect("string").to_owned()).collect()).unwrap_or_default()
+    };
+    let mut map = BTreeMap::new();
+    for rule in role["rules"].as_array().expect("rules") {
+        let names = strings(&rule["resourceNames"]).join(",");
+        for group in strings(&rule["apiGroups"]) {
+            for resource in strings(&rule["resources"]) {
+                let verbs: &mut BTreeSet<String> = map.entry((group.clone(), resource, names.clone())).or_default();
+                verbs.extend(strings(&rule["verbs"]));
+            }
+        }
+    }
+    map
+}
+
+/// `(apiGroup, resource, resourceNames, verbs)` entries as [`rules`] returns them.
+fn rule_set(entries: &[(&str, &str, &str, &[&str])]) -> BTreeMap<RuleKey, BTreeSet<String>> {
+    entries
+        .iter()
+        .map(|(group, resource, names, verbs)| {
+            (
+                (group.to_string(), resource.to_string(), names.to_string()),
+                verbs.iter().map(|v| v.to_string()).collect(),
+            )
+        })
+        .collect()
+}
+
+/// What the operator needs in every namespace it serves.
+fn operator_rules(rollout_restart: bool) -> BTreeMap<RuleKey, BTreeSet<String>> {
+    let mut expected = rule_set(&[
+        ("credentials.adobe-operator.io", "adobecredentials", "", &["get", "list", "watch"]),
+        ("credentials.adobe-operator.io", "adobecredentials/status", "", &["get", "patch"]),
+        ("", "secrets", "", &["get", "list", "watch", "create", "patch"]),
+        ("events.k8s.io", "events", "", &["create", "patch"]),
+    ]);
+    if rollout_restart {
+        expected.extend(rule_set(&[
+            ("apps", "deployments", "", &["get", "patch"]),
+            ("apps", "statefulsets", "", &["get", "patch"]),
+            ("apps", "daemonsets", "", &["get", "patch"]),
+        ]));
+    }
+    expected
+}
+
+fn subjects_are_the_service_account(binding: &Value, release_namespace: &str) {
+    assert_eq!(
+        binding["subjects"],
+        json!([{ "kind": "ServiceAccount", "name": FULLNAME, "namespace": release_namespace }]),
+        "binding {}",
+        binding["metadata"]["name"]
+    );
+}
+
+fn container(objects: &[Value]) -> &Value {
+    &one(objects, "Deployment")["spec"]["template"]["spec"]["containers"][0]
+}
+
+/// The container's plain `env` values by name (`None` for valueFrom entries).
+fn env_values(objects: &[Value]) -> BTreeMap<String, Option<String>> {
+    container(objects)["env"]
+        .as_array()
+        .expect("env")
+        .iter()
+        .map(|e| (e["name"].as_str().expect("name").to_owned(), e["value"].as_str().map(str::to_owned)))
+        .collect()
+}
+
+const NAMESPACED: &str = "watchNamespaces: [team-a, team-b]\n";
+
+#[tokio::test]
+async fn helm_lint_passes_for_cluster_wide_and_namespace_scoped_values() {
+    let ha = "replicaCount: 2\npodDisruptionBudget: {enabled: true}\nrolloutRestart: {enabled: true}\n\
+              extraCA: {configMap: proxy-ca}\nserviceMonitor: {enabled: true}\n";
+    let everything = format!("{NAMESPACED}{ha}");
+    for values in ["", NAMESPACED, everything.as_str()] {
+        let output = lint(values).await;
+        let stdout = text(&output.stdout);
+        assert!(output.status.success(), "helm lint failed for {values:?}:\n{stdout}\n{}", text(&output.stderr));
+        assert!(stdout.contains("1 chart(s) linted, 0 chart(s) failed"), "{stdout}");
+        assert!(!stdout.contains("[WARNING]") && !stdout.contains("[ERROR]"), "{stdout}");
+    }
+}
+
+#[tokio::test]
+async fn values_schema_and_guards_reject_bad_values() {
+    // The same invocation succeeds with good values, so each failure below is the bad value's.
+    let good = try_render("aco-system", "", &[]).await;
+    assert!(good.status.success(), "{}", text(&good.stderr));
+    let cases: [(&str, &str); 9] = [
+        ("replicaCount: two", "/replicaCount"),
+        ("replicaCount: 0", "/replicaCount"),
+        ("replicas: 2", "additional properties 'replicas' not allowed"),
+        ("logging: {format: xml}", "/logging/format"),
+        ("watchNamespaces: [Team_A]", "/watchNamespaces/0"),
+        ("tokenRequestTimeout: 30", "/tokenRequestTimeout"),
+        ("image: {pullPolicy: Sometimes}", "/image/pullPolicy"),
+        ("extraCA: {configMap: a, secret: b}", "set either configMap or secret, not both"),
+        ("replicaCount: 2\nleaderElection: {enabled: false}", "needs leaderElection.enabled=true"),
+    ];
+    for (values, message) in cases {
+        let output = try_render("aco-system", values, &[]).await;
+        let stderr = text(&output.stderr);
+        assert!(!output.status.success(), "helm accepted {values:?}");
+        assert!(stderr.contains(message), "helm rejected {values:?} without mentioning {message:?}:\n{stderr}");
+    }
+}
+
+#[test]
+fn chart_crd_is_the_generated_crd() {
+    let chart = std::fs::read(CHART_CRD).expect("chart CRD");
+    let repo = std::fs::read(REPO_CRD).expect("repository CRD");
+    assert!(chart == repo, "{CHART_CRD} differs from {REPO_CRD}: copy it (cp crds/adobecredentials.yaml {CHART_CRD})");
+    let files: Vec<_> = std::fs::read_dir(Path::new(CHART).join("crds"))
+        .expect("chart crds/")
+        .map(|entry| entry.expect("entry").file_name())
+        .collect();
+    assert_eq!(files, ["adobecredentials.yaml"], "the chart's crds/ holds exactly the one CRD");
+}
+
+#[tokio::test]
+async fn cluster_wide_rbac_is_a_cluster_role_with_only_what_the_operator_needs() {
+    let objects = render_objects("aco-system", "").await;
+    assert_eq!(rules(one(&objects, "ClusterRole")), operator_rules(false));
+    subjects_are_the_service_account(one(&objects, "ClusterRoleBinding"), "aco-system");
+    // Leader election: the release's own Lease, only in the release namespace.
+    let lease_role = one(&objects, "Role");
+    assert_eq!(lease_role["metadata"]["namespace"], "aco-system");
+    assert_eq!(
+        rules(lease_role),
+        rule_set(&[
+            ("coordination.k8s.io", "leases", "", &["create"]),
+            ("coordination.k8s.io", "leases", FULLNAME, &["get", "update"]),
+        ])
+    );
+    assert_eq!(env_values(&objects)["ACO_LEASE_NAME"].as_deref(), Some(FULLNAME));
+    subjects_are_the_service_account(one(&objects, "RoleBinding"), "aco-system");
+
+    let objects =
+        render_objects("aco-system", "rolloutRestart: {enabled: true}\nleaderElection: {enabled: false}").await;
+    assert_eq!(rules(one(&objects, "ClusterRole")), operator_rules(true));
+    assert!(kind(&objects, "Role").is_empty() && kind(&objects, "RoleBinding").is_empty(), "no Lease access");
+    let env = env_values(&objects);
+    assert_eq!(env["ACO_LEADER_ELECTION"].as_deref(), Some("false"));
+    assert!(!env.contains_key("ACO_LEASE_NAMESPACE") && !env.contains_key("ACO_LEASE_NAME"));
+
+    let objects = render_objects("aco-system", "rbac: {create: false}").await;
+    for absent in ["ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"] {
+        assert!(kind(&objects, absent).is_empty(), "rbac.create=false still renders a {absent}");
+    }
+}
+
+#[tokio::test]
+async fn namespace_scoped_rbac_is_a_role_per_watched_namespace_and_nothing_cluster_wide() {
+    let objects = render_objects("aco-system", NAMESPACED).await;
+    assert!(kind(&objects, "ClusterRole").is_empty() && kind(&objects, "ClusterRoleBinding").is_empty());
+    let roles: BTreeMap<&str, &Value> = kind(&objects, "Role")
+        .into_iter()
+        .map(|r| (r["metadata"]["namespace"].as_str().expect("namespace"), r))
+        .filter(|(_, r)| r["metadata"]["name"] == FULLNAME)
+        .collect();
+    assert_eq!(roles.keys().copied().collect::<Vec<_>>(), ["team-a", "team-b"]);
+    for role in roles.values() {
+        assert_eq!(rules(role), operator_rules(false));
+    }
+    let bindings: Vec<&Value> = kind(&objects, "RoleBinding");
+    assert_eq!(bindings.len(), 3, "one per watched namespace and one for the Lease");
+    for binding in bindings {
+        subjects_are_the_service_account(binding, "aco-system");
+    }
+    assert_eq!(env_values(&objects)["ACO_NAMESPACES"].as_deref(), Some("team-a,team-b"));
+}
+
+#[tokio::test]
+async fn deployment_is_hardened_and_configured_through_env() {
+    let objects = render_objects("aco-system", "extraCA: {secret: proxy-ca, key: bundle.pem}").await;
+    let deployment = one(&objects, "Deployment");
+    let pod = &deployment["spec"]["template"]["spec"];
+    let container = container(&objects);
+    assert_eq!(deployment["spec"]["replicas"], 1);
+    assert_eq!(container["image"], "adobe-credential-operator:0.1.0", "default tag is the appVersion");
+    assert_eq!(container["args"], json!(["run"]));
+    assert_eq!(pod["serviceAccountName"], FULLNAME);
+    assert_eq!(pod["automountServiceAccountToken"], true);
+    for context in [&pod["securityContext"], &container["securityContext"]] {
+        assert_eq!(context["runAsNonRoot"], true);
+        assert_eq!(context["runAsUser"], 65532);
+        assert_eq!(context["seccompProfile"]["type"], "RuntimeDefault");
+    }
+    let context = &container["securityContext"];
+    assert_eq!(context["readOnlyRootFilesystem"], true);
+    assert_eq!(context["allowPrivilegeEscalation"], false);
+    assert_eq!(context["capabilities"]["drop"], json!(["ALL"]));
+    assert_eq!(container["resources"]["requests"], json!({ "cpu": "50m", "memory": "64Mi" }));
+    assert_eq!(container["resources"]["limits"]["memory"], "256Mi");
+    assert_eq!(container["livenessProbe"]["httpGet"], json!({ "path": "/healthz", "port": "http" }));
+    assert_eq!(container["readinessProbe"]["httpGet"], json!({ "path": "/readyz", "port": "http" }));
+    assert_eq!(container["ports"], json!([{ "name": "http", "containerPort": 8080, "protocol": "TCP" }]));
+
+    let env = env_values(&objects);
+    assert!(!env.contains_key("ACO_NAMESPACES"), "empty watchNamespaces must mean all namespaces");
+    let expected: [(&str, Option<&str>); 16] = [
+        ("POD_NAME", None),
+        ("ACO_ALLOWED_TOKEN_HOSTS", Some("*.adobelogin.com")),
+        ("ACO_TOKEN_REQUEST_TIMEOUT", Some("30s")),
+        ("ACO_CONCURRENCY", Some("16")),
+        ("ACO_LOG_FORMAT", Some("json")),
+        ("ACO_LOG_LEVEL", Some("info")),
+        ("ACO_EXTRA_CA_FILE", Some("/etc/adobe-credential-operator/extra-ca/ca.crt")),
+        ("ACO_HTTP_ADDR", Some("0.0.0.0:8080")),
+        ("ACO_LEADER_ELECTION", Some("true")),
+        ("ACO_LEASE_NAMESPACE", None),
+        ("ACO_TOKEN_RATE_LIMIT_QPS", Some("10")),
+        ("ACO_TOKEN_RATE_LIMIT_BURST", Some("20")),
+        ("ACO_LEASE_NAME", Some(FULLNAME)),
+        ("ACO_LEASE_DURATION", Some("15s")),
+        ("ACO_LEASE_RENEW_DEADLINE", Some("10s")),
+        ("ACO_LEASE_RETRY_PERIOD", Some("2s")),
+    ];
+    for (name, value) in expected {
+        assert_eq!(env.get(name).map(Option::as_deref), Some(value), "env {name}");
+    }
+    let sources: Vec<&Value> =
+        container["env"].as_array().expect("env").iter().filter(|e| e.get("valueFrom").is_some()).collect();
+    assert_eq!(sources[0]["valueFrom"]["fieldRef"]["fieldPath"], "metadata.name");
+    assert_eq!(sources[1]["valueFrom"]["fieldRef"]["fieldPath"], "metadata.namespace");
+
+    // The CA bundle: only its key, read-only, under the path ACO_EXTRA_CA_FILE names.
+    assert_eq!(
+        pod["volumes"],
+        json!([{ "name": "extra-ca", "secret": { "secretName": "proxy-ca", "items": [{ "key": "bundle.pem", "path": "ca.crt" }] } }])
+    );
+    assert_eq!(
+        container["volumeMounts"],
+        json!([{ "name": "extra-ca", "mountPath": "/etc/adobe-credential-operator/extra-ca", "readOnly": true }])
+    );
+
+    let service = one(&objects, "Service");
+    assert_eq!(service["spec"]["ports"][0]["name"], "http-metrics");
+    assert_eq!(service["spec"]["ports"][0]["port"], 8080);
+    assert_eq!(service["spec"]["selector"], deployment["spec"]["selector"]["matchLabels"]);
+    assert!(kind(&objects, "ServiceMonitor").is_empty() && kind(&objects, "PodDisruptionBudget").is_empty());
+}
+
+// ---- against the API server ------------------------------------------------------------------
+
+/// A fresh namespace on the test binary's control plane.
+async fn namespace(prefix: &str) -> TestNamespace {
+    test_support::control_plane().namespace(prefix).await.expect("namespace")
+}
+
+/// `kubectl get -f -` of `manifests`: every object exists on the server.
+async fn assert_all_exist(manifests: &str) {
+    let output = kubectl(None, &["get", "-f", "-", "-o", "name"], Some(manifests)).await;
+    assert!(output.status.success(), "kubectl get failed:\n{}", text(&output.stderr));
+    let names = text(&output.stdout);
+    assert_eq!(names.lines().count(), documents(manifests).len(), "not every rendered object exists:\n{names}");
+}
+
+#[tokio::test]
+async fn cluster_wide_install_is_accepted_by_the_api_server() {
+    install_chart_crd().await;
+    let release = namespace("chart-cluster").await;
+    let ns = release.name();
+    // Every optional object except the ServiceMonitor, whose CRD this control plane lacks.
+    let values = "replicaCount: 2\npodDisruptionBudget: {enabled: true}\nrolloutRestart: {enabled: true}\n\
+                  extraCA: {configMap: proxy-ca}\npodLabels: {team: platform}\npodAnnotations: {a: b}\n\
+                  priorityClassName: system-cluster-critical\ntolerations: [{key: k, operator: Exists}]\n";
+    let output = try_render(ns, values, &["--include-crds"]).await;
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let manifests = text(&output.stdout);
+    let kinds: BTreeSet<String> =
+        documents(&manifests).iter().map(|o| o["kind"].as_str().expect("kind").to_owned()).collect();
+    let expected = [
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "CustomResourceDefinition",
+        "Deployment",
+        "PodDisruptionBudget",
+        "Role",
+        "RoleBinding",
+        "Service",
+        "ServiceAccount",
+    ];
+    assert_eq!(kinds, expected.iter().map(|k| k.to_string()).collect());
+
+    // What `helm install` would do, checked by the server, including the rendered NOTES.
+    let kubeconfig = test_support::control_plane().kubeconfig_path().to_str().expect("utf-8 path");
+    let file = values_file(values);
+    let path = file.path().to_str().expect("utf-8 path");
+    let output = helm(&[
+        "install",
+        RELEASE,
+        CHART,
+        "--namespace",
+        ns,
+        "--kubeconfig",
+        kubeconfig,
+        "--dry-run=server",
+        "-f",
+        path,
+    ])
+    .await;
+    let stdout = text(&output.stdout);
+    assert!(output.status.success(), "helm install --dry-run=server failed:\n{}", text(&output.stderr));
+    assert!(stdout.contains("It serves AdobeCredentials in all namespaces."), "NOTES missing:\n{stdout}");
+
+    apply(&manifests).await;
+    assert_all_exist(&manifests).await;
+
+    // The binding works: the ServiceAccount may read Secrets anywhere, and still delete nothing.
+    let sa = test_support::control_plane().service_account_kubeconfig(ns, FULLNAME).await.expect("kubeconfig");
+    assert!(can_i(&sa, &["list", "secrets", "--all-namespaces"]).await);
+    assert!(can_i(&sa, &["patch", "deployments.apps", "-n", "default"]).await, "rolloutRestart enabled");
+    assert!(!can_i(&sa, &["delete", "secrets", "-n", "default"]).await);
+    assert!(!can_i(&sa, &["list", "configmaps", "-n", ns]).await);
+}
+
+/// An install with `watchNamespaces: [watched]` into `release`, applied as admin.
+async fn install_namespace_scoped(release: &str, watched: &str) {
+    install_chart_crd().await;
+    let manifests = render(release, &format!("watchNamespaces: [{watched}]\n")).await;
+    apply(&manifests).await;
+    assert_all_exist(&manifests).await;
+    let accounts: Api<ServiceAccount> = Api::namespaced(test_support::control_plane().client(), release);
+    accounts.get(FULLNAME).await.expect("the chart created its ServiceAccount");
+}
+
+fn status_code(error: kube::Error) -> u16 {
+    match error {
+        kube::Error::Api(status) => status.code,
+        other => panic!("expected an API error, got {other}"),
+    }
+}
+
+fn assert_forbidden<T: std::fmt::Debug>(what: &str, result: Result<T, kube::Error>) {
+    match result {
+        Ok(value) => panic!("{what} was allowed: {value:?}"),
+        Err(error) => assert_eq!(status_code(error), 403, "{what}"),
+    }
+}
+
+fn secret(name: &str, data: &[(&str, &str)]) -> Value {
+    let data: BTreeMap<&str, &str> = data.iter().copied().collect();
+    json!({ "apiVersion": "v1", "kind": "Secret", "metadata": { "name": name }, "stringData": data })
+}
+
+/// An Event about credential `probe`, shaped like the operator's Recorder makes them.
+fn probe_event(namespace: &str) -> Event {
+    Event {
+        metadata: kube::api::ObjectMeta { generate_name: Some("chart-test-".into()), ..Default::default() },
+        event_time: Some(MicroTime(k8s_openapi::jiff::Timestamp::now())),
+        reporting_controller: Some("adobe-credential-operator".into()),
+        reporting_instance: Some("chart-test".into()),
+        action: Some("Probe".into()),
+        reason: Some("Probe".into()),
+        type_: Some("Normal".into()),
+        regarding: Some(ObjectReference {
+            api_version: Some(API_VERSION.into()),
+            kind: Some("AdobeCredential".into()),
+            name: Some("probe".into()),
+            namespace: Some(namespace.into()),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn namespace_scoped_rbac_is_enough_and_no_more() {
+    let control_plane = test_support::control_plane();
+    let admin = control_plane.client();
+    let (release, watched, other) =
+        (namespace("chart-release").await, namespace("chart-watched").await, namespace("chart-other").await);
+    let (release, watched, other) = (release.name(), watched.name(), other.name());
+    install_namespace_scoped(release, watched).await;
+    let sa = control_plane.service_account_kubeconfig(release, FULLNAME).await.expect("kubeconfig");
+
+    // What the API server says the identity may do.
+    let status_sub = "--subresource=status";
+    let own_lease = format!("leases.coordination.k8s.io/{FULLNAME}");
+    let allowed: &[&[&str]] = &[
+        &["get", "secrets", "-n", watched],
+        &["list", "secrets", "-n", watched],
+        &["watch", "secrets", "-n", watched],
+        &["create", "secrets", "-n", watched],
+        &["patch", "secrets", "-n", watched],
+        &["list", "adobecredentials.credentials.adobe-operator.io", "-n", watched],
+        &["watch", "adobecredentials.credentials.adobe-operator.io", "-n", watched],
+        &["patch", "adobecredentials.credentials.adobe-operator.io", status_sub, "-n", watched],
+        &["create", "events.events.k8s.io", "-n", watched],
+        &["patch", "events.events.k8s.io", "-n", watched],
+        &["create", "leases.coordination.k8s.io", "-n", release],
+        &["get", &own_lease, "-n", release],
+        &["update", &own_lease, "-n", release],
+    ];
+    let denied: &[&[&str]] = &[
+        &["delete", "secrets", "-n", watched],
+        &["update", "secrets", "-n", watched],
+        &["patch", "adobecredentials.credentials.adobe-operator.io", "-n", watched],
+        &["delete", "adobecredentials.credentials.adobe-operator.io", "-n", watched],
+        &["get", "secrets", "-n", other],
+        &["list", "secrets", "-n", other],
+        &["get", "secrets", "-n", release],
+        &["list", "secrets", "--all-namespaces"],
+        &["list", "adobecredentials.credentials.adobe-operator.io", "--all-namespaces"],
+        &["list", "adobecredentials.credentials.adobe-operator.io", "-n", other],
+        &["patch", "adobecredentials.credentials.adobe-operator.io", status_sub, "-n", other],
+        &["create", "events.events.k8s.io", "-n", other],
+        &["create", "leases.coordination.k8s.io", "-n", watched],
+        &["list", "leases.coordination.k8s.io", "-n", release],
+        &["get", "leases.coordination.k8s.io/another-operator", "-n", release],
+        &["update", "leases.coordination.k8s.io/another-operator", "-n", release],
+        &["patch", "deployments.apps", "-n", watched],
+        &["get", "configmaps", "-n", watched],
+        &["list", "namespaces"],
+    ];
+    for args in allowed {
+        assert!(can_i(&sa, args).await, "the chart's ServiceAccount cannot {args:?}");
+    }
+    for args in denied {
+        assert!(!can_i(&sa, args).await, "the chart's ServiceAccount can {args:?}");
+    }
+
+    // And real requests, made the way the operator makes them.
+    let admin_secrets = |ns: &str| Api::<Secret>::namespaced(admin.clone(), ns);
+    let pp = PostParams::default();
+    for ns in [watched, other] {
+        let source: Secret =
+            serde_json::from_value(secret("source", &[("client_id", "id"), ("client_secret", "s")])).expect("secret");
+        admin_secrets(ns).create(&pp, &source).await.expect("admin creates a source Secret");
+    }
+    let ssa = PatchParams::apply("chart-test").force();
+    let credential = json!({
+        "apiVersion": API_VERSION, "kind": "AdobeCredential", "metadata": { "name": "probe" },
+        "spec": { "oauthServerToServer": { "clientSecretRef": { "name": "source" }, "scopes": ["openid"] } },
+    });
+    for ns in [watched, other] {
+        let credentials = Api::<AdobeCredential>::namespaced(admin.clone(), ns);
+        credentials.patch("probe", &ssa, &Patch::Apply(&credential)).await.expect("admin creates a credential");
+    }
+
+    let client = client_for(&sa).await;
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), watched);
+    secrets.get("source").await.expect("get a source Secret in the watched namespace");
+    assert!(!secrets.list(&ListParams::default()).await.expect("list Secrets").items.is_empty());
+    let mut watch = Box::pin(secrets.watch(&WatchParams::default().timeout(5), "0").await.expect("watch Secrets"));
+    let first = watch.try_next().await.expect("watch event").expect("an event for the existing Secret");
+    assert!(matches!(first, WatchEvent::Added(_)), "{first:?}");
+    drop(watch);
+    let target = secret("probe-token", &[("access_token", "t1")]);
+    secrets.patch("probe-token", &ssa, &Patch::Apply(&target)).await.expect("server-side apply creates a target");
+    let target = secret("probe-token", &[("access_token", "t2")]);
+    secrets.patch("probe-token", &ssa, &Patch::Apply(&target)).await.expect("server-side apply updates a target");
+    assert_forbidden("deleting a Secret", secrets.delete("probe-token", &DeleteParams::default()).await);
+
+    let credentials: Api<AdobeCredential> = Api::namespaced(client.clone(), watched);
+    credentials.get("probe").await.expect("get a credential");
+    let status =
+        json!({ "apiVersion": API_VERSION, "kind": "AdobeCredential", "status": { "targetSecret": "probe-token" } });
+    let patched = credentials.patch_status("probe", &ssa, &Patch::Apply(&status)).await.expect("patch status");
+    assert_eq!(patched.status.and_then(|s| s.target_secret).as_deref(), Some("probe-token"));
+    let spec = json!({ "spec": { "target": { "name": "elsewhere" } } });
+    assert_forbidden(
+        "patching a credential's spec",
+        credentials.patch("probe", &PatchParams::default(), &Patch::Merge(&spec)).await,
+    );
+
+    let events: Api<Event> = Api::namespaced(client.clone(), watched);
+    events.create(&pp, &probe_event(watched)).await.expect("create an Event");
+
+    // Leader election: the release's own Lease in the release namespace, and no other.
+    let leases: Api<Lease> = Api::namespaced(client.clone(), release);
+    let lease: Lease =
+        serde_json::from_value(json!({ "metadata": { "name": FULLNAME }, "spec": { "holderIdentity": "chart-test" } }))
+            .expect("lease");
+    leases.create(&pp, &lease).await.expect("create the Lease in the release namespace");
+    let mut held = leases.get(FULLNAME).await.expect("get the Lease");
+    held.spec.get_or_insert_with(Default::default).holder_identity = Some("chart-test-2".into());
+    leases.replace(FULLNAME, &pp, &held).await.expect("renew the Lease");
+    assert_forbidden("reading another Lease", leases.get("another-operator").await);
+    assert_forbidden(
+        "creating a Lease in a watched namespace",
+        Api::<Lease>::namespaced(client.clone(), watched).create(&pp, &lease).await,
+    );
+
+    // Nothing outside the watched namespace.
+    let other_secrets: Api<Secret> = Api::namespaced(client.clone(), other);
+    assert_forbidden("reading a Secret of another namespace", other_secrets.get("source").await);
+    assert_forbidden("listing Secrets of another namespace", other_secrets.list(&ListParams::default()).await);
+    assert_forbidden(
+        "listing Secrets cluster-wide",
+        Api::<Secret>::all(client.clone()).list(&ListParams::default()).await,
+    );
+    assert_forbidden(
+        "reading the release namespace's Secrets",
+        Api::<Secret>::namespaced(client.clone(), release).list(&ListParams::default()).await,
+    );
+    assert_forbidden(
+        "patching another namespace's credential status",
+        Api::<AdobeCredential>::namespaced(client.clone(), other)
+            .patch_status("probe", &ssa, &Patch::Apply(&status))
+            .await,
+    );
+    assert_forbidden(
+        "creating an Event in another namespace",
+        Api::<Event>::namespaced(client.clone(), other).create(&pp, &probe_event(other)).await,
+    );
+    assert_forbidden(
+        "reading a Deployment",
+        Api::<Deployment>::namespaced(client, watched).list(&ListParams::default()).await,
+    );
+}
+
+/// The operator binary, running as the chart's ServiceAccount of a namespace-scoped install with
+/// leader election on the chart's Lease, mints a token: the chart grants all it needs.
+#[tokio::test]
+async fn operator_mints_with_the_namespace_scoped_chart_identity() {
+    let control_plane = test_support::control_plane();
+    let admin = control_plane.client();
+    let (release, watched) = (namespace("chart-op-release").await, namespace("chart-op-watched").await);
+    let (release, watched) = (release.name(), watched.name());
+    install_namespace_scoped(release, watched).await;
+    let sa = control_plane.service_account_kubeconfig(release, FULLNAME).await.expect("kubeconfig");
+
+    let tls = Tls::generate();
+    let ims = FakeTokenServer::start_tls(&tls.cert_pem, &tls.key_pem).await.expect("fake IMS");
+    ims.register_adobe_client(
+        AdobeClient::new("chart-client", "p8e-chart-secret")
+            .with_scopes(common::FIREFLY_SCOPES)
+            .with_token_lifetime(Duration::from_secs(86_400)),
+    )
+    .expect("register client");
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("ca.pem"), &tls.ca_pem).expect("ca file");
+    let log = dir.path().join("operator.log");
+    // Leader election as the chart configures it: the release's Lease in the release namespace.
+    let election = ["--leader-election=true", "--lease-namespace", release, "--lease-name", FULLNAME];
+    let operator = Operator::start_with(watched, &sa, &dir.path().join("ca.pem"), log, &election).await;
+
+    let pp = PostParams::default();
+    let source: Secret = serde_json::from_value(secret(
+        "chart-client",
+        &[("client_id", "chart-client"), ("client_secret", "p8e-chart-secret")],
+    ))
+    .expect("secret");
+    Api::<Secret>::namespaced(admin.clone(), watched).create(&pp, &source).await.expect("create source");
+    let credential = json!({
+        "apiVersion": API_VERSION, "kind": "AdobeCredential", "metadata": { "name": "firefly" },
+        "spec": { "oauthServerToServer": {
+            "clientSecretRef": { "name": "chart-client" },
+            "scopes": common::FIREFLY_SCOPES,
+            "imsEndpoint": ims.url(),
+        } },
+    });
+    let credentials: Api<AdobeCredential> = Api::namespaced(admin.clone(), watched);
+    let ssa = PatchParams::apply("chart-test");
+    credentials.patch("firefly", &ssa, &Patch::Apply(&credential)).await.expect("create credential");
+
+    // Polled by hand rather than with `eventually`, to show the operator's log on failure.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let cred = credentials.get("firefly").await.expect("get credential");
+        let ready = cred.status.and_then(|s| s.conditions.into_iter().find(|c| c.type_ == "Ready"));
+        if ready.is_some_and(|c| c.status == "True") {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "firefly not Ready=True within {WAIT:?} as the chart's ServiceAccount; operator log:\n{}",
+            operator.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let target = Api::<Secret>::namespaced(admin.clone(), watched).get("firefly-token").await.expect("target Secret");
+    let issued = ims.issued_tokens("chart-client");
+    assert_eq!(issued.len(), 1, "exactly one mint");
+    assert_eq!(key(&target, "access_token").as_deref(), Some(issued[0].as_str()));
+    let events = Api::<Event>::namespaced(admin.clone(), watched).list(&ListParams::default()).await.expect("events");
+    assert!(events.items.iter().any(|e| e.reason.as_deref() == Some("TokenMinted")), "the mint Event was published");
+    let lease = Api::<Lease>::namespaced(admin, release).get(FULLNAME).await.expect("the operator's Lease");
+    assert!(lease.spec.and_then(|s| s.holder_identity).is_some(), "the operator holds the chart's Lease");
+    let logs = operator.logs();
+    assert!(!logs.to_lowercase().contains("forbidden"), "the operator hit an RBAC denial:\n{logs}");
+    operator.kill().await;
+}
+
+#[tokio::test]
+async fn service_monitor_and_pod_disruption_budget_select_the_operator() {
+    let values = "replicaCount: 2\npodDisruptionBudget: {enabled: true}\n\
+                  serviceMonitor: {enabled: true, labels: {release: prometheus}}\n";
+    let objects = render_objects("aco-system", values).await;
+    let pod_labels = &one(&objects, "Deployment")["spec"]["selector"]["matchLabels"];
+    let budget = one(&objects, "PodDisruptionBudget");
+    assert_eq!(budget["spec"]["minAvailable"], 1);
+    assert_eq!(&budget["spec"]["selector"]["matchLabels"], pod_labels);
+
+    let service = one(&objects, "Service");
+    let monitor = one(&objects, "ServiceMonitor");
+    assert_eq!(monitor["metadata"]["labels"]["release"], "prometheus");
+    assert_eq!(monitor["spec"]["namespaceSelector"]["matchNames"], json!(["aco-system"]));
+    let selector = monitor["spec"]["selector"]["matchLabels"].as_object().expect("matchLabels");
+    for (label, value) in selector {
+        assert_eq!(&service["metadata"]["labels"][label], value, "the ServiceMonitor selects the metrics Service");
+    }
+    assert_eq!(monitor["spec"]["endpoints"][0]["port"], service["spec"]["ports"][0]["name"]);
+    assert_eq!(monitor["spec"]["endpoints"][0]["path"], "/metrics");
+
+    let output =
+        try_render("aco-system", "serviceMonitor: {enabled: true}\nmetrics: {service: {enabled: false}}", &[]).await;
+    assert!(!output.status.success(), "a ServiceMonitor without its Service was rendered");
+}
