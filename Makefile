@@ -33,6 +33,12 @@ chart-check:
 	"$$(scripts/envtest-build.sh)/helm" lint --strict charts/adobe-credential-operator \
 		--kube-version "$$(sed -n 's/^kube_version=v//p' scripts/envtest-build.sh)"
 
+## The operator's main job on a local default: control plane, fake IMS, CRD, the Firefly example,
+## the operator minting into a Secret; prints `kubectl get adobecredentials` and the Secret's keys.
+demo:
+	$(CARGO) build --quiet --bin adobe-credential-operator
+	ENVTEST_BIN_DIR="$$(scripts/envtest-build.sh)" $(CARGO) run --quiet --example quickstart
+
 ## Unit tests only (no control plane).
 unit:
 	$(CARGO) test --workspace --lib

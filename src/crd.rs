@@ -39,7 +39,7 @@ pub const DEFAULT_IMS_ENDPOINT: &str = "https://ims-na1.adobelogin.com";
     ),
     printcolumn(name = "Flow", type_ = "string", json_path = ".status.flow"),
     printcolumn(name = "Target", type_ = "string", json_path = ".status.targetSecret"),
-    printcolumn(name = "Expires", type_ = "date", json_path = ".status.expiresAt"),
+    printcolumn(name = "Expires", type_ = "string", json_path = ".status.expiresAt"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[x_kube(validation = Rule::new("[has(self.oauthServerToServer), has(self.serviceAccountJWT), has(self.passwordGrant)].filter(x, x).size() == 1").message("exactly one flow block must be set: oauthServerToServer, serviceAccountJWT or passwordGrant"))]

@@ -11,7 +11,7 @@ use std::process::{Output, Stdio};
 use std::time::Duration;
 
 use adobe_credential_operator::crd::AdobeCredential;
-use common::{Operator, Tls, WAIT, key};
+use common::{Operator, WAIT, key};
 use fake_token_server::{AdobeClient, FakeTokenServer};
 use futures::TryStreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
@@ -737,7 +737,7 @@ async fn operator_mints_with_the_namespace_scoped_chart_identity() {
     install_namespace_scoped(release, watched).await;
     let sa = control_plane.service_account_kubeconfig(release, FULLNAME).await.expect("kubeconfig");
 
-    let tls = Tls::generate();
+    let tls = test_support::LoopbackTls::generate().expect("TLS");
     let ims = FakeTokenServer::start_tls(&tls.cert_pem, &tls.key_pem).await.expect("fake IMS");
     ims.register_adobe_client(
         AdobeClient::new("chart-client", "p8e-chart-secret")

@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Operator, TestEnv, Tls, WAIT, eventually, http_get, key, sigterm};
+use common::{Operator, TestEnv, WAIT, eventually, http_get, key, sigterm};
 use fake_token_server::{FakeTokenServer, Fault};
 
 const DAY: Duration = Duration::from_secs(86_400);
@@ -196,7 +196,7 @@ async fn token_endpoint_faults_have_clear_reasons() {
     }
 
     // An endpoint whose certificate no trusted CA signed.
-    let untrusted = Tls::generate();
+    let untrusted = test_support::LoopbackTls::generate().expect("TLS");
     let rogue = FakeTokenServer::start_tls(&untrusted.cert_pem, &untrusted.key_pem).await.expect("rogue IMS");
     env.register_client("tls-client", "p8e-tls-secret", DAY);
     env.put_source("tls-src", "tls-client", "p8e-tls-secret").await;

@@ -17,7 +17,7 @@ use k8s_openapi::api::events::v1::Event;
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
-use test_support::{ControlPlane, TestNamespace};
+use test_support::{ControlPlane, LoopbackTls, TestNamespace};
 
 pub const WAIT: Duration = Duration::from_secs(60);
 pub const FIREFLY_SCOPES: [&str; 7] =
@@ -36,28 +36,6 @@ where
         }
         assert!(tokio::time::Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
         tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// A CA and a serving certificate for 127.0.0.1, so the operator talks TLS to the fake IMS
-/// through its normal `--extra-ca-file` setting.
-pub struct Tls {
-    pub ca_pem: String,
-    pub cert_pem: String,
-    pub key_pem: String,
-}
-
-impl Tls {
-    pub fn generate() -> Self {
-        use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
-        let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("ca params");
-        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().expect("ca key")).expect("ca");
-        let leaf_key = KeyPair::generate().expect("leaf key");
-        let leaf_params =
-            CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()]).expect("leaf params");
-        let leaf = leaf_params.signed_by(&leaf_key, &ca).expect("leaf");
-        Self { ca_pem: ca.pem(), cert_pem: leaf.pem(), key_pem: leaf_key.serialize_pem() }
     }
 }
 
@@ -154,7 +132,7 @@ impl TestEnv {
         let client = control_plane.client();
         install_crd(control_plane).await;
         let namespace = control_plane.namespace(prefix).await.expect("namespace");
-        let tls = Tls::generate();
+        let tls = LoopbackTls::generate().expect("TLS material");
         let ims = FakeTokenServer::start_tls(&tls.cert_pem, &tls.key_pem).await.expect("fake IMS");
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::write(dir.path().join("ca.pem"), &tls.ca_pem).expect("ca file");

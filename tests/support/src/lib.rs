@@ -26,6 +26,7 @@ mod namespace;
 mod process;
 mod ready;
 mod service_account;
+mod tls;
 mod wait;
 
 use std::sync::OnceLock;
@@ -33,6 +34,7 @@ use std::sync::OnceLock;
 pub use binaries::{BIN_DIR_ENV, KUBERNETES_VERSION, bin_dir};
 pub use control_plane::{ControlPlane, ControlPlaneMemory};
 pub use namespace::TestNamespace;
+pub use tls::LoopbackTls;
 pub use wait::wait_for;
 
 /// The control plane of this test binary, started on first use (blocking) and shared by all its
