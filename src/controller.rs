@@ -28,12 +28,12 @@ use crate::http::Health;
 use crate::index::SecretIndex;
 use crate::metrics::Metrics;
 use crate::rate_limit::HostRateLimiter;
-use crate::refresh_state;
 use crate::schedule;
 use crate::source::{self, FlowInputs, SecretValue};
 use crate::status::{self, Outcome};
 use crate::target::{self, FIELD_MANAGER, StoredToken, TargetState};
 use crate::token::TokenClient;
+use crate::{refresh_state, rollout};
 
 /// Which namespaces the operator serves.
 #[derive(Debug, Clone)]
@@ -298,8 +298,18 @@ async fn reconcile(cred: Arc<AdobeCredential>, ctx: Arc<Context>) -> Result<Acti
             let fallback_secret_key =
                 done.token.client_secret_key.as_deref().filter(|k| Some(*k) != done.primary_secret_key.as_deref());
             let outcome = Outcome::Valid { token: &done.token, renewal_time, fallback_secret_key };
-            patch_status_if_changed(&cred, &ctx, status::desired(&cred, flow, &outcome, now)).await?;
+            let mut desired = status::desired(&cred, flow, &outcome, now);
+            // Only now that the token is in the target may its consumers restart.
+            let restarts = if cred.spec.rollout_restart_targets.is_empty() {
+                Vec::new()
+            } else {
+                rollout::restart_consumers(&ctx.client, &namespace, &cred.spec.rollout_restart_targets, &done.token)
+                    .await?
+            };
+            desired.rollout_restarts = restarts.iter().map(|r| r.status.clone()).collect();
+            patch_status_if_changed(&cred, &ctx, desired).await?;
             publish_success(&cred, &ctx, &done).await;
+            publish_restarts(&cred, &ctx, &restarts).await;
             ctx.metrics.set_expiry(&namespace, &cred.name_any(), done.token.expires_at);
             let mut memory = ctx.memory();
             let m = memory.entry(key).or_default();
@@ -505,6 +515,22 @@ async fn publish_success(cred: &AdobeCredential, ctx: &Context, done: &Done) {
         info!(credential = %status::display_name(cred), token = %fingerprint, "restored the target Secret");
         let note = format!("restored the target Secret with the current token {fingerprint}");
         publish(cred, ctx, EventType::Normal, "TargetRestored", "Write", note).await;
+    }
+}
+
+async fn publish_restarts(cred: &AdobeCredential, ctx: &Context, restarts: &[rollout::Restart]) {
+    let previous = cred.status.as_ref().map(|s| s.rollout_restarts.as_slice()).unwrap_or_default();
+    for restart in restarts {
+        let target = format!("{:?} {:?}", restart.status.kind, restart.status.name);
+        if restart.restarted {
+            info!(credential = %status::display_name(cred), %target, "restarted a consumer for the new token");
+            let note = format!("restarted {target} for the new token");
+            publish(cred, ctx, EventType::Normal, "RolloutRestarted", "Restart", note).await;
+        } else if restart.status.message.is_some() && !previous.contains(&restart.status) {
+            // Reported once when it goes missing, not on every reconcile.
+            let note = format!("rollout restart target {target} not found in the namespace");
+            publish(cred, ctx, EventType::Warning, "RolloutTargetNotFound", "Restart", note).await;
+        }
     }
 }
 

@@ -69,6 +69,46 @@ pub struct AdobeCredentialSpec {
     /// When to renew. Defaults to one third of the token lifetime before expiry.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub renewal: Option<RenewalSpec>,
+
+    /// Workloads (same namespace) restarted when the token in the target Secret changes, for
+    /// consumers that read it once at start-up (environment variables). The operator patches
+    /// their pod template annotations, as `kubectl rollout restart` does.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    pub rollout_restart_targets: Vec<RolloutRestartTarget>,
+}
+
+/// A workload to restart when the token changes.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RolloutRestartTarget {
+    /// Deployment, StatefulSet or DaemonSet.
+    pub kind: WorkloadKind,
+    /// Name of the workload in the resource's namespace.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+}
+
+/// Kinds of workload that can be restarted.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WorkloadKind {
+    Deployment,
+    StatefulSet,
+    DaemonSet,
+}
+
+/// Last restart of a rollout target.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RolloutRestartStatus {
+    pub kind: WorkloadKind,
+    pub name: String,
+    /// When the operator last restarted it for a token change (absent if never, or not found).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restarted_at: Option<String>,
+    /// Why it was not restarted, e.g. "not found".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }
 
 /// Adobe OAuth Server-to-Server credential.
@@ -226,9 +266,22 @@ pub struct TargetSpec {
     pub creation_policy: CreationPolicy,
 
     /// Extra keys rendered from the token (minijinja templates). Variables: `access_token`,
-    /// `token_type`, `expires_at`, `expires_in`, `client_id`, `org_id`.
+    /// `token_type`, `expires_at`, `expires_in` (the token's lifetime in seconds), `client_id`,
+    /// `org_id`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub template: Option<TargetTemplate>,
+
+    /// Key of a ready-to-use env file (`ADOBE_ACCESS_TOKEN`, `ADOBE_API_KEY`, `ADOBE_ORG_ID`,
+    /// `ADOBE_TOKEN_EXPIRES_AT`), e.g. `adobe.env`, for `envFrom` or `source`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[-._a-zA-Z0-9]+$"))]
+    pub env_file_key: Option<String>,
+
+    /// Key of a JSON document with the token, its type, expiry and client ID, e.g. `token.json`,
+    /// for SDKs that read a credentials file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[-._a-zA-Z0-9]+$"))]
+    pub json_key: Option<String>,
 }
 
 /// Who owns the target Secret.
@@ -305,6 +358,9 @@ pub struct AdobeCredentialStatus {
     /// Failed mint attempts since the last success.
     #[serde(default)]
     pub consecutive_failures: u32,
+    /// The rollout restart targets and when each was last restarted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rollout_restarts: Vec<RolloutRestartStatus>,
 }
 
 impl AdobeCredential {

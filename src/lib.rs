@@ -13,6 +13,7 @@ pub mod leader;
 pub mod metrics;
 pub mod rate_limit;
 pub mod refresh_state;
+pub mod rollout;
 pub mod schedule;
 pub mod source;
 pub mod status;

@@ -88,6 +88,7 @@ pub fn desired(
         flow,
         target_secret: Some(cred.target_name()),
         consecutive_failures: failures,
+        rollout_restarts: current.rollout_restarts.clone(),
         ..Default::default()
     };
     if let Some((token, renewal)) = described {

@@ -106,7 +106,8 @@ pub fn render_data(
     token: &StoredToken,
     inputs: &FlowInputs,
 ) -> Result<BTreeMap<String, String>> {
-    let expires_in = token.expires_at.duration_since(Timestamp::now()).as_secs().max(0);
+    // The lifetime, not the time left: rendered values must not change between reconciles.
+    let expires_in = token.expires_at.duration_since(token.issued_at).as_secs().max(0);
     let mut data = BTreeMap::from([
         (ACCESS_TOKEN_KEY.to_owned(), token.access_token.expose().to_owned()),
         (TOKEN_TYPE_KEY.to_owned(), token.token_type.clone()),
@@ -116,7 +117,22 @@ pub fn render_data(
     if let Some(org) = inputs.org_id() {
         data.insert("org_id".to_owned(), org.to_owned());
     }
-    let templates = cred.spec.target.as_ref().and_then(|t| t.template.as_ref());
+    let spec = cred.spec.target.as_ref();
+    if let Some(key) = spec.and_then(|t| t.env_file_key.as_ref()) {
+        data.insert(key.clone(), env_file(token, inputs));
+    }
+    if let Some(key) = spec.and_then(|t| t.json_key.as_ref()) {
+        let document = serde_json::json!({
+            "access_token": token.access_token.expose(),
+            "token_type": token.token_type,
+            "expires_at": rfc3339(token.expires_at),
+            "expires_in": expires_in,
+            "client_id": inputs.client_id(),
+            "org_id": inputs.org_id(),
+        });
+        data.insert(key.clone(), document.to_string());
+    }
+    let templates = spec.and_then(|t| t.template.as_ref());
     if let Some(template) = templates.filter(|t| !t.data.is_empty()) {
         let mut env = minijinja::Environment::new();
         env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
@@ -137,6 +153,19 @@ pub fn render_data(
         }
     }
     Ok(data)
+}
+
+/// `KEY=value` lines; values are quoted only when they need it (tokens and IDs never do).
+fn env_file(token: &StoredToken, inputs: &FlowInputs) -> String {
+    let mut lines = vec![
+        format!("ADOBE_ACCESS_TOKEN={}", token.access_token.expose()),
+        format!("ADOBE_API_KEY={}", inputs.client_id()),
+    ];
+    if let Some(org) = inputs.org_id() {
+        lines.push(format!("ADOBE_ORG_ID={org}"));
+    }
+    lines.push(format!("ADOBE_TOKEN_EXPIRES_AT={}", rfc3339(token.expires_at)));
+    lines.join("\n") + "\n"
 }
 
 pub fn rfc3339(at: Timestamp) -> String {
@@ -226,6 +255,8 @@ mod tests {
                     template: Some(TargetTemplate {
                         data: template.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
                     }),
+                    env_file_key: Some("adobe.env".into()),
+                    json_key: Some("token.json".into()),
                 }),
                 ..Default::default()
             },
@@ -276,6 +307,14 @@ mod tests {
         assert_eq!(data["client_id"], "client-1");
         assert_eq!(data["org_id"], "ORG@AdobeOrg");
         assert_eq!(data["authorization"], "Bearer eyJ.token.sig");
+        assert_eq!(
+            data["adobe.env"],
+            "ADOBE_ACCESS_TOKEN=eyJ.token.sig\nADOBE_API_KEY=client-1\nADOBE_ORG_ID=ORG@AdobeOrg\nADOBE_TOKEN_EXPIRES_AT=2026-11-25T00:00:00Z\n"
+        );
+        let json: serde_json::Value = serde_json::from_str(&data["token.json"]).expect("json");
+        assert_eq!(json["access_token"], "eyJ.token.sig");
+        assert_eq!(json["expires_in"], 86400);
+        assert_eq!(json["org_id"], "ORG@AdobeOrg");
     }
 
     #[test]

@@ -284,10 +284,11 @@ async fn merge_keeps_foreign_keys_and_orphan_has_no_owner() {
         template: Some(TargetTemplate {
             data: BTreeMap::from([("authorization".into(), "Bearer {{ access_token }}".into())]),
         }),
+        ..Default::default()
     });
     env.create(&merge).await;
     let mut orphan = env.s2s_credential("orphan", "pol-src");
-    orphan.spec.target = Some(TargetSpec { name: None, creation_policy: CreationPolicy::Orphan, template: None });
+    orphan.spec.target = Some(TargetSpec { creation_policy: CreationPolicy::Orphan, ..Default::default() });
     env.create(&orphan).await;
 
     env.wait_ready("merge", "True", "TokenMinted").await;
