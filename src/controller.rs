@@ -207,6 +207,8 @@ async fn controller(ctx: Arc<Context>, namespace: Option<String>, concurrency: u
         IndexUpdater { ctx: ctx.clone(), namespace: namespace.clone(), relisted: HashSet::new(), synced: false };
     let credential_stream = watcher(credentials, watcher::Config::default())
         .default_backoff()
+        // managedFields are never read here and are a large share of each cached object.
+        .modify(|cred| cred.managed_fields_mut().clear())
         .inspect_ok(move |event| updater.observe(event))
         .reflect(writer)
         .applied_objects();
