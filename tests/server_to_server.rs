@@ -73,9 +73,17 @@ async fn renewal_mints_exactly_once_per_lifetime() {
         (key(&s, "access_token")? == fourth).then_some(())
     })
     .await;
-    let cred = env.wait_ready("renew", "True", "TokenMinted").await;
-    assert_eq!(cred.status.as_ref().and_then(|s| s.token_fingerprint.clone()), Some(fingerprint(&fourth)));
+    eventually("status to describe the fourth token", WAIT, || async {
+        let cred = env.credentials().get("renew").await.ok()?;
+        (cred.status?.token_fingerprint? == fingerprint(&fourth)).then_some(())
+    })
+    .await;
     let mints = env.ims.mint_count("renew-client");
+    // The watch may deliver the last write a moment after the API server acknowledged it.
+    eventually("the watch to see every target write", WAIT, || async {
+        (target_writes.entries().len() >= mints).then_some(())
+    })
+    .await;
     let first_seen = target_writes.entries();
     let target_versions = first_seen.len();
     let status_versions = status_writes.entries().len();
