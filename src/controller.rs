@@ -77,6 +77,9 @@ struct Memory {
     dirty: bool,
     /// Nothing to do before this time (renewal, or retry after a failure).
     quiet_until: Option<Timestamp>,
+    /// The token endpoint asked (Retry-After) not to be called before this time: holds whatever
+    /// triggers a reconcile, unlike `quiet_until`, which a change of inputs overrides.
+    not_before: Option<Timestamp>,
     consecutive_failures: u32,
     /// resourceVersion of our own last write to the target, to ignore its watch event.
     own_target_version: Option<String>,
@@ -113,6 +116,9 @@ impl Context {
     fn quiet_for(&self, key: &ObjectRef<AdobeCredential>, generation: Option<i64>, now: Timestamp) -> Option<Duration> {
         let memory = self.memory();
         let m = memory.get(key)?;
+        if let Some(until) = m.not_before.filter(|until| now < *until) {
+            return Some(until.duration_since(now).unsigned_abs());
+        }
         if m.dirty || m.generation != generation {
             return None;
         }
@@ -318,6 +324,7 @@ async fn reconcile(cred: Arc<AdobeCredential>, ctx: Arc<Context>) -> Result<Acti
             m.generation = cred.metadata.generation;
             m.quiet_until = Some(renewal_time);
             m.consecutive_failures = 0;
+            m.not_before = None;
             Ok(Action::requeue(renewal_time.duration_since(Timestamp::now()).unsigned_abs()))
         }
         Err(failure) => {
@@ -359,7 +366,9 @@ async fn reconcile(cred: Arc<AdobeCredential>, ctx: Arc<Context>) -> Result<Acti
             let m = memory.entry(key).or_default();
             m.generation = cred.metadata.generation;
             // Counted from now, after the response: Retry-After is relative to its arrival.
-            m.quiet_until = Some(Timestamp::now() + delay);
+            let failed_at = Timestamp::now();
+            m.quiet_until = Some(failed_at + delay);
+            m.not_before = error.retry_after().map(|wait| failed_at + wait);
             m.consecutive_failures = failures;
             Ok(Action::requeue(delay))
         }

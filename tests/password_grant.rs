@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use adobe_credential_operator::crd::{AdobeCredential, ClientSecretRef, PasswordGrant, UserSecretRef};
-use common::{TestEnv, WAIT, eventually, key};
+use common::{TestEnv, WAIT, key};
 use fake_token_server::EndpointKind;
 
 async fn setup(env: &mut TestEnv, name: &str) -> AdobeCredential {
@@ -73,17 +73,7 @@ async fn restart_uses_the_persisted_refresh_token_and_mints_nothing_while_valid(
     let cred = setup(&mut env, "rs").await;
     env.create(&cred).await;
     env.wait_ready("rs", "True", "TokenMinted").await;
-    env.kill_operator().await;
-    let offset = env.logs().len();
-    env.start_operator().await;
-    eventually("the restarted operator to inspect rs", WAIT, || async {
-        env.logs()
-            .split_off(offset)
-            .lines()
-            .any(|l| l.contains("inspecting inputs and target") && l.contains("/rs"))
-            .then_some(())
-    })
-    .await;
+    env.restart_operator(&["rs"]).await;
     assert_eq!(env.ims.mint_count("rs-client"), 1, "valid token adopted after restart");
     env.ims.wait_for_mints("rs-client", 2, WAIT).await.expect("renewal after restart");
     assert_eq!(grants(&env, "rs-client"), [EndpointKind::AkeneoPassword, EndpointKind::AkeneoRefresh]);

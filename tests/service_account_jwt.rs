@@ -156,17 +156,7 @@ async fn restart_with_a_valid_token_does_not_mint() {
     setup(&mut env, "rs", &KEY.pkcs8_pem, DAY).await;
     env.create(&jwt_credential(&env, "rs", &["ent_cloudmgr_sdk"])).await;
     let before = env.wait_ready("rs", "True", "TokenMinted").await;
-    env.kill_operator().await;
-    let offset = env.logs().len();
-    env.start_operator().await;
-    eventually("the restarted operator to inspect rs", WAIT, || async {
-        env.logs()
-            .split_off(offset)
-            .lines()
-            .any(|l| l.contains("inspecting inputs and target") && l.contains("/rs"))
-            .then_some(())
-    })
-    .await;
+    env.restart_operator(&["rs"]).await;
     assert_eq!(env.ims.mint_count("rs-client"), 1);
     assert_eq!(env.credentials().get("rs").await.expect("get").status, before.status);
 }

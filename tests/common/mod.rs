@@ -20,6 +20,8 @@ use kube::{Api, Client, ResourceExt};
 use test_support::{ControlPlane, LoopbackTls, TestNamespace};
 
 pub const WAIT: Duration = Duration::from_secs(60);
+/// The operator's debug line for a full look at a credential's inputs and target.
+pub const INSPECTED: &str = "inspecting inputs and target";
 pub const FIREFLY_SCOPES: [&str; 7] =
     ["openid", "AdobeID", "session", "additional_info", "read_organizations", "firefly_api", "ff_apis"];
 
@@ -166,6 +168,23 @@ impl TestEnv {
             Operator::start(self.ns(), self.control_plane.kubeconfig_path(), &self.dir.path().join("ca.pem"), log)
                 .await;
         self.operator = Some(operator);
+    }
+
+    /// SIGKILLs the operator, starts a new one and waits until it has taken a full look at each
+    /// of `credentials` (its debug line `inspecting inputs and target … <ns>/<name>`).
+    pub async fn restart_operator(&mut self, credentials: &[&str]) {
+        self.kill_operator().await;
+        let offset = self.logs().len();
+        self.start_operator().await;
+        eventually("the restarted operator to inspect every credential", WAIT, || async {
+            let fresh = self.logs().split_off(offset);
+            let inspected = |name: &str| {
+                let suffix = format!("/{name}");
+                fresh.lines().any(|l| l.contains(INSPECTED) && l.split_whitespace().any(|w| w.ends_with(&suffix)))
+            };
+            credentials.iter().all(|name| inspected(name)).then_some(())
+        })
+        .await;
     }
 
     pub async fn kill_operator(&mut self) {
