@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use common::{Operator, TestEnv, WAIT, eventually, http_get, key, sigterm};
-use fake_token_server::{FakeTokenServer, Fault};
+use fake_token_server::{FakeTokenServer, Fault, RetryAfter};
 
 const DAY: Duration = Duration::from_secs(86_400);
 
@@ -193,6 +193,27 @@ async fn token_endpoint_faults_have_clear_reasons() {
     env.wait_ready("garbage", "False", "MalformedTokenResponse").await;
     for name in ["hang", "drop", "fields", "garbage"] {
         assert!(env.target(&format!("{name}-token")).await.is_none(), "nothing written for {name}");
+    }
+    // 503 with Retry-After is throttling, not an outage.
+    env.register_client("busy-client", "p8e-busy-secret", DAY);
+    env.put_source("busy-src", "busy-client", "p8e-busy-secret").await;
+    env.ims.inject_fault(Fault::service_unavailable(RetryAfter::Seconds(2)).for_client("busy-client").times(1));
+    env.create(&env.s2s_credential("busy", "busy-src")).await;
+    env.wait_seen("busy", "False", "Throttled").await;
+    env.wait_ready("busy", "True", "TokenMinted").await;
+
+    // The endpoint recovers: every credential ends Ready, with minimal mints.
+    env.ims.clear_faults();
+    for name in ["hang", "drop", "fields", "garbage"] {
+        env.wait_ready(name, "True", "TokenMinted").await;
+        let client = format!("{name}-client");
+        let target = env.target(&format!("{name}-token")).await.expect("target");
+        assert_eq!(key(&target, "access_token").as_ref(), env.ims.issued_tokens(&client).last());
+        // Requests that got no usable answer issued nothing; the fake counts each response
+        // without expires_in as issued, so "fields" is left out of the count.
+        if name != "fields" {
+            assert_eq!(env.ims.mint_count(&client), 1, "{name}");
+        }
     }
 
     // An endpoint whose certificate no trusted CA signed.
