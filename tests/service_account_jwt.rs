@@ -144,6 +144,36 @@ async fn key_and_claim_errors_have_precise_reasons() {
     }
     assert!(env.ims.requests_for("badpem-client").is_empty(), "a bad key never reaches IMS");
 
+    // A technical account the credential is not bound to: IMS answers bad_request.
+    setup(&mut env, "wrongta", &KEY.pkcs8_pem, DAY).await;
+    let mut wrong_account = jwt_credential(&env, "wrongta", &["ent_cloudmgr_sdk"]);
+    if let Some(flow) = wrong_account.spec.service_account_jwt.as_mut() {
+        flow.technical_account_id = "0000FFFF@techacct.adobe.com".into();
+    }
+    env.create(&wrong_account).await;
+    let cred = env.wait_ready("wrongta", "False", "TokenRequestRejected").await;
+    assert!(cred.status.expect("status").conditions[0].message.contains("bad_request"));
+
+    // An IMS whose own host differs from the endpoint the JWT names in aud: invalid_token.
+    let tls = test_support::LoopbackTls::generate().expect("TLS");
+    let other_ims = fake_token_server::FakeTokenServer::start_tls(&tls.cert_pem, &tls.key_pem).await.expect("IMS");
+    other_ims.set_issuer_base_url("https://ims-na1.adobelogin.com");
+    let account = ServiceAccount::new(ORG, TECH_ACCOUNT, &KEY.public_pem).with_metascopes(["ent_cloudmgr_sdk"]);
+    other_ims
+        .register_adobe_client(AdobeClient::new("wrongaud-client", "p8e-wrongaud-secret").with_service_account(account))
+        .expect("register");
+    env.put_source("wrongaud-client", "wrongaud-client", "p8e-wrongaud-secret").await;
+    env.put_secret("wrongaud-key", &[], &[("private.key", &KEY.pkcs8_pem)]).await;
+    let mut wrong_aud = jwt_credential(&env, "wrongaud", &["ent_cloudmgr_sdk"]);
+    if let Some(flow) = wrong_aud.spec.service_account_jwt.as_mut() {
+        flow.ims_endpoint = other_ims.url().to_owned();
+    }
+    std::fs::write(env.ca_file(), format!("{}{}", std::fs::read_to_string(env.ca_file()).expect("ca"), tls.ca_pem))
+        .expect("CA bundle with both fakes");
+    env.restart_operator(&[]).await;
+    env.create(&wrong_aud).await;
+    env.wait_ready("wrongaud", "False", "InvalidJwt").await;
+
     // Fixing the key Secret retries at once.
     env.put_secret("wrongkey-key", &[], &[("private.key", &KEY.pkcs1_pem)]).await;
     env.wait_ready("wrongkey", "True", "TokenMinted").await;
