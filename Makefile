@@ -3,7 +3,7 @@ SHELL := /bin/bash
 .SHELLFLAGS := -euo pipefail -c
 CARGO ?= cargo
 
-.PHONY: test envtest lint crd crd-check chart-check unit demo
+.PHONY: test envtest lint crd crd-check chart-check unit demo bench
 
 ## Everything CI checks: control-plane binaries, formatting, lints, generated files, all tests.
 test: envtest lint crd-check chart-check
@@ -38,6 +38,15 @@ chart-check:
 demo:
 	$(CARGO) build --quiet --bin adobe-credential-operator
 	ENVTEST_BIN_DIR="$$(scripts/envtest-build.sh)" $(CARGO) run --quiet --example quickstart
+
+## Scale and speed benchmark (release builds): N credentials on one operator replica against the
+## local control plane and the fake IMS; prints the figures next to their targets. More flags:
+## `make bench N=10000 BENCH_ARGS="--steady-seconds 600"` (see `--help`).
+N ?= 1000
+BENCH_ARGS ?=
+bench:
+	$(CARGO) build --release --bin adobe-credential-operator
+	ENVTEST_BIN_DIR="$$(scripts/envtest-build.sh)" $(CARGO) run --release --example bench_scale -- --credentials $(N) $(BENCH_ARGS)
 
 ## Unit tests only (no control plane).
 unit:
