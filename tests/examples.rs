@@ -5,11 +5,10 @@ mod common;
 
 use adobe_credential_operator::crd::AdobeCredential;
 use common::TestEnv;
+use fake_token_server::test_keys::RsaKeyPair;
 use fake_token_server::{AdobeClient, ServiceAccount};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::PostParams;
-use rsa::pkcs8::{EncodePrivateKey, EncodePublicKey, LineEnding};
-use rsa::{Generate, PrivateKey};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -37,9 +36,8 @@ fn fill_placeholders(example: &str, string_data: &mut serde_json::Map<String, Va
 #[tokio::test]
 async fn every_example_becomes_ready() {
     let mut env = TestEnv::new("examples").await;
-    let key = PrivateKey::generate();
-    let private_pem = key.to_pkcs8_pem(LineEnding::LF).expect("pem").to_string();
-    let public_pem = key.to_public_key().to_public_key_pem(LineEnding::LF).expect("public");
+    let key = RsaKeyPair::generate();
+    let (private_pem, public_pem) = (key.pkcs8_pem, key.public_pem);
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/examples");
     let mut names = Vec::new();
     // examples/ also holds the Rust example programs (quickstart, benchmark).

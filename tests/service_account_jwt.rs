@@ -8,35 +8,16 @@ use std::time::Duration;
 
 use adobe_credential_operator::crd::{ClientSecretRef, PrivateKeyRef, ServiceAccountJwt};
 use common::{TestEnv, WAIT, eventually, key};
+use fake_token_server::test_keys::RsaKeyPair;
 use fake_token_server::{AdobeClient, ServiceAccount};
-use rsa::pkcs1::EncodeRsaPrivateKey;
-use rsa::pkcs8::{EncodePrivateKey, EncodePublicKey, LineEnding};
-use rsa::{Generate, PrivateKey};
 
 const ORG: &str = "1234ABCD@AdobeOrg";
 const TECH_ACCOUNT: &str = "5678EF@techacct.adobe.com";
 const DAY: Duration = Duration::from_secs(86_400);
 
-struct TestKey {
-    pkcs1_pem: String,
-    pkcs8_pem: String,
-    public_pem: String,
-}
-
-impl TestKey {
-    fn generate() -> Self {
-        let key = PrivateKey::generate();
-        Self {
-            pkcs1_pem: key.to_pkcs1_pem(LineEnding::LF).expect("PKCS#1").to_string(),
-            pkcs8_pem: key.to_pkcs8_pem(LineEnding::LF).expect("PKCS#8").to_string(),
-            public_pem: key.to_public_key().to_public_key_pem(LineEnding::LF).expect("SPKI"),
-        }
-    }
-}
-
 // RSA key generation is slow in a debug build: the tests share two keys.
-static KEY: LazyLock<TestKey> = LazyLock::new(TestKey::generate);
-static OTHER_KEY: LazyLock<TestKey> = LazyLock::new(TestKey::generate);
+static KEY: LazyLock<RsaKeyPair> = LazyLock::new(RsaKeyPair::generate);
+static OTHER_KEY: LazyLock<RsaKeyPair> = LazyLock::new(RsaKeyPair::generate);
 
 /// Registers a JWT client at the fake and creates its client and key Secrets.
 async fn setup(env: &mut TestEnv, name: &str, private_pem: &str, lifetime: Duration) {

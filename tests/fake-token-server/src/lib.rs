@@ -57,6 +57,7 @@ mod log;
 mod pipeline;
 mod server;
 mod state;
+pub mod test_keys;
 mod tls;
 
 pub use adobe::{AdobeClient, ServiceAccount};

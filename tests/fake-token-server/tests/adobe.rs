@@ -5,39 +5,17 @@ mod common;
 use std::{sync::LazyLock, time::Duration};
 
 use common::{jwt_payload, keys, mint, post_form, status_and_json, unix_now};
+use fake_token_server::test_keys::RsaKeyPair;
 use fake_token_server::{AdobeClient, EndpointKind, Error, FakeTokenServer, Outcome, ServiceAccount, StatusCode};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
-use rsa::{
-    Generate, PrivateKey,
-    pkcs1::EncodeRsaPrivateKey,
-    pkcs8::{EncodePrivateKey, EncodePublicKey, LineEnding},
-};
 use serde_json::{Value, json};
 
 const ORG: &str = "12345@AdobeOrg";
 const TECH_ACCOUNT: &str = "ABCDEF@techacct.adobe.com";
 
-/// One RSA key pair in the encodings clients meet.
-struct TestKey {
-    pkcs1_pem: String,
-    pkcs8_pem: String,
-    public_pem: String,
-}
-
-impl TestKey {
-    fn generate() -> Self {
-        let key = PrivateKey::generate();
-        Self {
-            pkcs1_pem: key.to_pkcs1_pem(LineEnding::LF).expect("PKCS#1").to_string(),
-            pkcs8_pem: key.to_pkcs8_pem(LineEnding::LF).expect("PKCS#8").to_string(),
-            public_pem: key.to_public_key().to_public_key_pem(LineEnding::LF).expect("SPKI"),
-        }
-    }
-}
-
 // Key generation is slow, so every test shares these two.
-static KEY: LazyLock<TestKey> = LazyLock::new(TestKey::generate);
-static OTHER_KEY: LazyLock<TestKey> = LazyLock::new(TestKey::generate);
+static KEY: LazyLock<RsaKeyPair> = LazyLock::new(RsaKeyPair::generate);
+static OTHER_KEY: LazyLock<RsaKeyPair> = LazyLock::new(RsaKeyPair::generate);
 
 async fn server_with_client(client: AdobeClient) -> FakeTokenServer {
     let server = FakeTokenServer::start().await.expect("server starts");
