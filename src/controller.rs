@@ -499,10 +499,7 @@ async fn patch_status_if_changed(
     ctx: &Context,
     desired: crate::crd::AdobeCredentialStatus,
 ) -> Result<()> {
-    // Compared as serialized: `Time` fields are written in whole seconds, so a status built from
-    // a token's sub-second timestamps never equals the stored one as a struct.
-    let written = |status: &crate::crd::AdobeCredentialStatus| serde_json::to_value(status).ok();
-    if cred.status.as_ref().and_then(written).is_some_and(|current| Some(current) == written(&desired)) {
+    if cred.status.as_ref().is_some_and(|current| status::same_when_written(current, &desired)) {
         return Ok(());
     }
     let api: Api<AdobeCredential> = Api::namespaced(ctx.client.clone(), &cred.namespace().unwrap_or_default());

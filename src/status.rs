@@ -126,6 +126,16 @@ fn condition(
     }
 }
 
+/// Whether two statuses are the same once written. Compared as serialized: `Time` fields are
+/// written in whole seconds, so a status built from a token's sub-second timestamps never equals
+/// the stored one as a struct, and comparing structs would patch status on every reconcile.
+pub fn same_when_written(current: &AdobeCredentialStatus, desired: &AdobeCredentialStatus) -> bool {
+    match (serde_json::to_value(current), serde_json::to_value(desired)) {
+        (Ok(current), Ok(desired)) => current == desired,
+        _ => false,
+    }
+}
+
 /// The Ready condition of a resource, if any.
 pub fn ready_condition(cred: &AdobeCredential) -> Option<&Condition> {
     cred.status.as_ref()?.conditions.iter().find(|c| c.type_ == READY)
@@ -161,6 +171,23 @@ mod tests {
 
     fn ts(s: &str) -> Timestamp {
         s.parse().expect("ts")
+    }
+
+    #[test]
+    fn sub_second_times_do_not_make_a_status_differ_from_its_stored_form() {
+        let mut t = token("2026-11-25T00:00:00.123456Z");
+        t.issued_at = ts("2026-11-24T00:00:00.987654Z");
+        let outcome =
+            Outcome::Valid { token: &t, renewal_time: ts("2026-11-24T16:00:00.5Z"), fallback_secret_key: None };
+        let desired = desired(&cred(), Some("oauthServerToServer"), &outcome, ts("2026-11-24T00:00:01.25Z"));
+        // What the API server hands back: the same status, read from its whole-second JSON.
+        let stored: AdobeCredentialStatus =
+            serde_json::from_value(serde_json::to_value(&desired).expect("json")).expect("status");
+        assert_ne!(stored, desired, "the struct comparison alone would see a change");
+        assert!(same_when_written(&stored, &desired));
+        let mut changed = stored.clone();
+        changed.consecutive_failures = 1;
+        assert!(!same_when_written(&changed, &desired));
     }
 
     #[test]
