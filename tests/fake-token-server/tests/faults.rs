@@ -5,7 +5,7 @@ mod common;
 use std::time::{Duration, Instant, SystemTime};
 
 use base64::{Engine, engine::general_purpose::STANDARD};
-use common::{http, keys, mint, status_and_json};
+use common::{http, keys, mint, status_and_json, try_mint};
 use fake_token_server::{
     AdobeClient, EndpointKind, FakeTokenServer, Fault, FaultKind, Outcome, RetryAfter, StatusCode,
 };
@@ -123,17 +123,7 @@ async fn hang_never_answers_until_the_client_gives_up() {
     let server = ims().await;
     server.inject_fault(Fault::hang().times(1));
     let impatient = reqwest::Client::builder().timeout(Duration::from_millis(500)).build().expect("client");
-    let error = impatient
-        .post(format!("{}/ims/token/v3", server.url()))
-        .form(&[
-            ("grant_type", "client_credentials"),
-            ("client_id", "a"),
-            ("client_secret", "secret"),
-            ("scope", "openid"),
-        ])
-        .send()
-        .await
-        .expect_err("no answer");
+    let error = try_mint(&impatient, server.url(), "a", "secret", "openid").await.expect_err("no answer");
     assert!(error.is_timeout(), "{error:?}");
     let record = server.requests().pop().expect("logged on arrival");
     assert_eq!(record.status, None);
@@ -174,17 +164,7 @@ async fn dropped_connection_is_a_transport_error_without_a_response() {
     let server = ims().await;
     server.inject_fault(Fault::drop_connection().times(1));
     let started = Instant::now();
-    let error = http()
-        .post(format!("{}/ims/token/v3", server.url()))
-        .form(&[
-            ("grant_type", "client_credentials"),
-            ("client_id", "a"),
-            ("client_secret", "secret"),
-            ("scope", "openid"),
-        ])
-        .send()
-        .await
-        .expect_err("no response");
+    let error = try_mint(&http(), server.url(), "a", "secret", "openid").await.expect_err("no response");
     assert!(!error.is_timeout(), "{error:?}");
     assert!(error.status().is_none(), "{error:?}");
     let mut causes = Vec::new();

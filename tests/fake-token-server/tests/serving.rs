@@ -10,7 +10,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::status_and_json;
+use common::{status_and_json, try_mint};
 use fake_token_server::{AdobeClient, Error, FakeTokenServer, Fault, StatusCode};
 use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
 use tokio::net::TcpStream;
@@ -38,19 +38,6 @@ fn test_pki() -> TestPki {
     TestPki { ca_pem: ca_cert.pem(), leaf_pem: leaf_cert.pem(), leaf_key_pem: leaf_key.serialize_pem() }
 }
 
-async fn mint_with(client: &reqwest::Client, base: &str) -> reqwest::Result<reqwest::Response> {
-    client
-        .post(format!("{base}/ims/token/v3"))
-        .form(&[
-            ("grant_type", "client_credentials"),
-            ("client_id", "a"),
-            ("client_secret", "secret"),
-            ("scope", "openid"),
-        ])
-        .send()
-        .await
-}
-
 #[tokio::test]
 async fn https_works_with_the_test_ca_and_only_with_it() {
     let pki = test_pki();
@@ -65,7 +52,7 @@ async fn https_works_with_the_test_ca_and_only_with_it() {
         .timeout(Duration::from_secs(20))
         .build()
         .expect("client");
-    let response = mint_with(&trusting, server.url()).await.expect("TLS works");
+    let response = try_mint(&trusting, server.url(), "a", "secret", "openid").await.expect("TLS works");
     assert_eq!(response.status(), StatusCode::OK);
 
     let untrusting = reqwest::Client::builder()
@@ -73,7 +60,7 @@ async fn https_works_with_the_test_ca_and_only_with_it() {
         .timeout(Duration::from_secs(20))
         .build()
         .expect("client");
-    let error = mint_with(&untrusting, server.url()).await.expect_err("unknown CA");
+    let error = try_mint(&untrusting, server.url(), "a", "secret", "openid").await.expect_err("unknown CA");
     assert!(error.is_connect(), "{error:?}");
     assert_eq!(server.requests().len(), 1, "the refused handshake sent no request");
 }
@@ -103,7 +90,7 @@ async fn shutdown_closes_the_socket_and_ends_hanging_requests() {
     server.inject_fault(Fault::hang());
     let addr = server.local_addr();
     let base = server.url().to_owned();
-    let hanging = tokio::spawn(async move { mint_with(&common::http(), &base).await });
+    let hanging = tokio::spawn(async move { try_mint(&common::http(), &base, "a", "secret", "openid").await });
     server.wait_for_requests("a", 1, Duration::from_secs(10)).await.expect("request arrived");
 
     server.shutdown().await;
@@ -164,7 +151,8 @@ async fn binary_serves_the_configured_clients_and_exits_on_sigterm() {
     let url = url.trim();
     assert!(url.starts_with("http://127.0.0.1:"), "{url:?}");
 
-    let (status, body) = status_and_json(mint_with(&common::http(), url).await.expect("request sent")).await;
+    let (status, body) =
+        status_and_json(try_mint(&common::http(), url, "a", "secret", "openid").await.expect("request sent")).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["expires_in"], 60);
     let refused = common::mint(url, "a", "secret", "firefly_api").await;

@@ -18,11 +18,27 @@ pub async fn post_form(url: &str, form: &[(&str, &str)]) -> reqwest::Response {
 
 /// `client_credentials` request for `scope` against `/ims/token/v3`.
 pub async fn mint(base: &str, client_id: &str, secret: &str, scope: &str) -> reqwest::Response {
-    post_form(
-        &format!("{base}/ims/token/v3"),
-        &[("grant_type", "client_credentials"), ("client_id", client_id), ("client_secret", secret), ("scope", scope)],
-    )
-    .await
+    try_mint(&http(), base, client_id, secret, scope).await.expect("request sent")
+}
+
+/// The same request through `client`, for tests where the transport is expected to fail.
+pub async fn try_mint(
+    client: &reqwest::Client,
+    base: &str,
+    client_id: &str,
+    secret: &str,
+    scope: &str,
+) -> reqwest::Result<reqwest::Response> {
+    client
+        .post(format!("{base}/ims/token/v3"))
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", client_id),
+            ("client_secret", secret),
+            ("scope", scope),
+        ])
+        .send()
+        .await
 }
 
 pub async fn status_and_json(response: reqwest::Response) -> (reqwest::StatusCode, Value) {
