@@ -77,7 +77,7 @@ async fn sigterm_lets_the_in_flight_mint_finish() {
     env.put_source("term-src", "term-client", "p8e-term-secret").await;
     env.ims.inject_fault(Fault::delay(Duration::from_secs(2)).for_client("term-client").times(1));
     env.create(&env.s2s_credential("term", "term-src")).await;
-    env.ims.wait_for_requests("term-client", 1, WAIT).await.expect("mint in flight");
+    env.ims.wait_for_arrivals("term-client", 1, WAIT).await.expect("mint in flight");
     let operator = env.operator.take().expect("operator");
     sigterm(operator.pid().expect("pid"));
     let exit = operator.wait_exit(Duration::from_secs(30)).await;
@@ -99,15 +99,17 @@ async fn sigkill_mid_reconcile_loses_nothing() {
     env.wait_ready("calm", "True", "TokenMinted").await;
     env.ims.inject_fault(Fault::delay(Duration::from_secs(3)).for_client("kill-client").times(1));
     env.create(&env.s2s_credential("kill", "kill-src")).await;
-    env.ims.wait_for_requests("kill-client", 1, WAIT).await.expect("mint in flight");
+    env.ims.wait_for_arrivals("kill-client", 1, WAIT).await.expect("mint in flight");
     env.kill_operator().await;
     assert!(env.target("kill-token").await.is_none(), "no partial Secret");
     env.start_operator().await;
     let cred = env.wait_ready("kill", "True", "TokenMinted").await;
     let target = env.target("kill-token").await.expect("target");
-    let issued = env.ims.issued_tokens("kill-client");
-    assert_eq!(key(&target, "access_token").as_ref(), issued.last());
-    assert_eq!(cred.status.and_then(|s| s.token_fingerprint), Some(fingerprint(issued.last().expect("token"))));
+    let written = key(&target, "access_token").expect("access_token");
+    // The interrupted request may still be answered by the fake after the kill; what matters
+    // is that the written token is a real one and the status describes that very token.
+    assert!(env.ims.issued_tokens("kill-client").contains(&written), "the written token was issued");
+    assert_eq!(cred.status.and_then(|s| s.token_fingerprint), Some(fingerprint(&written)));
     assert_eq!(env.ims.mint_count("calm-client"), 1, "the valid token was adopted, not minted again");
 }
 

@@ -124,7 +124,16 @@ impl FakeTokenServer {
             .await
     }
 
-    /// Waits until at least `count` requests (of any outcome) have claimed this client id.
+    /// Waits until at least `count` requests claiming this client id have arrived, including
+    /// ones still being answered (delayed or hanging): the point to act on a request in flight.
+    pub async fn wait_for_arrivals(&self, client_id: &str, count: usize, timeout: Duration) -> Result<(), Error> {
+        self.state
+            .wait_for("arrived requests", client_id, count, timeout, |registry| registry.arrivals(client_id))
+            .await
+    }
+
+    /// Waits until at least `count` requests (of any outcome) have claimed this client id and
+    /// been answered.
     pub async fn wait_for_requests(&self, client_id: &str, count: usize, timeout: Duration) -> Result<(), Error> {
         self.state
             .wait_for("requests", client_id, count, timeout, |registry| {

@@ -120,6 +120,7 @@ pub(crate) async fn handle(
     process: impl FnOnce(&mut Registry, &EncodingKey) -> Reply,
 ) -> Response {
     let received_at = SystemTime::now();
+    state.arrived(request.client_id.as_deref());
     let debug_id = request.endpoint.is_adobe().then(new_debug_id);
     let fault = state.registry().faults.take(request.endpoint, request.client_id.as_deref());
     let record = |status, outcome, scope: Option<String>| RequestRecord {

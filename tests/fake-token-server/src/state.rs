@@ -52,6 +52,9 @@ pub(crate) struct Registry {
     pub(crate) faults: FaultQueue,
     log: Vec<RequestRecord>,
     issued_tokens: HashMap<String, Vec<Secret>>,
+    /// Requests per client id counted on arrival, before any delay or hang: the log only has a
+    /// request once it is answered, so tests that act while a request is in flight wait on this.
+    arrivals: HashMap<String, usize>,
 }
 
 impl Registry {
@@ -62,11 +65,15 @@ impl Registry {
     pub(crate) fn issued_tokens(&self, client_id: &str) -> impl Iterator<Item = &Secret> {
         self.issued_tokens.get(client_id).into_iter().flatten()
     }
+
+    pub(crate) fn arrivals(&self, client_id: &str) -> usize {
+        self.arrivals.get(client_id).copied().unwrap_or(0)
+    }
 }
 
 pub(crate) struct ServerState {
     registry: Mutex<Registry>,
-    /// Bumped on every new log entry so that waiters re-check their condition.
+    /// Bumped on every arrival and new log entry so that waiters re-check their condition.
     log_version: watch::Sender<u64>,
     /// Signs the access tokens (HS256). Nobody verifies them, but they must be well-formed JWTs.
     pub(crate) access_token_key: EncodingKey,
@@ -90,6 +97,7 @@ impl ServerState {
                 faults: FaultQueue::default(),
                 log: Vec::new(),
                 issued_tokens: HashMap::new(),
+                arrivals: HashMap::new(),
             }),
             log_version: watch::Sender::new(0),
             access_token_key: EncodingKey::from_secret(&signing_secret),
@@ -100,6 +108,14 @@ impl ServerState {
     /// it consistent enough for a fake, so poisoning is ignored rather than cascading.
     pub(crate) fn registry(&self) -> MutexGuard<'_, Registry> {
         self.registry.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Counts a request that has just arrived and wakes the waiters.
+    pub(crate) fn arrived(&self, client_id: Option<&str>) {
+        if let Some(client_id) = client_id {
+            *self.registry().arrivals.entry(client_id.to_owned()).or_default() += 1;
+            self.log_version.send_modify(|version| *version += 1);
+        }
     }
 
     /// Appends to the request log and remembers the issued access token, in one step so that a

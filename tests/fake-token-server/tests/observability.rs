@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime};
 
 use base64::{Engine, engine::general_purpose::STANDARD};
 use common::{http, mint};
-use fake_token_server::{AdobeClient, EndpointKind, Error, FakeTokenServer, Outcome, RequestRecord, StatusCode};
+use fake_token_server::{AdobeClient, EndpointKind, Error, FakeTokenServer, Fault, Outcome, RequestRecord, StatusCode};
 use serde_json::json;
 
 #[tokio::test]
@@ -77,4 +77,17 @@ async fn waiting_for_mints_and_requests_honours_the_deadline() {
 
     let error = server.wait_for_mints("a", 4, Duration::from_millis(200)).await.expect_err("no fourth mint");
     assert!(matches!(error, Error::Timeout { wanted: 4, seen: 3, .. }), "{error}");
+}
+
+#[tokio::test]
+async fn arrivals_count_requests_still_in_flight() {
+    let server = FakeTokenServer::start().await.expect("starts");
+    server.register_adobe_client(AdobeClient::new("a", "secret")).expect("registers");
+    server.inject_fault(Fault::delay(Duration::from_secs(5)).for_client("a"));
+    let url = server.url().to_owned();
+    let delayed = tokio::spawn(async move { mint(&url, "a", "secret", "openid").await });
+    server.wait_for_arrivals("a", 1, Duration::from_secs(10)).await.expect("the request arrived");
+    let error = server.wait_for_requests("a", 1, Duration::from_millis(200)).await.expect_err("not answered yet");
+    assert!(matches!(error, Error::Timeout { wanted: 1, seen: 0, .. }), "{error}");
+    delayed.abort();
 }
