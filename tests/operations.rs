@@ -1,5 +1,6 @@
 //! Production operation: metrics and probes, the token-endpoint rate limit, graceful shutdown,
-//! SIGKILL mid-reconcile, two replicas with leader election, and token-endpoint faults.
+//! SIGKILL mid-reconcile, two replicas with leader election, token-endpoint faults, and a target
+//! write refused by the API server.
 
 mod common;
 
@@ -233,6 +234,95 @@ async fn token_endpoint_faults_have_clear_reasons() {
     assert!(message.to_lowercase().contains("certificate"), "{message}");
     assert!(rogue.requests().is_empty(), "no request reached an untrusted endpoint");
     env.assert_no_leaks(&["hang-client", "drop-client", "fields-client", "garbage-client"]).await;
+}
+
+/// The API server refuses the target write (an admission policy) after a successful mint: the
+/// failure is reported, and once writes are allowed again the same token is written, not a new one.
+#[tokio::test]
+async fn refused_target_write_keeps_the_minted_token() {
+    let mut env = TestEnv::new("refused").await;
+    env.register_client("rw-client", "p8e-rw-secret", DAY);
+    env.put_source("rw-src", "rw-client", "p8e-rw-secret").await;
+    let policy = DenySecretPolicy::install(&env, "rw-token").await;
+    env.create(&env.s2s_credential("rw", "rw-src")).await;
+    let refused = env.wait_ready("rw", "False", "KubernetesApiError").await;
+    let message = &refused.status.expect("status").conditions[0].message;
+    assert!(message.contains("denied"), "{message}");
+    assert!(env.target("rw-token").await.is_none());
+
+    policy.remove(&env).await;
+    env.wait_ready("rw", "True", "TokenMinted").await;
+    let issued = env.ims.issued_tokens("rw-client");
+    assert_eq!(issued.len(), 1, "the token minted before the refusal was kept, not minted again");
+    assert_eq!(key(&env.target("rw-token").await.expect("target"), "access_token").as_ref(), issued.first());
+    env.assert_no_leaks(&["rw-client"]).await;
+}
+
+/// A ValidatingAdmissionPolicy and binding that refuse writes of one Secret in the test namespace.
+struct DenySecretPolicy {
+    name: String,
+}
+
+impl DenySecretPolicy {
+    async fn install(env: &TestEnv, secret: &str) -> Self {
+        use k8s_openapi::api::admissionregistration::v1::{
+            ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
+        };
+        let name = format!("deny-{}-{secret}", env.ns());
+        let policy: ValidatingAdmissionPolicy = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name},
+            "spec": {
+                "failurePolicy": "Fail",
+                "matchConstraints": {"resourceRules": [{
+                    "apiGroups": [""], "apiVersions": ["v1"], "resources": ["secrets"],
+                    "operations": ["CREATE", "UPDATE"],
+                }]},
+                "validations": [{
+                    "expression": format!("object.metadata.name != '{secret}'"),
+                    "message": "target writes are switched off by the test",
+                }],
+            },
+        }))
+        .expect("policy");
+        let binding: ValidatingAdmissionPolicyBinding = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name},
+            "spec": {
+                "policyName": name,
+                "validationActions": ["Deny"],
+                "matchResources": {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": env.ns()}}},
+            },
+        }))
+        .expect("binding");
+        let post = kube::api::PostParams::default();
+        kube::Api::<ValidatingAdmissionPolicy>::all(env.client.clone()).create(&post, &policy).await.expect("policy");
+        kube::Api::<ValidatingAdmissionPolicyBinding>::all(env.client.clone())
+            .create(&post, &binding)
+            .await
+            .expect("binding");
+        // The API server loads policies asynchronously: wait until a dry-run write is refused.
+        eventually("the admission policy to be enforced", WAIT, || async {
+            Self::probe(env, secret).await.is_err().then_some(())
+        })
+        .await;
+        Self { name }
+    }
+
+    async fn remove(self, env: &TestEnv) {
+        use k8s_openapi::api::admissionregistration::v1::ValidatingAdmissionPolicyBinding;
+        kube::Api::<ValidatingAdmissionPolicyBinding>::all(env.client.clone())
+            .delete(&self.name, &Default::default())
+            .await
+            .expect("delete binding");
+    }
+
+    /// A dry-run create of the Secret: refused while the policy is enforced.
+    async fn probe(env: &TestEnv, secret: &str) -> Result<(), kube::Error> {
+        let probe = k8s_openapi::api::core::v1::Secret {
+            metadata: kube::api::ObjectMeta { name: Some(secret.to_owned()), ..Default::default() },
+            ..Default::default()
+        };
+        env.secrets().create(&kube::api::PostParams { dry_run: true, ..Default::default() }, &probe).await.map(drop)
+    }
 }
 
 fn fingerprint(token: &str) -> String {
