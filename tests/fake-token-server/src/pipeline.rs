@@ -36,6 +36,17 @@ impl Params {
         Self(params)
     }
 
+    /// The parameters of a form-encoded body; `None` for any other media type (IMS reads only
+    /// forms).
+    pub(crate) fn from_form_request(headers: &HeaderMap, body: &[u8]) -> Option<Self> {
+        (media_type(headers).as_deref() == Some(FORM_MEDIA_TYPE)).then(|| Self::from_form(body))
+    }
+
+    /// The value of parameter `name`, owned, for the request log.
+    pub(crate) fn owned(params: Option<&Self>, name: &str) -> Option<String> {
+        params.and_then(|p| p.get(name)).map(str::to_owned)
+    }
+
     /// Only string members count: a JSON number or object is no valid value for any of the
     /// parameters the endpoints read. `None` when the body is not a JSON object.
     pub(crate) fn from_json(body: &[u8]) -> Option<Self> {

@@ -19,7 +19,7 @@ use super::{
 use crate::{
     expiry::whole_seconds,
     log::EndpointKind,
-    pipeline::{self, FORM_MEDIA_TYPE, Params, Reply, TokenRequest},
+    pipeline::{self, Params, Reply, TokenRequest},
     state::ServerState,
 };
 
@@ -29,8 +29,8 @@ pub(crate) async fn token(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let params = (pipeline::media_type(&headers).as_deref() == Some(FORM_MEDIA_TYPE)).then(|| Params::from_form(&body));
-    let param = |name| params.as_ref().and_then(|p| p.get(name)).map(str::to_owned);
+    let params = Params::from_form_request(&headers, &body);
+    let param = |name| Params::owned(params.as_ref(), name);
     let request = TokenRequest {
         endpoint: EndpointKind::ClientCredentials,
         path: uri.path().to_owned(),

@@ -24,7 +24,7 @@ use super::{
 use crate::{
     expiry::whole_millis,
     log::EndpointKind,
-    pipeline::{self, FORM_MEDIA_TYPE, Params, Reply, TokenRequest},
+    pipeline::{self, Params, Reply, TokenRequest},
     state::ServerState,
 };
 
@@ -34,11 +34,11 @@ pub(crate) async fn token(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let params = (pipeline::media_type(&headers).as_deref() == Some(FORM_MEDIA_TYPE)).then(|| Params::from_form(&body));
+    let params = Params::from_form_request(&headers, &body);
     let request = TokenRequest {
         endpoint: EndpointKind::JwtExchange,
         path: uri.path().to_owned(),
-        client_id: params.as_ref().and_then(|p| p.get("client_id")).map(str::to_owned),
+        client_id: Params::owned(params.as_ref(), "client_id"),
         grant_type: None,
         scope: None,
     };
