@@ -4,8 +4,7 @@ mod common;
 
 use std::time::{Duration, Instant, SystemTime};
 
-use base64::{Engine, engine::general_purpose::STANDARD};
-use common::{http, keys, mint, status_and_json, try_mint};
+use common::{akeneo_token, http, keys, mint, status_and_json, try_mint};
 use fake_token_server::{
     AdobeClient, EndpointKind, FakeTokenServer, Fault, FaultKind, Outcome, RetryAfter, StatusCode,
 };
@@ -189,22 +188,13 @@ async fn faults_apply_to_akeneo_with_the_given_body() {
         Fault::respond(StatusCode::SERVICE_UNAVAILABLE, r#"{"code":503,"message":"Service Unavailable"}"#)
             .for_endpoint(EndpointKind::AkeneoRefresh),
     );
-    let send = |body: Value| {
-        http()
-            .post(format!("{}/api/oauth/v1/token", server.url()))
-            .header("authorization", format!("Basic {}", STANDARD.encode("pim:secret")))
-            .json(&body)
-            .send()
-    };
-    let (status, issued) = status_and_json(
-        send(json!({"grant_type": "password", "username": "admin", "password": "password"})).await.expect("sent"),
-    )
-    .await;
+    let url = server.url();
+    let send = |body: Value| async move { akeneo_token(url, "pim", "secret", &body).await };
+    let (status, issued) =
+        status_and_json(send(json!({"grant_type": "password", "username": "admin", "password": "password"})).await)
+            .await;
     assert_eq!(status, StatusCode::OK);
-    let response = send(json!({"grant_type": "refresh_token",
-                               "refresh_token": issued["refresh_token"]}))
-    .await
-    .expect("sent");
+    let response = send(json!({"grant_type": "refresh_token", "refresh_token": issued["refresh_token"]})).await;
     assert!(!response.headers().contains_key("x-debug-id"));
     let (status, body) = status_and_json(response).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);

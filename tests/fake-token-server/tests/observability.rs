@@ -4,8 +4,7 @@ mod common;
 
 use std::time::{Duration, SystemTime};
 
-use base64::{Engine, engine::general_purpose::STANDARD};
-use common::{http, mint};
+use common::{akeneo_token, mint};
 use fake_token_server::{AdobeClient, EndpointKind, Error, FakeTokenServer, Fault, Outcome, RequestRecord, StatusCode};
 use serde_json::json;
 
@@ -21,13 +20,13 @@ async fn request_log_describes_each_request() {
     let ok_debug_id = ok.headers()["x-debug-id"].to_str().expect("ASCII").to_owned();
     let refused = mint(server.url(), "a", "wrong", "openid").await;
     assert_eq!(refused.status(), StatusCode::BAD_REQUEST);
-    let akeneo = http()
-        .post(format!("{}/api/oauth/v1/token", server.url()))
-        .header("authorization", format!("Basic {}", STANDARD.encode("pim:pim-secret")))
-        .json(&json!({"grant_type": "password", "username": "admin", "password": "password"}))
-        .send()
-        .await
-        .expect("sent");
+    let akeneo = akeneo_token(
+        server.url(),
+        "pim",
+        "pim-secret",
+        &json!({"grant_type": "password", "username": "admin", "password": "password"}),
+    )
+    .await;
     assert_eq!(akeneo.status(), StatusCode::OK);
     let after = SystemTime::now();
 

@@ -11,8 +11,7 @@ use std::{
     sync::{Arc, Mutex},
 };
 
-use base64::{Engine, engine::general_purpose::STANDARD};
-use common::{http, mint, post_form, status_and_json};
+use common::{akeneo_token, mint, post_form, status_and_json};
 use fake_token_server::{AdobeClient, FakeTokenServer};
 use serde_json::{Value, json};
 
@@ -67,24 +66,15 @@ async fn no_secret_token_or_jwt_appears_in_logs_or_debug_output() {
         &[("client_id", "adobe-id"), ("client_secret", "adobe-secret-two"), ("jwt_token", jwt)],
     )
     .await;
-    let akeneo = |body: Value| {
-        http()
-            .post(format!("{}/api/oauth/v1/token", server.url()))
-            .header("authorization", format!("Basic {}", STANDARD.encode("akeneo-id:akeneo-secret")))
-            .json(&body)
-            .send()
-    };
+    let url = server.url();
+    let akeneo = |body: Value| async move { akeneo_token(url, "akeneo-id", "akeneo-secret", &body).await };
     let (_, issued) = status_and_json(
-        akeneo(json!({"grant_type": "password", "username": "akeneo-user",
-                      "password": "akeneo-password"}))
-        .await
-        .expect("sent"),
+        akeneo(json!({"grant_type": "password", "username": "akeneo-user", "password": "akeneo-password"})).await,
     )
     .await;
-    let (_, refreshed) = status_and_json(
-        akeneo(json!({"grant_type": "refresh_token", "refresh_token": issued["refresh_token"]})).await.expect("sent"),
-    )
-    .await;
+    let (_, refreshed) =
+        status_and_json(akeneo(json!({"grant_type": "refresh_token", "refresh_token": issued["refresh_token"]})).await)
+            .await;
     for body in [&issued, &refreshed] {
         leaked_if_seen.push(body["refresh_token"].as_str().expect("token").to_owned());
     }

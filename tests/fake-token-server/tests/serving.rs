@@ -160,14 +160,9 @@ async fn binary_serves_the_configured_clients_and_exits_on_sigterm() {
     let any_scope = common::mint(url, "b", "other-secret", "firefly_api").await;
     assert_eq!(any_scope.status(), StatusCode::OK);
 
-    let akeneo = common::http()
-        .post(format!("{url}/api/oauth/v1/token"))
-        .basic_auth("pim", Some("pim-secret"))
-        .json(&serde_json::json!({"grant_type": "password", "username": "admin",
-                                  "password": "admin-password"}))
-        .send()
-        .await
-        .expect("sent");
+    let password_grant =
+        serde_json::json!({"grant_type": "password", "username": "admin", "password": "admin-password"});
+    let akeneo = common::akeneo_token(url, "pim", "pim-secret", &password_grant).await;
     let (status, body) = status_and_json(akeneo).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["expires_in"], 60);

@@ -41,6 +41,17 @@ pub async fn try_mint(
         .await
 }
 
+/// A JSON request to Akeneo's token endpoint, the client sent as HTTP Basic credentials.
+pub async fn akeneo_token(base: &str, client_id: &str, secret: &str, body: &Value) -> reqwest::Response {
+    http()
+        .post(format!("{base}/api/oauth/v1/token"))
+        .basic_auth(client_id, Some(secret))
+        .json(body)
+        .send()
+        .await
+        .expect("request sent")
+}
+
 pub async fn status_and_json(response: reqwest::Response) -> (reqwest::StatusCode, Value) {
     let status = response.status();
     let body = response.json().await.expect("JSON body");
