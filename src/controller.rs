@@ -26,6 +26,7 @@ use crate::crd::AdobeCredential;
 use crate::error::{Error, Result};
 use crate::http::Health;
 use crate::index::SecretIndex;
+use crate::leader::Leadership;
 use crate::metrics::Metrics;
 use crate::rate_limit::HostRateLimiter;
 use crate::schedule;
@@ -48,6 +49,8 @@ pub struct Context {
     pub tokens: TokenClient,
     pub metrics: Arc<Metrics>,
     pub health: Arc<Health>,
+    /// Whether this replica may mint and write now (always, without leader election).
+    pub leadership: Arc<Leadership>,
     rate_limiter: HostRateLimiter,
     recorder: Recorder,
     index: Mutex<SecretIndex>,
@@ -62,6 +65,7 @@ pub struct ContextParts {
     pub reporter: Reporter,
     pub metrics: Arc<Metrics>,
     pub health: Arc<Health>,
+    pub leadership: Arc<Leadership>,
     pub rate_limiter: HostRateLimiter,
     /// Turns true when the process is asked to stop.
     pub shutdown: watch::Receiver<bool>,
@@ -96,6 +100,7 @@ impl Context {
             tokens: parts.tokens,
             metrics: parts.metrics,
             health: parts.health,
+            leadership: parts.leadership,
             rate_limiter: parts.rate_limiter,
             index: Mutex::default(),
             memory: Mutex::default(),
@@ -462,6 +467,7 @@ async fn mint(
         let _queued = ctx.metrics.mint_queued();
         ctx.rate_limiter.acquire(&host).await;
     }
+    ctx.leadership.check()?; // after the rate limit's queue, which may take a while
     let _in_flight = ctx.metrics.mint_in_flight();
     let started = std::time::Instant::now();
     let minted = ctx.tokens.mint(inputs, refresh_token.as_ref()).await;
@@ -489,6 +495,7 @@ async fn write_target(
     token: &StoredToken,
     data: &std::collections::BTreeMap<String, String>,
 ) -> Result<()> {
+    ctx.leadership.check()?;
     let version = target::apply(secrets, cred, token, data).await?;
     ctx.memory().entry(ObjectRef::from_obj(cred)).or_default().own_target_version = version;
     Ok(())
@@ -502,6 +509,7 @@ async fn patch_status_if_changed(
     if cred.status.as_ref().is_some_and(|current| status::same_when_written(current, &desired)) {
         return Ok(());
     }
+    ctx.leadership.check()?;
     let api: Api<AdobeCredential> = Api::namespaced(ctx.client.clone(), &cred.namespace().unwrap_or_default());
     let body = json!({
         "apiVersion": AdobeCredential::api_version(&()),

@@ -73,6 +73,11 @@ pub enum Error {
     #[error("target template key {key:?} cannot be rendered: {detail}")]
     InvalidTemplate { key: String, detail: String },
 
+    #[error(
+        "this replica could not confirm its leader Lease within the renew deadline; it neither mints nor writes until it leads again"
+    )]
+    LeadershipLost,
+
     #[error("Kubernetes API error while {action}: {source}")]
     Kube {
         action: &'static str,
@@ -116,6 +121,7 @@ impl Error {
             Error::MalformedTokenResponse { .. } => "MalformedTokenResponse",
             Error::TargetConflict { .. } => "TargetConflict",
             Error::InvalidTemplate { .. } => "InvalidTemplate",
+            Error::LeadershipLost => "LeadershipLost",
             Error::Kube { .. } => "KubernetesApiError",
         }
     }
@@ -125,6 +131,7 @@ impl Error {
             Error::Throttled { .. }
             | Error::TokenEndpointUnavailable { .. }
             | Error::MalformedTokenResponse { .. }
+            | Error::LeadershipLost
             | Error::Kube { .. } => Retry::Transient,
             _ => Retry::Permanent,
         }

@@ -6,7 +6,7 @@ use adobe_credential_operator::cli::{Cli, Command, RunArgs};
 use adobe_credential_operator::controller::{self, Context, ContextParts};
 use adobe_credential_operator::crd::{self, AdobeCredential};
 use adobe_credential_operator::http::{self, Health};
-use adobe_credential_operator::leader::{LeaderElector, LeaseConfig};
+use adobe_credential_operator::leader::{Leadership, LeaseConfig, LeaseThread};
 use adobe_credential_operator::metrics::Metrics;
 use adobe_credential_operator::rate_limit::HostRateLimiter;
 use adobe_credential_operator::telemetry;
@@ -62,51 +62,63 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     });
 
     let identity = args.instance.clone().unwrap_or_else(default_identity);
+    let lease = args.leader_election.then(|| LeaseConfig {
+        namespace: args.lease_namespace.clone(),
+        name: args.lease_name.clone(),
+        identity: identity.clone(),
+        lease_duration: args.lease_duration,
+        renew_deadline: args.lease_renew_deadline,
+        retry_period: args.lease_retry_period,
+    });
+    if let Some(config) = &lease {
+        config.validate().map_err(anyhow::Error::msg).context("checking the lease timings")?;
+    }
+    let leadership = match &lease {
+        Some(config) => Leadership::elected(config.renew_deadline),
+        None => Leadership::unelected(),
+    };
     let ctx = Context::new(ContextParts {
         client: client.clone(),
         tokens,
         reporter: Reporter { controller: "adobe-credential-operator".into(), instance: Some(identity.clone()) },
         metrics,
         health: health.clone(),
+        leadership: leadership.clone(),
         rate_limiter: HostRateLimiter::new(args.token_rate_limit_qps, args.token_rate_limit_burst),
         shutdown: stopped.clone(),
     });
     let namespaces = args.namespaces();
     info!(namespaces = ?namespaces, identity = %identity, "starting the AdobeCredential controller");
 
-    if !args.leader_election {
+    let Some(config) = lease else {
         controller::run(ctx, namespaces, args.concurrency).await;
         info!("stopped");
         return Ok(());
-    }
-    let mut elector = LeaderElector::new(
-        client,
-        LeaseConfig {
-            namespace: args.lease_namespace.clone(),
-            name: args.lease_name.clone(),
-            identity,
-            lease_duration: args.lease_duration,
-            renew_deadline: args.lease_renew_deadline,
-            retry_period: args.lease_retry_period,
-        },
-    );
+    };
+    // The lease loop runs on its own thread and runtime: busy reconciles cannot delay renewals.
+    let mut lease = LeaseThread::spawn(config, leadership).context("starting the lease thread")?;
     health.set_standby();
     let mut stop_waiting = stopped.clone();
     tokio::select! {
-        () = elector.acquire() => {}
+        leading = lease.leading() => if !leading {
+            health.set_failed();
+            anyhow::bail!("the lease thread stopped before this replica became leader");
+        },
         _ = stop_waiting.wait_for(|stop| *stop) => {
+            lease.stop().await;
             info!("stopped before becoming leader");
             return Ok(());
         }
     }
     tokio::select! {
         () = controller::run(ctx, namespaces, args.concurrency) => {
-            elector.release().await;
+            lease.stop().await; // releases the lease
             info!("stopped");
             Ok(())
         }
-        () = elector.hold() => {
-            // Another replica may lead already: stop writing at once, the Deployment restarts us.
+        () = lease.lost() => {
+            // Minting and writing stopped already (Leadership), and another replica may lead by
+            // now: exit at once, the Deployment restarts us as a follower.
             error!("lost the lease; exiting so that two replicas never write at the same time");
             health.set_failed();
             std::process::exit(1);
