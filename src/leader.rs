@@ -283,13 +283,14 @@ impl LeaderElector {
         &self.config.identity
     }
 
-    /// Bound of each API call: the renew deadline, as kube-controller-manager's leader-election
-    /// client; a renewal attempt as a whole is further bounded by the time left (see `hold`).
+    /// Bound of each API call: the renew deadline, the longest any renewal may take; a renewal
+    /// attempt as a whole is further bounded by the time left before the deadline (see `hold`).
     fn call_timeout(&self) -> Duration {
         self.config.renew_deadline
     }
 
-    /// Returns once this replica holds the lease (and [`Leadership::may_write`] is true).
+    /// Returns once this replica holds the lease; [`Leadership`] counts from the sending of the
+    /// write that took it.
     pub async fn acquire(&mut self) {
         let mut last_holder = None;
         loop {
