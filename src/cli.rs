@@ -97,6 +97,15 @@ pub struct RunArgs {
     #[arg(long, env = "ACO_TOKEN_RATE_LIMIT_QPS", default_value_t = 10.0)]
     pub token_rate_limit_qps: f64,
 
+    /// Least time between two mints of one credential for unchanged inputs; a token's floor is
+    /// the longer of this and a tenth of its lifetime (guards against renewal loops).
+    #[arg(long, env = "ACO_MIN_MINT_INTERVAL", default_value = "30s", value_parser = duration_arg)]
+    pub min_mint_interval: Duration,
+
+    /// How long a graceful shutdown waits for in-flight reconciles before exiting anyway.
+    #[arg(long, env = "ACO_SHUTDOWN_TIMEOUT", default_value = "20s", value_parser = duration_arg)]
+    pub shutdown_timeout: Duration,
+
     /// Token requests allowed at once per host before the rate limit applies.
     #[arg(long, env = "ACO_TOKEN_RATE_LIMIT_BURST", default_value_t = 20)]
     pub token_rate_limit_burst: u32,
@@ -125,6 +134,7 @@ mod tests {
         assert_eq!(args.allowed_token_hosts, ["*.adobelogin.com"]);
         assert_eq!(args.token_request_timeout, Duration::from_secs(30));
         assert!(!args.leader_election);
+        assert_eq!(args.min_mint_interval, crate::schedule::DEFAULT_MIN_MINT_INTERVAL);
         assert!(Cli::try_parse_from(["aco", "run", "--token-request-timeout", "soon"]).is_err());
         let cli = Cli::try_parse_from(["aco", "run", "--leader-election"]).expect("bare flag");
         let Command::Run(args) = cli.command else { panic!("run expected") };

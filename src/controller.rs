@@ -20,16 +20,18 @@ use kube::runtime::{Controller, WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde_json::json;
 use tokio::sync::watch;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::crd::AdobeCredential;
+use crate::decision::{self, Decision, Facts};
 use crate::error::{Error, Result};
 use crate::http::Health;
 use crate::index::SecretIndex;
 use crate::leader::Leadership;
 use crate::metrics::Metrics;
+use crate::mint_guard::{MintHistory, MintRecord};
 use crate::rate_limit::HostRateLimiter;
-use crate::schedule;
+use crate::schedule::{self, Renewal};
 use crate::source::{self, FlowInputs, SecretValue};
 use crate::status::{self, Outcome};
 use crate::target::{self, FIELD_MANAGER, StoredToken, TargetState};
@@ -56,6 +58,10 @@ pub struct Context {
     index: Mutex<SecretIndex>,
     memory: Mutex<HashMap<ObjectRef<AdobeCredential>, Memory>>,
     shutdown: watch::Receiver<bool>,
+    min_mint_interval: Duration,
+    shutdown_timeout: Duration,
+    /// Credentials being reconciled right now (named when a shutdown deadline passes).
+    in_flight: Mutex<HashSet<String>>,
 }
 
 /// Everything the controller needs from the process.
@@ -69,6 +75,10 @@ pub struct ContextParts {
     pub rate_limiter: HostRateLimiter,
     /// Turns true when the process is asked to stop.
     pub shutdown: watch::Receiver<bool>,
+    /// Least time between two mints for unchanged inputs (see `schedule::mint_floor`).
+    pub min_mint_interval: Duration,
+    /// How long a shutdown waits for in-flight reconciles.
+    pub shutdown_timeout: Duration,
 }
 
 /// What the operator remembers about a credential between reconciles. Only an optimisation:
@@ -87,9 +97,12 @@ struct Memory {
     consecutive_failures: u32,
     /// resourceVersion of our own last write to the target, to ignore its watch event.
     own_target_version: Option<String>,
-    /// A token minted but not yet written (the write failed, e.g. the API server was down):
-    /// written on the next attempt instead of minting again.
-    unwritten_token: Option<StoredToken>,
+    /// The token last minted or seen in the target, and whether it is in the target: restored
+    /// instead of minting again when a write failed (e.g. the API server was down) or the target
+    /// was deleted or edited.
+    held: Option<HeldToken>,
+    /// Recent mints, for the mint guard.
+    mints: MintHistory,
 }
 
 impl Context {
@@ -105,7 +118,28 @@ impl Context {
             index: Mutex::default(),
             memory: Mutex::default(),
             shutdown: parts.shutdown,
+            min_mint_interval: parts.min_mint_interval,
+            shutdown_timeout: parts.shutdown_timeout,
+            in_flight: Mutex::default(),
         })
+    }
+
+    /// Records the end of a reconcile: the memory update and the expiry metric, unless the
+    /// credential was deleted meanwhile (then nothing of it may stay behind). The index lock is
+    /// held throughout, so a deletion is either seen here or cleans up after.
+    fn finish(&self, cred: &AdobeCredential, expires_at: Option<Timestamp>, update: impl FnOnce(&mut Memory)) {
+        let (namespace, name) = (cred.namespace().unwrap_or_default(), cred.name_any());
+        let index = self.index();
+        let key = ObjectRef::from_obj(cred);
+        if !index.contains(&namespace, &name) {
+            self.memory().remove(&key);
+            self.metrics.forget(&namespace, &name);
+            return;
+        }
+        update(self.memory().entry(key).or_default());
+        if let Some(at) = expires_at {
+            self.metrics.set_expiry(&namespace, &name, at);
+        }
     }
 
     fn memory(&self) -> MutexGuard<'_, HashMap<ObjectRef<AdobeCredential>, Memory>> {
@@ -152,6 +186,12 @@ impl Context {
     }
 }
 
+#[derive(Debug)]
+struct HeldToken {
+    token: StoredToken,
+    written: bool,
+}
+
 /// Keeps the Secret index in step with one credential watch (one per namespace or cluster-wide).
 struct IndexUpdater {
     ctx: Arc<Context>,
@@ -187,17 +227,17 @@ impl IndexUpdater {
                 }
                 let keep = std::mem::take(&mut self.relisted);
                 self.ctx.index().retain_namespace(self.namespace.as_deref(), &keep);
-                let mut memory = self.ctx.memory();
-                memory.retain(|k, _| {
-                    self.namespace.as_deref().is_some_and(|ns| k.namespace.as_deref() != Some(ns))
-                        || keep.contains(&(k.namespace.clone().unwrap_or_default(), k.name.clone()))
-                });
+                let in_scope = |ns: &str| self.namespace.as_deref().is_none_or(|scope| scope == ns);
+                let kept = |ns: &str, name: &str| !in_scope(ns) || keep.contains(&(ns.to_owned(), name.to_owned()));
+                self.ctx.memory().retain(|k, _| kept(k.namespace.as_deref().unwrap_or_default(), &k.name));
+                self.ctx.metrics.retain(kept);
             }
         }
     }
 }
 
-/// Runs the controller until the process is asked to stop; in-flight reconciles finish first.
+/// Runs the controller until the process is asked to stop; in-flight reconciles finish first,
+/// within the shutdown timeout.
 pub async fn run(ctx: Arc<Context>, namespaces: Namespaces, concurrency: u16) {
     let scopes: Vec<Option<String>> = match namespaces {
         Namespaces::All => vec![None],
@@ -205,7 +245,42 @@ pub async fn run(ctx: Arc<Context>, namespaces: Namespaces, concurrency: u16) {
     };
     ctx.health.start_leading(scopes.len());
     let controllers = scopes.into_iter().map(|ns| controller(ctx.clone(), ns, concurrency).boxed());
-    future::join_all(controllers).await;
+    let mut all = std::pin::pin!(future::join_all(controllers));
+    let mut stop = ctx.shutdown.clone();
+    tokio::select! {
+        _ = &mut all => return,
+        _ = stop.wait_for(|stop| *stop) => {}
+    }
+    if tokio::time::timeout(ctx.shutdown_timeout, all).await.is_err() {
+        let mut stuck: Vec<String> = ctx.in_flight_names().into_iter().collect();
+        stuck.sort();
+        error!(timeout = ?ctx.shutdown_timeout, ?stuck, "reconciles still running at the shutdown deadline; stopping without them");
+    }
+}
+
+/// Marks a credential as being reconciled until dropped.
+struct InFlight<'a> {
+    ctx: &'a Context,
+    name: String,
+}
+
+impl<'a> InFlight<'a> {
+    fn enter(ctx: &'a Context, name: String) -> Self {
+        ctx.in_flight.lock().unwrap_or_else(|e| e.into_inner()).insert(name.clone());
+        Self { ctx, name }
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.ctx.in_flight.lock().unwrap_or_else(|e| e.into_inner()).remove(&self.name);
+    }
+}
+
+impl Context {
+    fn in_flight_names(&self) -> HashSet<String> {
+        self.in_flight.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
 }
 
 async fn controller(ctx: Arc<Context>, namespace: Option<String>, concurrency: u16) {
@@ -254,21 +329,36 @@ fn secret_triggers(
         .flat_map(move |meta| stream::iter(ctx.credentials_touched_by(&meta)))
 }
 
+/// A reconcile that could not even report (its status write failed): retried with the same
+/// backoff as every other failure.
 fn error_policy(cred: Arc<AdobeCredential>, err: &Error, ctx: Arc<Context>) -> Action {
     ctx.metrics.reconcile_failed(err.reason());
-    warn!(credential = %status::display_name(&cred), reason = err.reason(), error = %err, "reconcile failed");
-    Action::requeue(Duration::from_secs(5))
+    let key = ObjectRef::from_obj(&*cred);
+    let failures = ctx.memory().get(&key).map_or(0, |m| m.consecutive_failures).saturating_add(1);
+    ctx.finish(&cred, None, |m| m.consecutive_failures = failures);
+    let delay = schedule::failure_backoff(failures, err.retry(), err.retry_after(), rand::random());
+    warn!(
+        credential = %status::display_name(&cred),
+        reason = err.reason(),
+        error = %err,
+        retry_in_ms = delay.as_millis() as u64,
+        "reconcile failed"
+    );
+    Action::requeue(delay)
 }
 
 /// A successful reconcile.
 struct Done {
     token: StoredToken,
+    renewal: Renewal,
     minted: bool,
     repaired: bool,
     /// The target held a token for other inputs (rotation picked up).
     inputs_changed: bool,
     /// Key of the first client secret of the source Secret.
     primary_secret_key: Option<String>,
+    /// What was cleaned off the inputs (for status and an Event).
+    notes: Vec<String>,
 }
 
 /// A failed reconcile, with what is known about the token left in place.
@@ -284,12 +374,14 @@ impl Failure {
     }
 }
 
+/// Read → decide → act → report.
 async fn reconcile(cred: Arc<AdobeCredential>, ctx: Arc<Context>) -> Result<Action> {
     let key = ObjectRef::from_obj(&*cred);
     let now = Timestamp::now();
     if let Some(wait) = ctx.quiet_for(&key, cred.metadata.generation, now) {
         return Ok(Action::requeue(wait));
     }
+    let _in_flight = InFlight::enter(&ctx, status::display_name(&cred));
     // Cleared before reading, so a change during this reconcile triggers another one.
     let failures_so_far = {
         let mut memory = ctx.memory();
@@ -300,102 +392,117 @@ async fn reconcile(cred: Arc<AdobeCredential>, ctx: Arc<Context>) -> Result<Acti
     debug!(credential = %status::display_name(&cred), "inspecting inputs and target");
     let namespace = cred.namespace().unwrap_or_default();
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
-    let renewal_of = |t: &StoredToken| {
-        schedule::renewal_time(t.issued_at, t.expires_at, cred.spec.renewal.as_ref(), &t.fingerprint())
-    };
-
     let mut flow = None;
-    match ensure_token(&cred, &secrets, &ctx, now, &renewal_of, &mut flow).await {
-        Ok(done) => {
-            let renewal_time = renewal_of(&done.token);
-            let fallback_secret_key =
-                done.token.client_secret_key.as_deref().filter(|k| Some(*k) != done.primary_secret_key.as_deref());
-            let outcome = Outcome::Valid { token: &done.token, renewal_time, fallback_secret_key };
-            let mut desired = status::desired(&cred, flow, &outcome, now);
-            // Only now that the token is in the target may its consumers restart.
-            let restarts = if cred.spec.rollout_restart_targets.is_empty() {
-                Vec::new()
-            } else {
-                rollout::restart_consumers(&ctx.client, &namespace, &cred.spec.rollout_restart_targets, &done.token)
-                    .await?
-            };
-            desired.rollout_restarts = restarts.iter().map(|r| r.status.clone()).collect();
-            patch_status_if_changed(&cred, &ctx, desired).await?;
-            publish_success(&cred, &ctx, &done).await;
-            publish_restarts(&cred, &ctx, &restarts).await;
-            ctx.metrics.set_expiry(&namespace, &cred.name_any(), done.token.expires_at);
-            let mut memory = ctx.memory();
-            let m = memory.entry(key).or_default();
-            m.generation = cred.metadata.generation;
-            m.quiet_until = Some(renewal_time);
-            m.consecutive_failures = 0;
-            m.not_before = None;
-            Ok(Action::requeue(renewal_time.duration_since(Timestamp::now()).unsigned_abs()))
-        }
-        Err(failure) => {
-            let failures = failures_so_far.saturating_add(1);
-            let error = &failure.error;
-            ctx.metrics.reconcile_failed(error.reason());
-            if let Some(t) = &failure.last_good {
-                ctx.metrics.set_expiry(&namespace, &cred.name_any(), t.expires_at);
-            }
-            let mut delay = schedule::failure_backoff(failures, error.retry(), error.retry_after(), rand::random());
-            if let Some(t) = &failure.last_good {
-                // Wake up at expiry at the latest, to report TokenExpired on time.
-                let to_expiry = t.expires_at.duration_since(now);
-                if to_expiry.is_positive() {
-                    delay = delay.min(to_expiry.unsigned_abs());
-                }
-            }
-            warn!(
-                credential = %status::display_name(&cred),
-                reason = error.reason(),
-                error = %error,
-                consecutive_failures = failures,
-                retry_in_ms = delay.as_millis() as u64,
-                "could not provide a token"
-            );
-            let outcome = Outcome::Failed {
-                error,
-                last_good: failure.last_good.as_ref().map(|t| (t, renewal_of(t))),
-                current_inputs: failure.current_inputs,
-                consecutive_failures: failures,
-            };
-            let desired = status::desired(&cred, flow, &outcome, now);
-            let previous_reason = status::ready_condition(&cred).map(|c| c.reason.clone());
-            patch_status_if_changed(&cred, &ctx, desired).await?;
-            if failures == 1 || previous_reason.as_deref() != Some(error.reason()) {
-                publish(&cred, &ctx, EventType::Warning, error.reason(), "Mint", error.to_string()).await;
-            }
-            let mut memory = ctx.memory();
-            let m = memory.entry(key).or_default();
-            m.generation = cred.metadata.generation;
-            // Counted from now, after the response: Retry-After is relative to its arrival.
-            let failed_at = Timestamp::now();
-            m.quiet_until = Some(failed_at + delay);
-            m.not_before = error.retry_after().map(|wait| failed_at + wait);
-            m.consecutive_failures = failures;
-            Ok(Action::requeue(delay))
-        }
+    match ensure_token(&cred, &secrets, &ctx, now, &mut flow).await {
+        Ok(done) => report_success(&cred, &ctx, flow, done, now).await,
+        Err(failure) => report_failure(&cred, &ctx, flow, failure, failures_so_far, now).await,
     }
 }
 
-/// Makes sure the target holds a valid token for the current inputs, minting only when needed.
+async fn report_success(
+    cred: &AdobeCredential,
+    ctx: &Context,
+    flow: Option<&'static str>,
+    done: Done,
+    now: Timestamp,
+) -> Result<Action> {
+    let fallback_secret_key =
+        done.token.client_secret_key.as_deref().filter(|k| Some(*k) != done.primary_secret_key.as_deref());
+    let outcome = Outcome::Valid { token: &done.token, renewal: done.renewal, fallback_secret_key, notes: &done.notes };
+    let mut desired = status::desired(cred, flow, &outcome, now);
+    // Only now that the token is in the target may its consumers restart.
+    let restarts = if cred.spec.rollout_restart_targets.is_empty() || !ctx.leadership.may_write() {
+        Vec::new()
+    } else {
+        let namespace = cred.namespace().unwrap_or_default();
+        rollout::restart_consumers(&ctx.client, &namespace, &cred.spec.rollout_restart_targets, &done.token).await
+    };
+    status::set_rollout_restarts(&mut desired, cred, &restarts, now);
+    let new_revision = cred.status.as_ref().and_then(|s| s.source_revision.as_ref()) != Some(&done.token.revision);
+    patch_status_if_changed(cred, ctx, desired).await?;
+    publish_success(cred, ctx, &done).await;
+    if done.minted && new_revision && !done.notes.is_empty() {
+        publish(cred, ctx, EventType::Warning, "InputCleaned", "Mint", done.notes.join("; ")).await;
+    }
+    publish_restarts(cred, ctx, &restarts).await;
+    let renewal_time = done.renewal.at;
+    ctx.finish(cred, Some(done.token.expires_at), |m| {
+        m.generation = cred.metadata.generation;
+        m.quiet_until = Some(renewal_time);
+        m.consecutive_failures = 0;
+        m.not_before = None;
+    });
+    Ok(Action::requeue(renewal_time.duration_since(Timestamp::now()).unsigned_abs()))
+}
+
+async fn report_failure(
+    cred: &AdobeCredential,
+    ctx: &Context,
+    flow: Option<&'static str>,
+    failure: Failure,
+    failures_so_far: u32,
+    now: Timestamp,
+) -> Result<Action> {
+    let failures = failures_so_far.saturating_add(1);
+    let error = &failure.error;
+    ctx.metrics.reconcile_failed(error.reason());
+    let mut delay = schedule::failure_backoff(failures, error.retry(), error.retry_after(), rand::random());
+    if let Some(t) = &failure.last_good {
+        // Wake up at expiry at the latest, to report TokenExpired on time.
+        let to_expiry = t.expires_at.duration_since(now);
+        if to_expiry.is_positive() {
+            delay = delay.min(to_expiry.unsigned_abs());
+        }
+    }
+    warn!(
+        credential = %status::display_name(cred),
+        reason = error.reason(),
+        error = %error,
+        consecutive_failures = failures,
+        retry_in_ms = delay.as_millis() as u64,
+        "could not provide a token"
+    );
+    let renewal_of = |t: &StoredToken| decision::renewal_of(t, cred.spec.renewal.as_ref(), ctx.min_mint_interval).at;
+    let outcome = Outcome::Failed {
+        error,
+        last_good: failure.last_good.as_ref().map(|t| (t, renewal_of(t))),
+        current_inputs: failure.current_inputs,
+        consecutive_failures: failures,
+    };
+    let desired = status::desired(cred, flow, &outcome, now);
+    let previous_reason = status::ready_condition(cred).map(|c| c.reason.clone());
+    patch_status_if_changed(cred, ctx, desired).await?;
+    if failures == 1 || previous_reason.as_deref() != Some(error.reason()) {
+        publish(cred, ctx, EventType::Warning, error.reason(), "Mint", error.to_string()).await;
+    }
+    // Counted from now, after the response: Retry-After is relative to its arrival.
+    let failed_at = Timestamp::now();
+    ctx.finish(cred, failure.last_good.as_ref().map(|t| t.expires_at), |m| {
+        m.generation = cred.metadata.generation;
+        m.quiet_until = Some(failed_at + delay);
+        m.not_before = error.retry_after().map(|wait| failed_at + wait);
+        m.consecutive_failures = failures;
+    });
+    Ok(Action::requeue(delay))
+}
+
+/// Makes sure the target holds a valid token for the current inputs, minting only when the
+/// decision calls for it.
 async fn ensure_token(
     cred: &AdobeCredential,
     secrets: &Api<Secret>,
     ctx: &Context,
     now: Timestamp,
-    renewal_of: &impl Fn(&StoredToken) -> Timestamp,
     flow: &mut Option<&'static str>,
 ) -> Result<Done, Failure> {
+    // Read.
     let existing = secrets
         .get_opt(&cred.target_name())
         .await
         .map_err(|e| Failure::bare(Error::kube("reading the target Secret")(e)))?;
     let state = target::inspect(cred, existing);
     let last_good = match &state {
-        TargetState::Present { token, .. } => token.clone(),
+        TargetState::Present { token, .. } => token.clone().filter(|t| decision::plausible(t, now)),
         _ => None,
     };
     let failure = |error: Error, current_inputs: bool| Failure { error, last_good: last_good.clone(), current_inputs };
@@ -404,46 +511,99 @@ async fn ensure_token(
     *flow = Some(inputs.flow_name());
     let revision = inputs.revision();
     let current_inputs = last_good.as_ref().is_some_and(|t| t.revision == revision);
-    let primary_secret_key = inputs.client().secrets.first().map(|(key, _)| key.clone());
-
     let existing_secret = match state {
         TargetState::Conflict => {
             return Err(failure(Error::TargetConflict { name: cred.target_name() }, current_inputs));
         }
+        TargetState::NotOpaque(type_) => {
+            return Err(failure(Error::TargetNotOpaque { name: cred.target_name(), type_ }, current_inputs));
+        }
         TargetState::Missing => None,
         TargetState::Present { secret, .. } => Some(secret),
     };
-
-    // The token in the target is still good for these inputs: keep it, repair the rest.
-    if let Some(token) = last_good.clone().filter(|t| current_inputs && now < renewal_of(t)) {
-        let data = target::render_data(cred, &token, &inputs).map_err(|e| failure(e, true))?;
-        let up_to_date = existing_secret.as_ref().is_some_and(|s| target::is_up_to_date(cred, s, &token, &data));
-        if !up_to_date {
-            write_target(cred, secrets, ctx, &token, &data).await.map_err(|e| failure(e, true))?;
-        }
-        return Ok(Done { token, minted: false, repaired: !up_to_date, inputs_changed: false, primary_secret_key });
-    }
-
-    // Templates are checked before minting: a broken template must not burn tokens.
-    target::render_data(cred, &placeholder_token(now), &inputs).map_err(|e| failure(e, current_inputs))?;
-    let key = ObjectRef::from_obj(cred);
-    let unwritten = ctx.memory().get_mut(&key).and_then(|m| m.unwritten_token.take());
-    let token = match unwritten.filter(|t| t.revision == revision && now < renewal_of(t)) {
-        Some(token) => token,
-        None => mint(ctx, cred, secrets, &inputs, revision).await.map_err(|e| failure(e, current_inputs))?,
-    };
-    let data = target::render_data(cred, &token, &inputs).map_err(|e| failure(e, current_inputs))?;
-    if let Err(error) = write_target(cred, secrets, ctx, &token, &data).await {
-        ctx.memory().entry(key).or_default().unwritten_token = Some(token);
+    // Templates and key ownership are checked before anything is minted: a broken template or a
+    // taken key must not burn tokens.
+    let probe = last_good.clone().unwrap_or_else(|| placeholder_token(now));
+    let probe_data = target::render_data(cred, &probe, &inputs).map_err(|e| failure(e, current_inputs))?;
+    if let Some((key, manager)) = existing_secret.as_ref().and_then(|s| target::foreign_key(cred, s, probe_data.keys()))
+    {
+        let error = Error::TargetKeyConflict { name: cred.target_name(), key, manager };
         return Err(failure(error, current_inputs));
     }
-    let inputs_changed = last_good.is_some() && !current_inputs;
-    Ok(Done { token, minted: true, repaired: false, inputs_changed, primary_secret_key })
+    let target_up_to_date = match (&last_good, &existing_secret) {
+        (Some(token), Some(secret)) if current_inputs => target::is_up_to_date(cred, secret, token, &probe_data),
+        _ => false,
+    };
+
+    // Decide.
+    let key = ObjectRef::from_obj(cred);
+    let (held, held_written, last_mint) = {
+        let memory = ctx.memory();
+        let m = memory.get(&key);
+        let held = m.and_then(|m| m.held.as_ref());
+        (held.map(|h| h.token.clone()), held.is_some_and(|h| h.written), m.and_then(|m| m.mints.last().cloned()))
+    };
+    let facts = Facts {
+        now,
+        revision: &revision,
+        target_token: last_good.as_ref(),
+        target_up_to_date,
+        held: held.as_ref(),
+        last_mint: last_mint.as_ref(),
+        renewal: cred.spec.renewal.as_ref(),
+        min_interval: ctx.min_mint_interval,
+    };
+    let done = |token: StoredToken, renewal, minted, repaired| Done {
+        inputs_changed: minted && last_good.is_some() && !current_inputs,
+        token,
+        renewal,
+        minted,
+        repaired,
+        primary_secret_key: inputs.client().secrets.first().map(|(key, _)| key.clone()),
+        notes: inputs.client().notes.clone(),
+    };
+
+    // Act.
+    let hold = |token: &StoredToken, written: bool| {
+        ctx.memory().entry(key.clone()).or_default().held = Some(HeldToken { token: token.clone(), written });
+    };
+    match decision::decide(&facts) {
+        Decision::Keep { token, renewal } => {
+            hold(token, true);
+            Ok(done(token.clone(), renewal, false, false))
+        }
+        Decision::Repair { token, renewal } => {
+            write_target(cred, secrets, ctx, token, &probe_data).await.map_err(|e| failure(e, true))?;
+            hold(token, true);
+            Ok(done(token.clone(), renewal, false, true))
+        }
+        Decision::Restore { token, renewal } => {
+            let data = target::render_data(cred, token, &inputs).map_err(|e| failure(e, current_inputs))?;
+            write_target(cred, secrets, ctx, token, &data).await.map_err(|e| failure(e, current_inputs))?;
+            hold(token, true);
+            // A token whose first write failed is announced as minted now; else it is a repair.
+            Ok(done(token.clone(), renewal, !held_written, held_written))
+        }
+        Decision::WaitUntil { at, .. } => {
+            let wait = at.duration_since(now).unsigned_abs();
+            Err(failure(Error::MintRateLimited { retry_at: at, budget_spent: false, wait }, current_inputs))
+        }
+        Decision::Mint { .. } => {
+            let token = mint(ctx, cred, secrets, &inputs, revision).await.map_err(|e| failure(e, current_inputs))?;
+            hold(&token, false);
+            let data = target::render_data(cred, &token, &inputs).map_err(|e| failure(e, current_inputs))?;
+            write_target(cred, secrets, ctx, &token, &data).await.map_err(|e| failure(e, current_inputs))?;
+            hold(&token, true);
+            let renewal = decision::renewal_of(&token, cred.spec.renewal.as_ref(), ctx.min_mint_interval);
+            Ok(done(token, renewal, true, false))
+        }
+    }
 }
 
 fn placeholder_token(now: Timestamp) -> StoredToken {
     StoredToken {
-        access_token: SecretValue::new("placeholder"),
+        // As long as real tokens get (Adobe's are about 1–2 KiB): the size budgets hold for them.
+        access_token: SecretValue::new("x".repeat(4096)),
         token_type: "bearer".into(),
         issued_at: now,
         expires_at: now,
@@ -452,6 +612,7 @@ fn placeholder_token(now: Timestamp) -> StoredToken {
     }
 }
 
+/// One token request, if the mint guard allows it.
 async fn mint(
     ctx: &Context,
     cred: &AdobeCredential,
@@ -459,6 +620,14 @@ async fn mint(
     inputs: &FlowInputs,
     revision: String,
 ) -> Result<StoredToken> {
+    let key = ObjectRef::from_obj(cred);
+    let now = Timestamp::now();
+    let allowed = ctx.memory().entry(key.clone()).or_default().mints.check(now, &revision, ctx.min_mint_interval);
+    if let Err(refusal) = allowed {
+        ctx.metrics.mint_guard_tripped(&cred.namespace().unwrap_or_default(), &cred.name_any());
+        let wait = refusal.retry_at.duration_since(now).unsigned_abs();
+        return Err(Error::MintRateLimited { retry_at: refusal.retry_at, budget_spent: refusal.budget_spent, wait });
+    }
     let refresh_token = match inputs {
         FlowInputs::PasswordGrant(_) => refresh_state::load(secrets, cred, &revision, Timestamp::now()).await?,
         _ => None,
@@ -474,18 +643,20 @@ async fn mint(
     let outcome = minted.as_ref().map_or_else(Error::reason, |_| "ok");
     ctx.metrics.mint_finished(inputs.flow_name(), outcome, started.elapsed());
     let minted = minted?;
-    if let Some(refresh_token) = &minted.refresh_token {
-        // Persisted before anything else: the refresh token just used is already dead.
-        refresh_state::save(secrets, cred, refresh_token, &revision, minted.issued_at).await?;
-    }
-    Ok(StoredToken {
+    let token = StoredToken {
         access_token: minted.access_token,
         token_type: minted.token_type,
         issued_at: minted.issued_at,
         expires_at: minted.expires_at,
         revision,
         client_secret_key: Some(minted.client_secret_key),
-    })
+    };
+    ctx.memory().entry(key).or_default().mints.record(MintRecord::of(&token));
+    if let Some(refresh_token) = &minted.refresh_token {
+        // Persisted before anything else: the refresh token just used is already dead.
+        refresh_state::save(secrets, cred, refresh_token, &token.revision, minted.issued_at).await?;
+    }
+    Ok(token)
 }
 
 async fn write_target(
@@ -545,15 +716,18 @@ async fn publish_restarts(cred: &AdobeCredential, ctx: &Context, restarts: &[rol
             info!(credential = %status::display_name(cred), %target, "restarted a consumer for the new token");
             let note = format!("restarted {target} for the new token");
             publish(cred, ctx, EventType::Normal, "RolloutRestarted", "Restart", note).await;
-        } else if restart.status.message.is_some() && !previous.contains(&restart.status) {
-            // Reported once when it goes missing, not on every reconcile.
-            let note = format!("rollout restart target {target} not found in the namespace");
-            publish(cred, ctx, EventType::Warning, "RolloutTargetNotFound", "Restart", note).await;
+        } else if let Some(problem) = restart.problem.filter(|_| !previous.contains(&restart.status)) {
+            // Reported once when it appears, not on every reconcile.
+            let note =
+                format!("rollout restart target {target}: {}", restart.status.message.as_deref().unwrap_or_default());
+            publish(cred, ctx, EventType::Warning, problem.reason(), "Restart", note).await;
         }
     }
 }
 
 async fn publish(cred: &AdobeCredential, ctx: &Context, type_: EventType, reason: &str, action: &str, note: String) {
+    // Event notes are bounded by the API server (1 KiB): one human line, cut well below.
+    let note = crate::error::one_line(&note, crate::error::MAX_MESSAGE);
     let event =
         Event { type_, reason: reason.to_owned(), note: Some(note), action: action.to_owned(), secondary: None };
     if let Err(err) = ctx.recorder.publish(&event, &cred.object_ref(&())).await {

@@ -271,6 +271,13 @@ pub struct TargetSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub template: Option<TargetTemplate>,
 
+    /// Prefix of the default keys (`access_token`, `token_type`, `expires_at`, `client_id`,
+    /// `org_id`), e.g. `firefly_`: lets several `Merge` credentials share one Secret, each with
+    /// its own keys.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[-._a-zA-Z0-9]*$"), length(max = 64))]
+    pub key_prefix: Option<String>,
+
     /// Key of a ready-to-use env file (`ADOBE_ACCESS_TOKEN`, `ADOBE_API_KEY`, `ADOBE_ORG_ID`,
     /// `ADOBE_TOKEN_EXPIRES_AT`), e.g. `adobe.env`, for `envFrom` or `source`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -292,7 +299,9 @@ pub enum CreationPolicy {
     Owner,
     /// Created by the operator without an ownerReference: kept after the AdobeCredential is gone.
     Orphan,
-    /// An existing Secret (or a new one) to which the operator adds only its own keys.
+    /// An existing Opaque Secret (or a new one) to which the operator adds only its own keys,
+    /// as its own field manager: several credentials may merge into one Secret when their keys
+    /// differ (`keyPrefix`); a key someone else wrote is a `TargetConflict`, never taken over.
     Merge,
 }
 
@@ -300,8 +309,10 @@ pub enum CreationPolicy {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct TargetTemplate {
-    /// Key → minijinja template, e.g. `authorization: "Bearer {{ access_token }}"`.
+    /// Key → minijinja template, e.g. `authorization: "Bearer {{ access_token }}"`. Each render
+    /// has a budget of steps and of output (64 KiB per key); over it is `InvalidTemplate`.
     #[serde(default)]
+    #[schemars(extend("maxProperties" = 32, "additionalProperties" = {"type": "string", "maxLength": 8192}))]
     pub data: BTreeMap<String, String>,
 }
 

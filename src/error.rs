@@ -70,20 +70,83 @@ pub enum Error {
     )]
     TargetConflict { name: String },
 
+    #[error(
+        "target Secret {name:?} key {key:?} belongs to {manager:?}; the operator does not take over keys others wrote: use target.keyPrefix or another key name"
+    )]
+    TargetKeyConflict { name: String, key: String, manager: String },
+
+    #[error("target Secret {name:?} has type {type_:?}; the operator merges its keys only into Opaque Secrets")]
+    TargetNotOpaque { name: String, type_: String },
+
+    #[error(
+        "Secret {name:?} (the refresh-token state of this credential) exists and was not created by the operator; delete or rename it"
+    )]
+    RefreshStateConflict { name: String },
+
     #[error("target template key {key:?} cannot be rendered: {detail}")]
     InvalidTemplate { key: String, detail: String },
+
+    #[error("{}", mint_refusal(.retry_at, .budget_spent))]
+    MintRateLimited { retry_at: jiff::Timestamp, budget_spent: bool, wait: Duration },
 
     #[error(
         "this replica could not confirm its leader Lease within the renew deadline; it neither mints nor writes until it leads again"
     )]
     LeadershipLost,
 
-    #[error("Kubernetes API error while {action}: {source}")]
+    #[error("Kubernetes API error while {action}: {}", kube_summary(.source))]
     Kube {
         action: &'static str,
         #[source]
         source: kube::Error,
     },
+}
+
+fn mint_refusal(retry_at: &jiff::Timestamp, budget_spent: &bool) -> String {
+    let at = crate::target::rfc3339(*retry_at);
+    if *budget_spent {
+        format!(
+            "more than {} tokens were minted for this credential within {} minutes; the next mint waits until {at} (check what keeps changing the source Secret or the spec)",
+            crate::mint_guard::BUDGET_MINTS,
+            crate::mint_guard::BUDGET_WINDOW.as_secs() / 60
+        )
+    } else {
+        format!("a token for the same inputs was minted moments ago; the next mint waits until {at}")
+    }
+}
+
+/// One human line for a Kubernetes API error: the server's own message and code, never the
+/// debug dump of the whole response.
+fn kube_summary(err: &kube::Error) -> String {
+    match err {
+        kube::Error::Api(status) => {
+            let reason = if status.reason.is_empty() { String::new() } else { format!(" {}", status.reason) };
+            one_line(&format!("{} (HTTP {}{reason})", status.message, status.code), MAX_MESSAGE)
+        }
+        other => one_line(&other.to_string(), MAX_MESSAGE),
+    }
+}
+
+/// Longest text a status message, Event note or log field takes from an error.
+pub const MAX_MESSAGE: usize = 512;
+
+/// `text` on one line (control characters folded into spaces), cut at `max` characters.
+pub fn one_line(text: &str, max: usize) -> String {
+    let mut out = String::with_capacity(text.len().min(max));
+    let mut last_space = false;
+    for (count, c) in text.chars().enumerate() {
+        if count >= max {
+            out.push('…');
+            break;
+        }
+        let c = if c.is_control() { ' ' } else { c };
+        if c == ' ' && last_space {
+            continue;
+        }
+        last_space = c == ' ';
+        out.push(c);
+    }
+    out.trim_end().to_owned()
 }
 
 fn debug_suffix(debug_id: &Option<String>) -> String {
@@ -120,7 +183,10 @@ impl Error {
             Error::TokenEndpointUnavailable { .. } => "TokenEndpointUnavailable",
             Error::MalformedTokenResponse { .. } => "MalformedTokenResponse",
             Error::TargetConflict { .. } => "TargetConflict",
+            Error::TargetKeyConflict { .. } | Error::TargetNotOpaque { .. } => "TargetConflict",
+            Error::RefreshStateConflict { .. } => "RefreshStateConflict",
             Error::InvalidTemplate { .. } => "InvalidTemplate",
+            Error::MintRateLimited { .. } => "MintRateLimited",
             Error::LeadershipLost => "LeadershipLost",
             Error::Kube { .. } => "KubernetesApiError",
         }
@@ -131,6 +197,7 @@ impl Error {
             Error::Throttled { .. }
             | Error::TokenEndpointUnavailable { .. }
             | Error::MalformedTokenResponse { .. }
+            | Error::MintRateLimited { .. }
             | Error::LeadershipLost
             | Error::Kube { .. } => Retry::Transient,
             _ => Retry::Permanent,
@@ -141,6 +208,7 @@ impl Error {
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
             Error::Throttled { retry_after, .. } | Error::TokenEndpointUnavailable { retry_after, .. } => *retry_after,
+            Error::MintRateLimited { wait, .. } => Some(*wait),
             _ => None,
         }
     }
@@ -160,6 +228,19 @@ mod tests {
         assert_eq!(err.reason(), "Throttled");
         assert_eq!(err.retry(), Retry::Transient);
         assert_eq!(err.retry_after(), Some(Duration::from_secs(7)));
+    }
+
+    #[test]
+    fn kube_errors_are_one_human_line() {
+        let status = kube::core::Status::failure("Request entity too large: limit is 3145728", "RequestEntityTooLarge")
+            .with_code(413);
+        let err = Error::Kube { action: "writing the target Secret", source: kube::Error::Api(Box::new(status)) };
+        assert_eq!(
+            err.to_string(),
+            "Kubernetes API error while writing the target Secret: Request entity too large: limit is 3145728 (HTTP 413 RequestEntityTooLarge)"
+        );
+        assert_eq!(one_line("a\n\r\nb\tc", 100), "a b c");
+        assert_eq!(one_line("abcdef", 3), "abc…");
     }
 
     #[test]

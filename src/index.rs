@@ -73,6 +73,10 @@ impl SecretIndex {
             .collect()
     }
 
+    pub fn contains(&self, namespace: &str, name: &str) -> bool {
+        self.by_credential.contains_key(&(namespace.to_owned(), name.to_owned()))
+    }
+
     pub fn len(&self) -> usize {
         self.by_credential.len()
     }

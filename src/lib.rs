@@ -6,11 +6,13 @@
 pub mod cli;
 pub mod controller;
 pub mod crd;
+pub mod decision;
 pub mod error;
 pub mod http;
 pub mod index;
 pub mod leader;
 pub mod metrics;
+pub mod mint_guard;
 pub mod rate_limit;
 pub mod refresh_state;
 pub mod rollout;

@@ -86,6 +86,8 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         leadership: leadership.clone(),
         rate_limiter: HostRateLimiter::new(args.token_rate_limit_qps, args.token_rate_limit_burst),
         shutdown: stopped.clone(),
+        min_mint_interval: args.min_mint_interval,
+        shutdown_timeout: args.shutdown_timeout,
     });
     let namespaces = args.namespaces();
     info!(namespaces = ?namespaces, identity = %identity, "starting the AdobeCredential controller");

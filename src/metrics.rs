@@ -30,6 +30,12 @@ struct ReasonLabels {
     reason: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CredentialLabels {
+    namespace: String,
+    name: String,
+}
+
 /// Every metric of the operator.
 pub struct Metrics {
     registry: Registry,
@@ -38,6 +44,7 @@ pub struct Metrics {
     reconcile_errors: Family<ReasonLabels, Counter>,
     mints_in_flight: Gauge,
     mints_queued: Gauge,
+    mint_guard_trips: Family<CredentialLabels, Counter>,
     expiries: Arc<ExpiryCollector>,
 }
 
@@ -66,9 +73,24 @@ impl Metrics {
         registry.register("mints_in_flight", "Token requests under way", mints_in_flight.clone());
         let mints_queued = Gauge::default();
         registry.register("mints_queued", "Token requests waiting for the per-host rate limit", mints_queued.clone());
+        let mint_guard_trips = Family::<CredentialLabels, Counter>::default();
+        registry.register(
+            "mint_guard_trips",
+            "Mints refused by the per-credential mint guard (a mint loop or a tenant changing inputs too often)",
+            mint_guard_trips.clone(),
+        );
         let expiries = Arc::new(ExpiryCollector::default());
         registry.register_collector(Box::new(expiries.clone()));
-        Self { registry, mint_requests, mint_duration, reconcile_errors, mints_in_flight, mints_queued, expiries }
+        Self {
+            registry,
+            mint_requests,
+            mint_duration,
+            reconcile_errors,
+            mints_in_flight,
+            mints_queued,
+            mint_guard_trips,
+            expiries,
+        }
     }
 
     /// Text exposition format.
@@ -102,8 +124,25 @@ impl Metrics {
         self.expiries.lock().insert((namespace.to_owned(), name.to_owned()), expires_at);
     }
 
+    pub fn mint_guard_tripped(&self, namespace: &str, name: &str) {
+        self.mint_guard_trips
+            .get_or_create(&CredentialLabels { namespace: namespace.to_owned(), name: name.to_owned() })
+            .inc();
+    }
+
+    /// Drops every series of one credential (deleted, or gone while the watch was down).
     pub fn forget(&self, namespace: &str, name: &str) {
         self.expiries.lock().remove(&(namespace.to_owned(), name.to_owned()));
+        self.mint_guard_trips.remove(&CredentialLabels { namespace: namespace.to_owned(), name: name.to_owned() });
+    }
+
+    /// Keeps the series of the credentials `keep` accepts, by namespace and name (after a relist).
+    pub fn retain(&self, keep: impl Fn(&str, &str) -> bool) {
+        let gone: Vec<(String, String)> =
+            self.expiries.lock().keys().filter(|(ns, name)| !keep(ns, name)).cloned().collect();
+        for (namespace, name) in gone {
+            self.forget(&namespace, &name);
+        }
     }
 }
 
@@ -181,10 +220,16 @@ mod tests {
         assert!(line.contains(r#"namespace="team-a""#) && line.contains(r#"name="firefly""#), "{line}");
         let seconds: f64 = line.rsplit(' ').next().and_then(|v| v.parse().ok()).expect("value");
         assert!((3590.0..=3600.0).contains(&seconds), "{seconds}");
+        metrics.mint_guard_tripped("team-a", "firefly");
+        assert!(
+            metrics
+                .encode()
+                .contains(r#"adobe_credential_mint_guard_trips_total{namespace="team-a",name="firefly"} 1"#)
+        );
         drop(guard);
         metrics.forget("team-a", "firefly");
         let text = metrics.encode();
         assert!(text.contains("adobe_credential_mints_in_flight 0"));
-        assert!(!text.contains(r#"name="firefly""#));
+        assert!(!text.contains(r#"name="firefly""#), "{text}");
     }
 }

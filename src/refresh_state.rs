@@ -33,9 +33,14 @@ pub async fn load(
     else {
         return Ok(None);
     };
+    if !is_ours(cred, &secret) {
+        return Err(Error::RefreshStateConflict { name: secret_name(cred) });
+    }
     let annotations = secret.annotations();
     let issued_at: Option<Timestamp> = annotations.get(annotation::ISSUED_AT).and_then(|t| t.parse().ok());
-    let fresh = issued_at.is_some_and(|at| now < at + REFRESH_TOKEN_LIFETIME);
+    // The annotation is tenant-writable: a time in the future or past any range is "not fresh".
+    let fresh = issued_at
+        .is_some_and(|at| at <= now && at.checked_add(REFRESH_TOKEN_LIFETIME).is_ok_and(|expires| now < expires));
     let same_inputs = annotations.get(annotation::SOURCE_REVISION).map(String::as_str) == Some(revision);
     let token = secret
         .data
@@ -46,6 +51,12 @@ pub async fn load(
     Ok(token.filter(|_| fresh && same_inputs).map(SecretValue::new))
 }
 
+/// Created by the operator for this very credential: never overwrite or trust anything else.
+fn is_ours(cred: &AdobeCredential, secret: &Secret) -> bool {
+    secret.annotations().get(annotation::CREDENTIAL) == Some(&cred.name_any())
+        && secret.owner_references().iter().any(|o| Some(&o.uid) == cred.uid().as_ref())
+}
+
 pub async fn save(
     secrets: &Api<Secret>,
     cred: &AdobeCredential,
@@ -54,6 +65,10 @@ pub async fn save(
     issued_at: Timestamp,
 ) -> Result<()> {
     let name = secret_name(cred);
+    let existing = secrets.get_opt(&name).await.map_err(Error::kube("reading the refresh state"))?;
+    if existing.is_some_and(|s| !is_ours(cred, &s)) {
+        return Err(Error::RefreshStateConflict { name });
+    }
     let body = json!({
         "apiVersion": "v1",
         "kind": "Secret",

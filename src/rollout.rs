@@ -26,16 +26,58 @@ pub struct Restart {
     pub status: RolloutRestartStatus,
     /// Patched in this call (an Event is due).
     pub restarted: bool,
+    /// Why it could not be restarted.
+    pub problem: Option<Problem>,
 }
 
-/// Restarts every target whose pods do not run with `token` yet. A missing workload is reported
-/// in its status entry, not as an error: the credential itself is fine.
+/// Why a rollout restart target was not restarted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Problem {
+    NotFound,
+    /// The operator's RBAC does not let it patch workloads (the chart's default).
+    Forbidden,
+    /// Any other API error (reported, retried on the next token change or reconcile).
+    Failed,
+}
+
+impl Problem {
+    pub fn reason(self) -> &'static str {
+        match self {
+            Problem::NotFound => "RolloutTargetNotFound",
+            Problem::Forbidden => "RolloutRestartForbidden",
+            Problem::Failed => "RolloutRestartFailed",
+        }
+    }
+
+    fn of(err: &Error) -> Self {
+        match err {
+            Error::Kube { source: kube::Error::Api(status), .. } if status.code == 403 => Problem::Forbidden,
+            _ => Problem::Failed,
+        }
+    }
+
+    fn message(self, err: Option<&Error>) -> String {
+        match (self, err) {
+            (Problem::NotFound, _) => "not found".to_owned(),
+            (Problem::Forbidden, _) => {
+                "forbidden: the operator may not patch workloads; install the chart with rolloutRestart.enabled=true"
+                    .to_owned()
+            }
+            (Problem::Failed, Some(err)) => err.to_string(),
+            (Problem::Failed, None) => "failed".to_owned(),
+        }
+    }
+}
+
+/// Restarts every target whose pods do not run with `token` yet. Problems (a missing workload,
+/// missing permissions) are reported in the target's status entry, never as a failure: the token
+/// itself is fine and its status must still be written.
 pub async fn restart_consumers(
     client: &Client,
     namespace: &str,
     targets: &[RolloutRestartTarget],
     token: &StoredToken,
-) -> Result<Vec<Restart>> {
+) -> Vec<Restart> {
     let mut outcomes = Vec::with_capacity(targets.len());
     for target in targets {
         let outcome = match target.kind {
@@ -48,10 +90,19 @@ pub async fn restart_consumers(
             WorkloadKind::DaemonSet => {
                 restart::<DaemonSet>(client, namespace, target, token, |d| d.spec.as_ref().map(|s| &s.template)).await
             }
-        }?;
-        outcomes.push(outcome);
+        };
+        outcomes.push(outcome.unwrap_or_else(|err| {
+            let problem = Problem::of(&err);
+            let status = RolloutRestartStatus {
+                kind: target.kind,
+                name: target.name.clone(),
+                restarted_at: None,
+                message: Some(problem.message(Some(&err))),
+            };
+            Restart { status, restarted: false, problem: Some(problem) }
+        }));
     }
-    Ok(outcomes)
+    outcomes
 }
 
 async fn restart<K>(
@@ -76,13 +127,18 @@ where
     };
     let Some(workload) = api.get_opt(&target.name).await.map_err(Error::kube("reading a rollout restart target"))?
     else {
-        return Ok(Restart { status: status(None, Some("not found")), restarted: false });
+        let message = Problem::NotFound.message(None);
+        return Ok(Restart {
+            status: status(None, Some(&message)),
+            restarted: false,
+            problem: Some(Problem::NotFound),
+        });
     };
     let annotations = template(&workload).and_then(|t| t.metadata.as_ref()).and_then(|m| m.annotations.as_ref());
     let fingerprint = token.fingerprint();
     if annotations.and_then(|a| a.get(RESTARTED_FOR)) == Some(&fingerprint) {
         let restarted_at = annotations.and_then(|a| a.get(RESTARTED_AT)).cloned();
-        return Ok(Restart { status: status(restarted_at, None), restarted: false });
+        return Ok(Restart { status: status(restarted_at, None), restarted: false, problem: None });
     }
     let now = Timestamp::from_second(Timestamp::now().as_second()).unwrap_or_else(|_| Timestamp::now()).to_string();
     let patch = json!({
@@ -91,5 +147,5 @@ where
     api.patch(&target.name, &PatchParams::apply(FIELD_MANAGER), &Patch::Merge(&patch))
         .await
         .map_err(Error::kube("restarting a rollout restart target"))?;
-    Ok(Restart { status: status(Some(now), None), restarted: true })
+    Ok(Restart { status: status(Some(now), None), restarted: true, problem: None })
 }

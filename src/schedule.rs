@@ -29,23 +29,56 @@ pub fn renew_before(lifetime: Duration, spec: Option<&RenewalSpec>) -> Duration 
     }
 }
 
-/// When a token issued at `issued_at` and expiring at `expires_at` is renewed. The jitter is
-/// derived from `jitter_key` (the token's fingerprint) so that every reconcile computes the
-/// same time: a moving renewal time would rewrite status on every pass.
-pub fn renewal_time(
+/// Default least time between two mints of one credential for unchanged inputs; the operator
+/// flag `--min-mint-interval` sets it. The floor of a token is the longer of this and a tenth of
+/// its lifetime, so neither a `renewBefore` close to the lifetime nor an endpoint that answers
+/// with a tiny `expires_in` can make the operator mint in a loop.
+pub const DEFAULT_MIN_MINT_INTERVAL: Duration = Duration::from_secs(30);
+
+/// The least time between two mints for unchanged inputs, for a token of `lifetime`.
+pub fn mint_floor(lifetime: Duration, min_interval: Duration) -> Duration {
+    (lifetime / 10).max(min_interval)
+}
+
+/// When a token is renewed, and whether the renewal settings had to be overridden for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Renewal {
+    pub at: Timestamp,
+    /// The requested margin would renew sooner than the mint floor after issue (or was longer
+    /// than the lifetime): the renewal was moved to the floor.
+    pub clamped: bool,
+}
+
+/// When a token issued at `issued_at` and expiring at `expires_at` is renewed: never earlier
+/// than the mint floor after its issue, whatever the settings and the timestamps (which may come
+/// from annotations a tenant can edit: all arithmetic saturates). The jitter is derived from
+/// `jitter_key` (the token's fingerprint) so that every reconcile computes the same time: a
+/// moving renewal time would rewrite status on every pass.
+pub fn renewal(
     issued_at: Timestamp,
     expires_at: Timestamp,
     spec: Option<&RenewalSpec>,
     jitter_key: &str,
-) -> Timestamp {
+    min_interval: Duration,
+) -> Renewal {
     let lifetime = Duration::try_from(expires_at.duration_since(issued_at)).unwrap_or(Duration::ZERO);
     let before = renew_before(lifetime, spec);
     let jitter = (before / 10).min(MAX_RENEWAL_JITTER).mul_f64(unit_fraction(jitter_key));
-    let total = SignedDuration::try_from(before + jitter).unwrap_or(SignedDuration::MAX);
-    let at = expires_at.checked_sub(total).unwrap_or(issued_at);
+    let margin = SignedDuration::try_from(before.saturating_add(jitter)).unwrap_or(SignedDuration::MAX);
+    let wanted = expires_at.checked_sub(margin).unwrap_or(Timestamp::MIN);
+    let floor = SignedDuration::try_from(mint_floor(lifetime, min_interval)).unwrap_or(SignedDuration::MAX);
+    let earliest = issued_at.checked_add(floor).unwrap_or(Timestamp::MAX);
+    let overridden = spec.is_some_and(|s| renew_before_requested(s).is_some_and(|d| d >= lifetime));
+    let (at, clamped) = if wanted < earliest { (earliest, true) } else { (wanted, overridden) };
     // Round to whole milliseconds: status carries RFC 3339 times and must compare equal after a
-    // round trip through the API server.
-    Timestamp::from_millisecond(at.as_millisecond()).unwrap_or(at).max(issued_at)
+    // round trip through the API server. Rounded up, so the floor still holds.
+    let millis = at.as_millisecond().saturating_add(i64::from(at.subsec_nanosecond() % 1_000_000 != 0));
+    Renewal { at: Timestamp::from_millisecond(millis).unwrap_or(at), clamped }
+}
+
+/// The margin the spec asks for, before any fallback.
+fn renew_before_requested(spec: &RenewalSpec) -> Option<Duration> {
+    spec.renew_before.as_deref().and_then(parse_duration)
 }
 
 /// A number in [0, 1) derived from `key`.
@@ -109,12 +142,13 @@ mod tests {
     fn default_renewal_is_one_third_before_expiry_plus_bounded_jitter() {
         let issued = ts("2026-11-24T00:00:00Z");
         let expires = ts("2026-11-25T00:00:00Z");
-        let at = renewal_time(issued, expires, None, "sha256:aa");
+        let at = renewal(issued, expires, None, "sha256:aa", DEFAULT_MIN_MINT_INTERVAL).at;
         let earliest = ts("2026-11-24T15:55:00Z"); // 8h before expiry minus the 5 min cap
         let latest = ts("2026-11-24T16:00:00Z");
         assert!(at > earliest && at <= latest, "{at}");
-        assert_eq!(at, renewal_time(issued, expires, None, "sha256:aa"), "deterministic");
-        assert_ne!(at, renewal_time(issued, expires, None, "sha256:bb"), "spread by key");
+        let again = |key| renewal(issued, expires, None, key, DEFAULT_MIN_MINT_INTERVAL).at;
+        assert_eq!(at, again("sha256:aa"), "deterministic");
+        assert_ne!(at, again("sha256:bb"), "spread by key");
     }
 
     #[test]
@@ -132,10 +166,17 @@ mod tests {
     }
 
     #[test]
-    fn renewal_never_precedes_issue() {
+    fn a_margin_close_to_the_lifetime_is_clamped_to_the_floor() {
         let issued = ts("2026-11-24T00:00:00Z");
-        let at = renewal_time(issued, ts("2026-11-24T00:00:03Z"), None, "k");
-        assert!(at >= issued && at < ts("2026-11-24T00:00:03Z"));
+        let expires = ts("2026-11-24T01:00:00Z");
+        let spec = RenewalSpec { renew_before: Some("59m59s".into()), renew_before_percentage: None };
+        let r = renewal(issued, expires, Some(&spec), "k", DEFAULT_MIN_MINT_INTERVAL);
+        assert_eq!(r, Renewal { at: ts("2026-11-24T00:06:00Z"), clamped: true }, "a tenth of the hour");
+        // A tiny expires_in: the floor is the minimum interval, past the expiry.
+        let r = renewal(issued, ts("2026-11-24T00:00:03Z"), None, "k", DEFAULT_MIN_MINT_INTERVAL);
+        assert_eq!(r, Renewal { at: ts("2026-11-24T00:00:30Z"), clamped: true });
+        let r = renewal(issued, expires, None, "k", DEFAULT_MIN_MINT_INTERVAL);
+        assert!(!r.clamped);
     }
 
     #[test]

@@ -37,6 +37,29 @@ pub struct OAuthClient {
     pub client_id: String,
     /// `(key in the source Secret, value)`, primary first.
     pub secrets: Vec<(String, SecretValue)>,
+    /// What was cleaned off the values (a trailing newline from `echo`, a byte order mark), for
+    /// the people who made the Secret. Never the values themselves.
+    pub notes: Vec<String>,
+}
+
+/// A value from a Secret without the characters editors and shells add around it (white space,
+/// CR/LF line ends, a UTF-8 byte order mark), and what was removed, if anything.
+pub fn clean(value: &str) -> (&str, Option<&'static str>) {
+    let without_bom = value.strip_prefix('\u{feff}');
+    let body = without_bom.unwrap_or(value);
+    let trimmed = body.trim();
+    let note = if without_bom.is_some() {
+        Some("a UTF-8 byte order mark")
+    } else if body.ends_with("\r\n") {
+        Some("a trailing CR/LF line end")
+    } else if body.ends_with('\n') {
+        Some("a trailing newline")
+    } else if trimmed.len() != body.len() {
+        Some("leading or trailing white space")
+    } else {
+        None
+    };
+    (trimmed, note)
 }
 
 /// Everything an OAuth Server-to-Server mint needs.
@@ -213,7 +236,7 @@ pub async fn resolve(secrets: &Api<Secret>, cred: &AdobeCredential) -> Result<Fl
         return Ok(FlowInputs::PasswordGrant(PasswordGrantInputs {
             token_url: flow.token_url.clone(),
             client: reader.client(&flow.client_secret_ref).await?,
-            username: reader.value(&user.name, &user.username_key).await?.trim().to_owned(),
+            username: clean(&reader.value(&user.name, &user.username_key).await?).0.to_owned(),
             password: SecretValue::new(reader.value(&user.name, &user.password_key).await?),
         }));
     }
@@ -238,20 +261,26 @@ impl SecretReader<'_> {
     }
 
     async fn client(&mut self, r: &ClientSecretRef) -> Result<OAuthClient> {
-        let client_id = self.value(&r.name, &r.client_id_key).await?.trim().to_owned();
-        let mut secrets = vec![(
-            r.client_secret_key.clone(),
-            SecretValue::new(self.value(&r.name, &r.client_secret_key).await?.trim()),
-        )];
+        let mut notes = Vec::new();
+        let mut cleaned = |key: &str, value: String| {
+            let (value, note) = clean(&value);
+            if let Some(note) = note {
+                notes.push(format!("{key} in Secret {:?} had {note}; it was ignored", r.name));
+            }
+            value.to_owned()
+        };
+        let client_id = cleaned(&r.client_id_key, self.value(&r.name, &r.client_id_key).await?);
+        let primary = cleaned(&r.client_secret_key, self.value(&r.name, &r.client_secret_key).await?);
+        let mut secrets = vec![(r.client_secret_key.clone(), SecretValue::new(primary))];
         if let Some(key) = &r.secondary_client_secret_key {
             // The second secret is optional by nature: it exists only during a rotation.
             match self.value(&r.name, key).await {
-                Ok(value) => secrets.push((key.clone(), SecretValue::new(value.trim()))),
+                Ok(value) => secrets.push((key.clone(), SecretValue::new(cleaned(key, value)))),
                 Err(Error::SourceKeyMissing { .. } | Error::SourceValueInvalid { .. }) => {}
                 Err(other) => return Err(other),
             }
         }
-        Ok(OAuthClient { client_id, secrets })
+        Ok(OAuthClient { client_id, secrets, notes })
     }
 }
 
@@ -286,6 +315,7 @@ mod tests {
             client: OAuthClient {
                 client_id: "abc".into(),
                 secrets: vec![("client_secret".into(), SecretValue::new(secret))],
+                notes: vec![],
             },
             scopes: vec!["openid".into(), "AdobeID".into()],
             org_id: None,
@@ -299,6 +329,15 @@ mod tests {
         assert_ne!(a, inputs("p8e-secret-two").revision());
         assert!(a.starts_with("sha256:") && a.len() == 7 + 64);
         assert!(!a.contains("p8e-secret-one"));
+    }
+
+    #[test]
+    fn cleaning_says_what_it_removed() {
+        assert_eq!(clean("p8e-abc\n"), ("p8e-abc", Some("a trailing newline")));
+        assert_eq!(clean("p8e-abc\r\n"), ("p8e-abc", Some("a trailing CR/LF line end")));
+        assert_eq!(clean("\u{feff}p8e-abc"), ("p8e-abc", Some("a UTF-8 byte order mark")));
+        assert_eq!(clean(" p8e-abc"), ("p8e-abc", Some("leading or trailing white space")));
+        assert_eq!(clean("p8e-abc"), ("p8e-abc", None));
     }
 
     #[test]

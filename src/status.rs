@@ -6,11 +6,14 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::ResourceExt;
 
 use crate::crd::{AdobeCredential, AdobeCredentialStatus};
-use crate::error::Error;
+use crate::error::{Error, MAX_MESSAGE, one_line};
+use crate::rollout::Restart;
+use crate::schedule::Renewal;
 use crate::target::StoredToken;
 
 pub const READY: &str = "Ready";
 pub const DEPRECATED: &str = "Deprecated";
+pub const ROLLOUT_RESTART: &str = "RolloutRestart";
 const JWT_DEPRECATION: &str = "Adobe retired Service Account (JWT) credentials (end of life 2025-06-30) and converts them to OAuth Server-to-Server with the same client ID; replace spec.serviceAccountJWT with spec.oauthServerToServer (same clientSecretRef, the scopes of the converted credential) and delete the private key Secret";
 pub const REASON_TOKEN_MINTED: &str = "TokenMinted";
 pub const REASON_TOKEN_EXPIRED: &str = "TokenExpired";
@@ -18,8 +21,9 @@ pub const REASON_TOKEN_EXPIRED: &str = "TokenExpired";
 /// What the last reconcile achieved.
 pub enum Outcome<'a> {
     /// The target holds a valid token for the current inputs. `fallback_secret_key` names the
-    /// client secret key that worked when it is not the first one.
-    Valid { token: &'a StoredToken, renewal_time: Timestamp, fallback_secret_key: Option<&'a str> },
+    /// client secret key that worked when it is not the first one; `notes` say what was cleaned
+    /// off the inputs.
+    Valid { token: &'a StoredToken, renewal: Renewal, fallback_secret_key: Option<&'a str>, notes: &'a [String] },
     /// Minting (or reading the inputs) failed. `last_good` is the token still in the target
     /// with its renewal time.
     Failed {
@@ -38,14 +42,23 @@ pub fn desired(
 ) -> AdobeCredentialStatus {
     let current = cred.status.clone().unwrap_or_default();
     let (described, ready, reason, message, failures) = match outcome {
-        Outcome::Valid { token, renewal_time, fallback_secret_key } => {
-            let mut message = format!("token valid until {}, renewal at {}", token.expires_at, renewal_time);
+        Outcome::Valid { token, renewal, fallback_secret_key, notes } => {
+            let mut message = format!("token valid until {}, renewal at {}", token.expires_at, renewal.at);
+            if renewal.clamped {
+                message.push_str(
+                    " (the renewal settings would renew sooner after minting than the operator's minimum interval between mints allows, or not before expiry: renewal moved to the minimum)",
+                );
+            }
             if let Some(key) = fallback_secret_key {
                 message.push_str(&format!(
                     "; the first client secret was rejected and the one in key {key:?} works: finish the rotation by making it the first"
                 ));
             }
-            (Some((*token, Some(*renewal_time))), true, REASON_TOKEN_MINTED.to_owned(), message, 0)
+            for note in *notes {
+                message.push_str("; ");
+                message.push_str(note);
+            }
+            (Some((*token, Some(renewal.at))), true, REASON_TOKEN_MINTED.to_owned(), message, 0)
         }
         Outcome::Failed { error, last_good, current_inputs, consecutive_failures } => {
             let token = last_good.map(|(t, _)| t);
@@ -111,6 +124,8 @@ fn condition(
     now: Timestamp,
 ) -> Condition {
     let status = if is_true { "True" } else { "False" }.to_owned();
+    // Conditions carry one human line of bounded length, whatever an error's text was.
+    let message = one_line(&message, MAX_MESSAGE);
     // lastTransitionTime moves only when the status flips (Kubernetes API conventions).
     let last_transition_time = previous
         .filter(|p| p.status == status)
@@ -124,6 +139,35 @@ fn condition(
         observed_generation: cred.metadata.generation,
         last_transition_time,
     }
+}
+
+/// The rollout restart entries and their condition: True while every target runs the current
+/// token, False with the first problem's reason otherwise. Ready is not affected: the token is
+/// fine even when its consumers cannot be restarted.
+pub fn set_rollout_restarts(
+    status: &mut AdobeCredentialStatus,
+    cred: &AdobeCredential,
+    restarts: &[Restart],
+    now: Timestamp,
+) {
+    status.rollout_restarts = restarts.iter().map(|r| r.status.clone()).collect();
+    status.conditions.retain(|c| c.type_ != ROLLOUT_RESTART);
+    if restarts.is_empty() {
+        return;
+    }
+    let problem = restarts.iter().find_map(|r| r.problem.map(|p| (p, r)));
+    let (ok, reason, message) = match problem {
+        Some((p, r)) => (
+            false,
+            p.reason().to_owned(),
+            format!("{:?} {}: {}", r.status.kind, r.status.name, r.status.message.as_deref().unwrap_or_default()),
+        ),
+        None => {
+            (true, "RolloutCurrent".to_owned(), "every rollout restart target runs with the current token".to_owned())
+        }
+    };
+    let previous = cred.status.as_ref().and_then(|s| s.conditions.iter().find(|c| c.type_ == ROLLOUT_RESTART));
+    status.conditions.push(condition(cred, previous, ROLLOUT_RESTART, ok, reason, message, now));
 }
 
 /// Whether two statuses are the same once written. Compared as serialized: `Time` fields are
@@ -177,8 +221,8 @@ mod tests {
     fn sub_second_times_do_not_make_a_status_differ_from_its_stored_form() {
         let mut t = token("2026-11-25T00:00:00.123456Z");
         t.issued_at = ts("2026-11-24T00:00:00.987654Z");
-        let outcome =
-            Outcome::Valid { token: &t, renewal_time: ts("2026-11-24T16:00:00.5Z"), fallback_secret_key: None };
+        let renewal = Renewal { at: ts("2026-11-24T16:00:00.5Z"), clamped: false };
+        let outcome = Outcome::Valid { token: &t, renewal, fallback_secret_key: None, notes: &[] };
         let desired = desired(&cred(), Some("oauthServerToServer"), &outcome, ts("2026-11-24T00:00:01.25Z"));
         // What the API server hands back: the same status, read from its whole-second JSON.
         let stored: AdobeCredentialStatus =
@@ -196,7 +240,12 @@ mod tests {
         let s = desired(
             &cred(),
             Some("oauthServerToServer"),
-            &Outcome::Valid { token: &t, renewal_time: ts("2026-11-24T16:00:00Z"), fallback_secret_key: None },
+            &Outcome::Valid {
+                token: &t,
+                renewal: Renewal { at: ts("2026-11-24T16:00:00Z"), clamped: false },
+                fallback_secret_key: None,
+                notes: &[],
+            },
             ts("2026-11-24T00:00:01Z"),
         );
         let c = &s.conditions[0];

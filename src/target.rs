@@ -15,7 +15,8 @@ use crate::crd::{AdobeCredential, CreationPolicy};
 use crate::error::{Error, Result};
 use crate::source::{FlowInputs, SecretValue, hex};
 
-/// The one field manager of every write this operator makes.
+/// The field manager of the operator's own writes (status, refresh state, restarts); target
+/// Secrets are written by one manager per credential, see [`field_manager`].
 pub const FIELD_MANAGER: &str = "adobe-credential-operator";
 pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
 
@@ -33,8 +34,47 @@ pub mod annotation {
 pub const ACCESS_TOKEN_KEY: &str = "access_token";
 pub const TOKEN_TYPE_KEY: &str = "token_type";
 
+/// Instructions one template key may execute (minijinja fuel): plenty for string formatting,
+/// far too little for a loop that would hold a runtime thread.
+pub const TEMPLATE_FUEL: u64 = 50_000;
+/// Largest value of one target key, and of all keys together (the API server's limit for a whole
+/// Secret is 1 MiB).
+pub const MAX_KEY_BYTES: usize = 64 * 1024;
+pub const MAX_TARGET_BYTES: usize = 256 * 1024;
+
+/// The field manager of one credential's writes to its target Secret: several `Merge`
+/// credentials share a Secret, each owning only its keys. At most 128 characters.
+pub fn field_manager(cred: &AdobeCredential) -> String {
+    format!("{FIELD_MANAGER}/{}", scope(&cred.name_any(), 100))
+}
+
+/// `name` if it is at most `max` characters, else a prefix and a hash of it: unique per name and
+/// valid wherever a resource name is (annotation names, field managers).
+fn scope(name: &str, max: usize) -> String {
+    if name.len() <= max {
+        return name.to_owned();
+    }
+    let digest = hex(&Sha256::digest(name.as_bytes()));
+    format!("{}-{}", &name[..max - 9], &digest[..8])
+}
+
+/// Annotation key `base` as one credential writes it: shared (`Owner`/`Orphan`, one credential
+/// per Secret) or suffixed with the credential's name (`Merge`, several per Secret).
+fn annotation_key(cred: &AdobeCredential, base: &str) -> String {
+    match cred.creation_policy() {
+        CreationPolicy::Merge => format!("{base}.{}", scope(&cred.name_any(), 40)),
+        _ => base.to_owned(),
+    }
+}
+
+/// Name of a default key, with the target's `keyPrefix`.
+pub fn default_key(cred: &AdobeCredential, key: &str) -> String {
+    let prefix = cred.spec.target.as_ref().and_then(|t| t.key_prefix.as_deref()).unwrap_or_default();
+    format!("{prefix}{key}")
+}
+
 /// A token as stored in (or about to be written to) the target Secret.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct StoredToken {
     pub access_token: SecretValue,
     pub token_type: String,
@@ -64,6 +104,9 @@ pub enum TargetState {
     Missing,
     /// Exists, is not ours, and the policy forbids taking it over.
     Conflict,
+    /// Open to merging by policy, but not an Opaque Secret (a service-account token, TLS or
+    /// docker-config Secret, whose consumers would break).
+    NotOpaque(String),
     /// Ours (or open to merging); `token` is the stored token when it is intact (present, with
     /// annotations that match its fingerprint).
     Present {
@@ -75,29 +118,65 @@ pub enum TargetState {
 pub fn inspect(cred: &AdobeCredential, existing: Option<Secret>) -> TargetState {
     let Some(secret) = existing else { return TargetState::Missing };
     let name = cred.name_any();
-    let ours = secret.annotations().get(annotation::CREDENTIAL) == Some(&name)
+    let ours = secret.annotations().get(&annotation_key(cred, annotation::CREDENTIAL)) == Some(&name)
         || secret.owner_references().iter().any(|o| Some(&o.uid) == cred.uid().as_ref());
-    if !ours && cred.creation_policy() != CreationPolicy::Merge {
+    let merge = cred.creation_policy() == CreationPolicy::Merge;
+    if !ours && !merge {
         return TargetState::Conflict;
     }
-    let token = if ours { stored_token(&secret) } else { None };
+    if let Some(type_) = secret.type_.as_ref().filter(|t| merge && t.as_str() != "Opaque") {
+        return TargetState::NotOpaque(type_.clone());
+    }
+    let token = if ours { stored_token(cred, &secret) } else { None };
     TargetState::Present { token, secret: Box::new(secret) }
 }
 
-fn stored_token(secret: &Secret) -> Option<StoredToken> {
+fn stored_token(cred: &AdobeCredential, secret: &Secret) -> Option<StoredToken> {
     let annotations = secret.annotations();
+    let note = |base: &str| annotations.get(&annotation_key(cred, base));
     let data = secret.data.as_ref()?;
-    let text = |key: &str| data.get(key).and_then(|v| String::from_utf8(v.0.clone()).ok());
+    let text = |key: &str| data.get(&default_key(cred, key)).and_then(|v| String::from_utf8(v.0.clone()).ok());
     let token = StoredToken {
         access_token: SecretValue::new(text(ACCESS_TOKEN_KEY)?),
         token_type: text(TOKEN_TYPE_KEY).unwrap_or_else(|| "bearer".into()),
-        issued_at: annotations.get(annotation::ISSUED_AT)?.parse().ok()?,
-        expires_at: annotations.get(annotation::EXPIRES_AT)?.parse().ok()?,
-        revision: annotations.get(annotation::SOURCE_REVISION)?.clone(),
-        client_secret_key: annotations.get(annotation::CLIENT_SECRET_KEY).cloned(),
+        issued_at: note(annotation::ISSUED_AT)?.parse().ok()?,
+        expires_at: note(annotation::EXPIRES_AT)?.parse().ok()?,
+        revision: note(annotation::SOURCE_REVISION)?.clone(),
+        client_secret_key: note(annotation::CLIENT_SECRET_KEY).cloned(),
     };
     // A token edited by hand no longer matches the fingerprint we recorded with it.
-    (annotations.get(annotation::TOKEN_FINGERPRINT) == Some(&token.fingerprint())).then_some(token)
+    (note(annotation::TOKEN_FINGERPRINT) == Some(&token.fingerprint())).then_some(token)
+}
+
+/// The first of `keys` that the Secret holds but this credential did not write (another
+/// credential, a person, a Helm release): a `Merge` credential never takes a key over. Returns
+/// the key and the writer that owns it, as far as managedFields tell.
+pub fn foreign_key<'a>(
+    cred: &AdobeCredential,
+    secret: &Secret,
+    keys: impl IntoIterator<Item = &'a String>,
+) -> Option<(String, String)> {
+    // An Owner or Orphan target is the credential's alone: hand edits are repaired, not obeyed.
+    if cred.creation_policy() != CreationPolicy::Merge {
+        return None;
+    }
+    let data = secret.data.as_ref()?;
+    let ours = field_manager(cred);
+    let owners = |key: &str| -> Vec<&str> {
+        let field = format!("f:{key}");
+        secret
+            .managed_fields()
+            .iter()
+            .filter(|m| m.fields_v1.as_ref().is_some_and(|f| f.0.get("f:data").and_then(|d| d.get(&field)).is_some()))
+            .filter_map(|m| m.manager.as_deref())
+            .collect()
+    };
+    keys.into_iter().filter(|k| data.contains_key(*k)).find_map(|key| {
+        let owners = owners(key);
+        // The shared manager of earlier versions wrote only this operator's keys.
+        let mine = owners.iter().any(|m| *m == ours || *m == FIELD_MANAGER);
+        (!mine).then(|| (key.clone(), owners.first().map_or("another writer", |m| *m).to_owned()))
+    })
 }
 
 /// Renders every key the target Secret gets: the default keys plus template keys.
@@ -108,14 +187,15 @@ pub fn render_data(
 ) -> Result<BTreeMap<String, String>> {
     // The lifetime, not the time left: rendered values must not change between reconciles.
     let expires_in = token.expires_at.duration_since(token.issued_at).as_secs().max(0);
+    let key = |name: &str| default_key(cred, name);
     let mut data = BTreeMap::from([
-        (ACCESS_TOKEN_KEY.to_owned(), token.access_token.expose().to_owned()),
-        (TOKEN_TYPE_KEY.to_owned(), token.token_type.clone()),
-        ("expires_at".to_owned(), rfc3339(token.expires_at)),
-        ("client_id".to_owned(), inputs.client_id().to_owned()),
+        (key(ACCESS_TOKEN_KEY), token.access_token.expose().to_owned()),
+        (key(TOKEN_TYPE_KEY), token.token_type.clone()),
+        (key("expires_at"), rfc3339(token.expires_at)),
+        (key("client_id"), inputs.client_id().to_owned()),
     ]);
     if let Some(org) = inputs.org_id() {
-        data.insert("org_id".to_owned(), org.to_owned());
+        data.insert(key("org_id"), org.to_owned());
     }
     let spec = cred.spec.target.as_ref();
     if let Some(key) = spec.and_then(|t| t.env_file_key.as_ref()) {
@@ -136,6 +216,7 @@ pub fn render_data(
     if let Some(template) = templates.filter(|t| !t.data.is_empty()) {
         let mut env = minijinja::Environment::new();
         env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
+        env.set_fuel(Some(TEMPLATE_FUEL));
         let context = minijinja::context! {
             access_token => token.access_token.expose(),
             token_type => &token.token_type,
@@ -145,14 +226,62 @@ pub fn render_data(
             org_id => inputs.org_id().unwrap_or_default(),
         };
         for (key, source) in &template.data {
-            // The template error names the problem, never the rendered (secret) text.
-            let invalid =
-                |e: minijinja::Error| Error::InvalidTemplate { key: key.clone(), detail: e.kind().to_string() };
-            let rendered = env.render_str(source, &context).map_err(invalid)?;
+            let rendered = render_template(&env, key, source, &context)?;
             data.insert(key.clone(), rendered);
         }
     }
+    let total: usize = data.iter().map(|(k, v)| k.len() + v.len()).sum();
+    if total > MAX_TARGET_BYTES {
+        return Err(Error::InvalidTemplate {
+            key: "(all keys)".into(),
+            detail: format!("the target Secret would hold {total} bytes, over the limit of {MAX_TARGET_BYTES}"),
+        });
+    }
     Ok(data)
+}
+
+/// Renders one template key within its budgets: [`TEMPLATE_FUEL`] instructions and
+/// [`MAX_KEY_BYTES`] of output. The error names the problem, never the rendered (secret) text.
+fn render_template(
+    env: &minijinja::Environment<'_>,
+    key: &str,
+    source: &str,
+    context: &minijinja::Value,
+) -> Result<String> {
+    let invalid = |detail: String| Error::InvalidTemplate { key: key.to_owned(), detail };
+    let template = env.template_from_str(source).map_err(|e| invalid(e.kind().to_string()))?;
+    let mut out = CappedWriter { bytes: Vec::new(), cap: MAX_KEY_BYTES, overflowed: false };
+    match template.render_captured_to(context, &mut out) {
+        _ if out.overflowed => Err(invalid(format!("the output is longer than {MAX_KEY_BYTES} bytes"))),
+        Err(e) if e.kind() == minijinja::ErrorKind::OutOfFuel => {
+            Err(invalid(format!("the template needs more than {TEMPLATE_FUEL} steps")))
+        }
+        Err(e) => Err(invalid(e.kind().to_string())),
+        Ok(_) => String::from_utf8(out.bytes).map_err(|_| invalid("the output is not UTF-8".into())),
+    }
+}
+
+/// Collects output up to `cap` bytes and refuses the rest, so an oversized render fails at the
+/// cap instead of growing a buffer.
+struct CappedWriter {
+    bytes: Vec<u8>,
+    cap: usize,
+    overflowed: bool,
+}
+
+impl std::io::Write for CappedWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.bytes.len().saturating_add(buf.len()) > self.cap {
+            self.overflowed = true;
+            return Err(std::io::Error::other("output over budget"));
+        }
+        self.bytes.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// `KEY=value` lines; values are quoted only when they need it (tokens and IDs never do).
@@ -175,15 +304,16 @@ pub fn rfc3339(at: Timestamp) -> String {
 
 /// Annotations recorded with a token.
 fn token_annotations(cred: &AdobeCredential, token: &StoredToken) -> BTreeMap<String, String> {
+    let key = |base: &str| annotation_key(cred, base);
     let mut annotations = BTreeMap::from([
-        (annotation::CREDENTIAL.to_owned(), cred.name_any()),
-        (annotation::EXPIRES_AT.to_owned(), token.expires_at.to_string()),
-        (annotation::ISSUED_AT.to_owned(), token.issued_at.to_string()),
-        (annotation::SOURCE_REVISION.to_owned(), token.revision.clone()),
-        (annotation::TOKEN_FINGERPRINT.to_owned(), token.fingerprint()),
+        (key(annotation::CREDENTIAL), cred.name_any()),
+        (key(annotation::EXPIRES_AT), token.expires_at.to_string()),
+        (key(annotation::ISSUED_AT), token.issued_at.to_string()),
+        (key(annotation::SOURCE_REVISION), token.revision.clone()),
+        (key(annotation::TOKEN_FINGERPRINT), token.fingerprint()),
     ]);
-    if let Some(key) = &token.client_secret_key {
-        annotations.insert(annotation::CLIENT_SECRET_KEY.to_owned(), key.clone());
+    if let Some(secret_key) = &token.client_secret_key {
+        annotations.insert(key(annotation::CLIENT_SECRET_KEY), secret_key.clone());
     }
     annotations
 }
@@ -206,7 +336,8 @@ pub fn is_up_to_date(
     data_ok && annotations_ok && owner_ok
 }
 
-/// Writes the token with server-side apply. Returns the new resourceVersion.
+/// Writes the token with server-side apply, as the credential's own field manager. Returns the
+/// new resourceVersion. A `Merge` write never forces: a key another writer owns is a conflict.
 pub async fn apply(
     secrets: &Api<Secret>,
     cred: &AdobeCredential,
@@ -216,26 +347,38 @@ pub async fn apply(
     let name = cred.target_name();
     let b64 = base64::engine::general_purpose::STANDARD;
     let encoded: BTreeMap<&String, String> = data.iter().map(|(k, v)| (k, b64.encode(v))).collect();
-    let mut metadata = json!({
-        "name": name,
-        "labels": { MANAGED_BY_LABEL: FIELD_MANAGER },
-        "annotations": token_annotations(cred, token),
-    });
+    let mut metadata = json!({ "name": name, "annotations": token_annotations(cred, token) });
     let policy = cred.creation_policy();
+    // A merged Secret keeps its own labels (e.g. a Helm release's managed-by) and type.
+    if policy != CreationPolicy::Merge {
+        metadata["labels"] = json!({ MANAGED_BY_LABEL: FIELD_MANAGER });
+    }
     if policy == CreationPolicy::Owner
         && let Some(owner) = cred.controller_owner_ref(&())
     {
         metadata["ownerReferences"] = json!([owner]);
     }
     let mut body = json!({ "apiVersion": "v1", "kind": "Secret", "metadata": metadata, "data": encoded });
-    // A merged Secret keeps its own type (immutable after creation).
     if policy != CreationPolicy::Merge {
         body["type"] = json!("Opaque");
     }
-    let params = PatchParams::apply(FIELD_MANAGER).force();
-    let written =
-        secrets.patch(&name, &params, &Patch::Apply(&body)).await.map_err(Error::kube("writing the target Secret"))?;
-    Ok(written.resource_version())
+    let mut params = PatchParams::apply(&field_manager(cred));
+    if policy != CreationPolicy::Merge {
+        params = params.force();
+    }
+    match secrets.patch(&name, &params, &Patch::Apply(&body)).await {
+        Ok(written) => Ok(written.resource_version()),
+        Err(kube::Error::Api(status)) if status.code == 409 => Err(apply_conflict(&name, &status.message)),
+        Err(err) => Err(Error::kube("writing the target Secret")(err)),
+    }
+}
+
+/// The key and writer named by a server-side apply conflict, e.g. `Apply failed with 1 conflict:
+/// conflict with "kubectl-edit" using v1: .data.access_token`.
+fn apply_conflict(name: &str, message: &str) -> Error {
+    let manager = message.split('"').nth(1).unwrap_or("another writer").to_owned();
+    let key = message.split(".data.").nth(1).and_then(|k| k.split_whitespace().next()).unwrap_or("?");
+    Error::TargetKeyConflict { name: name.to_owned(), key: key.to_owned(), manager }
 }
 
 #[cfg(test)]
@@ -255,6 +398,7 @@ mod tests {
                     template: Some(TargetTemplate {
                         data: template.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
                     }),
+                    key_prefix: None,
                     env_file_key: Some("adobe.env".into()),
                     json_key: Some("token.json".into()),
                 }),
@@ -283,6 +427,7 @@ mod tests {
             client: crate::source::OAuthClient {
                 client_id: "client-1".into(),
                 secrets: vec![("client_secret".into(), SecretValue::new("s"))],
+                notes: vec![],
             },
             scopes: vec!["openid".into()],
             org_id: Some("ORG@AdobeOrg".into()),
@@ -357,6 +502,96 @@ mod tests {
             TargetState::Present { token: None, .. }
         ));
         assert!(matches!(inspect(&cred(CreationPolicy::Owner, &[]), None), TargetState::Missing));
+    }
+
+    #[test]
+    fn templates_have_budgets() {
+        for (source, budget) in [
+            (r#"{{ "x" * 100000 }}"#, "longer than"),
+            ("{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}", "steps"),
+        ] {
+            let c = cred(CreationPolicy::Owner, &[("big", source)]);
+            let err = render_data(&c, &token(), &inputs()).unwrap_err();
+            assert_eq!(err.reason(), "InvalidTemplate");
+            assert!(err.to_string().contains(budget), "{err}");
+        }
+        let many: Vec<(String, String)> =
+            (0..5).map(|i| (format!("k{i}"), r#"{{ "x" * 60000 }}"#.to_string())).collect();
+        let many: Vec<(&str, &str)> = many.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let err = render_data(&cred(CreationPolicy::Owner, &many), &token(), &inputs()).unwrap_err();
+        assert!(err.to_string().contains("over the limit"), "{err}");
+    }
+
+    #[test]
+    fn merge_credentials_scope_their_annotations_and_keys() {
+        let mut a = cred(CreationPolicy::Merge, &[]);
+        let mut b = cred(CreationPolicy::Merge, &[]);
+        b.metadata.name = Some("cloud-manager".into());
+        for (c, prefix) in [(&mut a, "ff_"), (&mut b, "cm_")] {
+            if let Some(t) = c.spec.target.as_mut() {
+                t.key_prefix = Some(prefix.into());
+                t.env_file_key = None;
+                t.json_key = None;
+            }
+        }
+        let tok = token();
+        let mut shared = secret_with(&a, &render_data(&a, &tok, &inputs()).expect("a"), &tok);
+        let b_data = render_data(&b, &tok, &inputs()).expect("b");
+        let b_only = secret_with(&b, &b_data, &tok);
+        shared
+            .metadata
+            .annotations
+            .as_mut()
+            .expect("a")
+            .extend(b_only.metadata.annotations.clone().unwrap_or_default());
+        shared.data.as_mut().expect("data").extend(b_only.data.clone().unwrap_or_default());
+        assert!(shared.annotations().contains_key("credentials.adobe-operator.io/expires-at.firefly"));
+        assert!(shared.annotations().contains_key("credentials.adobe-operator.io/expires-at.cloud-manager"));
+        for c in [&a, &b] {
+            match inspect(c, Some(shared.clone())) {
+                TargetState::Present { token: Some(t), .. } => assert_eq!(t, tok),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        assert!(b_data.contains_key("cm_access_token") && !b_data.contains_key("access_token"));
+    }
+
+    #[test]
+    fn merge_refuses_foreign_keys_and_typed_secrets() {
+        let c = cred(CreationPolicy::Merge, &[]);
+        let mut secret = Secret {
+            data: Some(BTreeMap::from([("access_token".to_string(), ByteString(b"theirs".to_vec()))])),
+            ..Default::default()
+        };
+        secret.metadata.managed_fields = Some(vec![
+            serde_json::from_value(serde_json::json!({
+                "manager": "kubectl-create", "operation": "Update", "apiVersion": "v1",
+                "fieldsType": "FieldsV1", "fieldsV1": {"f:data": {".": {}, "f:access_token": {}}},
+            }))
+            .expect("managed fields"),
+        ]);
+        let keys = ["access_token".to_string(), "client_id".to_string()];
+        assert_eq!(foreign_key(&c, &secret, &keys), Some(("access_token".into(), "kubectl-create".into())));
+        secret.metadata.managed_fields = Some(vec![
+            serde_json::from_value(serde_json::json!({
+                "manager": field_manager(&c), "operation": "Apply", "apiVersion": "v1",
+                "fieldsType": "FieldsV1", "fieldsV1": {"f:data": {"f:access_token": {}}},
+            }))
+            .expect("managed fields"),
+        ]);
+        assert_eq!(foreign_key(&c, &secret, &keys), None, "our own key");
+        let tls = Secret { type_: Some("kubernetes.io/tls".into()), ..Default::default() };
+        assert!(matches!(inspect(&c, Some(tls)), TargetState::NotOpaque(t) if t == "kubernetes.io/tls"));
+        let conflict = apply_conflict(
+            "app",
+            r#"Apply failed with 1 conflict: conflict with "kubectl-edit" using v1: .data.access_token"#,
+        );
+        assert_eq!(
+            conflict.to_string(),
+            Error::TargetKeyConflict { name: "app".into(), key: "access_token".into(), manager: "kubectl-edit".into() }
+                .to_string()
+        );
+        assert!(field_manager(&c).len() <= 128);
     }
 
     #[test]

@@ -727,76 +727,139 @@ async fn namespace_scoped_rbac_is_enough_and_no_more() {
 }
 
 /// The operator binary, running as the chart's ServiceAccount of a namespace-scoped install with
-/// leader election on the chart's Lease, mints a token: the chart grants all it needs.
-#[tokio::test]
-async fn operator_mints_with_the_namespace_scoped_chart_identity() {
-    let control_plane = test_support::control_plane();
-    let admin = control_plane.client();
-    let (release, watched) = (namespace("chart-op-release").await, namespace("chart-op-watched").await);
-    let (release, watched) = (release.name(), watched.name());
-    install_namespace_scoped(release, watched).await;
-    let sa = control_plane.service_account_kubeconfig(release, FULLNAME).await.expect("kubeconfig");
+/// the chart's default values and leader election on the chart's Lease, and a fake IMS with one
+/// client (`chart-client`) whose source Secret is in the watched namespace.
+struct ChartOperator {
+    admin: Client,
+    release: TestNamespace,
+    watched: TestNamespace,
+    ims: FakeTokenServer,
+    operator: Operator,
+    _dir: tempfile::TempDir,
+}
 
-    let tls = test_support::LoopbackTls::generate().expect("TLS");
-    let ims = FakeTokenServer::start_tls(&tls.cert_pem, &tls.key_pem).await.expect("fake IMS");
-    ims.register_adobe_client(
-        AdobeClient::new("chart-client", "p8e-chart-secret")
-            .with_scopes(common::FIREFLY_SCOPES)
-            .with_token_lifetime(Duration::from_secs(86_400)),
-    )
-    .expect("register client");
-    let dir = tempfile::tempdir().expect("tempdir");
-    std::fs::write(dir.path().join("ca.pem"), &tls.ca_pem).expect("ca file");
-    let log = dir.path().join("operator.log");
-    // Leader election as the chart configures it: the release's Lease in the release namespace.
-    let election = ["--leader-election=true", "--lease-namespace", release, "--lease-name", FULLNAME];
-    let operator = Operator::start_with(watched, &sa, &dir.path().join("ca.pem"), log, &election).await;
+impl ChartOperator {
+    async fn start(prefix: &str) -> Self {
+        let control_plane = test_support::control_plane();
+        let admin = control_plane.client();
+        let release = namespace(&format!("{prefix}-release")).await;
+        let watched = namespace(&format!("{prefix}-watched")).await;
+        install_namespace_scoped(release.name(), watched.name()).await;
+        let sa = control_plane.service_account_kubeconfig(release.name(), FULLNAME).await.expect("kubeconfig");
 
-    let pp = PostParams::default();
-    let source: Secret = serde_json::from_value(secret(
-        "chart-client",
-        &[("client_id", "chart-client"), ("client_secret", "p8e-chart-secret")],
-    ))
-    .expect("secret");
-    Api::<Secret>::namespaced(admin.clone(), watched).create(&pp, &source).await.expect("create source");
-    let credential = json!({
-        "apiVersion": API_VERSION, "kind": "AdobeCredential", "metadata": { "name": "firefly" },
-        "spec": { "oauthServerToServer": {
+        let tls = test_support::LoopbackTls::generate().expect("TLS");
+        let ims = FakeTokenServer::start_tls(&tls.cert_pem, &tls.key_pem).await.expect("fake IMS");
+        ims.register_adobe_client(
+            AdobeClient::new("chart-client", "p8e-chart-secret")
+                .with_scopes(common::FIREFLY_SCOPES)
+                .with_token_lifetime(Duration::from_secs(86_400)),
+        )
+        .expect("register client");
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("ca.pem"), &tls.ca_pem).expect("ca file");
+        let log = dir.path().join("operator.log");
+        // Leader election as the chart configures it: the release's Lease in the release namespace.
+        let election = ["--leader-election=true", "--lease-namespace", release.name(), "--lease-name", FULLNAME];
+        let operator = Operator::start_with(watched.name(), &sa, &dir.path().join("ca.pem"), log, &election).await;
+
+        let source: Secret = serde_json::from_value(secret(
+            "chart-client",
+            &[("client_id", "chart-client"), ("client_secret", "p8e-chart-secret")],
+        ))
+        .expect("secret");
+        let secrets = Api::<Secret>::namespaced(admin.clone(), watched.name());
+        secrets.create(&PostParams::default(), &source).await.expect("create source");
+        Self { admin, release, watched, ims, operator, _dir: dir }
+    }
+
+    fn credentials(&self) -> Api<AdobeCredential> {
+        Api::namespaced(self.admin.clone(), self.watched.name())
+    }
+
+    /// Applies a Firefly credential `name` on the fake IMS, with `extra` merged into its spec.
+    async fn apply_credential(&self, name: &str, extra: Value) {
+        let mut spec = json!({ "oauthServerToServer": {
             "clientSecretRef": { "name": "chart-client" },
             "scopes": common::FIREFLY_SCOPES,
-            "imsEndpoint": ims.url(),
-        } },
-    });
-    let credentials: Api<AdobeCredential> = Api::namespaced(admin.clone(), watched);
-    let ssa = PatchParams::apply("chart-test");
-    credentials.patch("firefly", &ssa, &Patch::Apply(&credential)).await.expect("create credential");
-
-    // Polled by hand rather than with `eventually`, to show the operator's log on failure.
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let cred = credentials.get("firefly").await.expect("get credential");
-        let ready = cred.status.and_then(|s| s.conditions.into_iter().find(|c| c.type_ == "Ready"));
-        if ready.is_some_and(|c| c.status == "True") {
-            break;
+            "imsEndpoint": self.ims.url(),
+        } });
+        if let (Some(spec), Value::Object(extra)) = (spec.as_object_mut(), extra) {
+            spec.extend(extra);
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "firefly not Ready=True within {WAIT:?} as the chart's ServiceAccount; operator log:\n{}",
-            operator.logs()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        let credential = json!({
+            "apiVersion": API_VERSION, "kind": "AdobeCredential", "metadata": { "name": name }, "spec": spec,
+        });
+        let ssa = PatchParams::apply("chart-test");
+        self.credentials().patch(name, &ssa, &Patch::Apply(&credential)).await.expect("apply credential");
     }
-    let target = Api::<Secret>::namespaced(admin.clone(), watched).get("firefly-token").await.expect("target Secret");
-    let issued = ims.issued_tokens("chart-client");
+
+    /// Waits until `name` is Ready=True; polled by hand rather than with `eventually`, to show
+    /// the operator's log on failure.
+    async fn wait_ready(&self, name: &str) -> AdobeCredential {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let cred = self.credentials().get(name).await.expect("get credential");
+            let ready = cred.status.as_ref().and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"));
+            if ready.is_some_and(|c| c.status == "True") {
+                return cred;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{name} not Ready=True within {WAIT:?} as the chart's ServiceAccount; operator log:\n{}",
+                self.operator.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+/// The operator mints a token as the chart's ServiceAccount: the chart grants all it needs.
+#[tokio::test]
+async fn operator_mints_with_the_namespace_scoped_chart_identity() {
+    let chart = ChartOperator::start("chart-op").await;
+    chart.apply_credential("firefly", json!({})).await;
+    chart.wait_ready("firefly").await;
+    let watched = chart.watched.name();
+    let target = Api::<Secret>::namespaced(chart.admin.clone(), watched).get("firefly-token").await.expect("target");
+    let issued = chart.ims.issued_tokens("chart-client");
     assert_eq!(issued.len(), 1, "exactly one mint");
     assert_eq!(key(&target, "access_token").as_deref(), Some(issued[0].as_str()));
-    let events = Api::<Event>::namespaced(admin.clone(), watched).list(&ListParams::default()).await.expect("events");
+    let events =
+        Api::<Event>::namespaced(chart.admin.clone(), watched).list(&ListParams::default()).await.expect("events");
     assert!(events.items.iter().any(|e| e.reason.as_deref() == Some("TokenMinted")), "the mint Event was published");
-    let lease = Api::<Lease>::namespaced(admin, release).get(FULLNAME).await.expect("the operator's Lease");
+    let lease =
+        Api::<Lease>::namespaced(chart.admin.clone(), chart.release.name()).get(FULLNAME).await.expect("the Lease");
     assert!(lease.spec.and_then(|s| s.holder_identity).is_some(), "the operator holds the chart's Lease");
-    let logs = operator.logs();
+    let logs = chart.operator.logs();
     assert!(!logs.to_lowercase().contains("forbidden"), "the operator hit an RBAC denial:\n{logs}");
-    operator.kill().await;
+    chart.operator.kill().await;
+}
+
+/// Hostile-tenant case 5: `rolloutRestartTargets` under the chart's defaults, which grant no
+/// workload patching. Before: the token was written but status never was, and the credential
+/// failed every 5 s. Now Ready stays True with the token's status, and a RolloutRestart
+/// condition names the chart value that grants restarts.
+#[tokio::test]
+async fn rollout_restart_forbidden_by_the_chart_defaults_is_reported() {
+    let chart = ChartOperator::start("chart-rr").await;
+    let targets = json!({ "rolloutRestartTargets": [{ "kind": "Deployment", "name": "firefly-app" }] });
+    chart.apply_credential("firefly", targets).await;
+    let cred = chart.wait_ready("firefly").await;
+    let status = cred.status.expect("status");
+    assert!(status.expires_at.is_some() && status.token_fingerprint.is_some(), "the token's status is written");
+    let rollout = status.conditions.iter().find(|c| c.type_ == "RolloutRestart").expect("RolloutRestart condition");
+    assert_eq!((rollout.status.as_str(), rollout.reason.as_str()), ("False", "RolloutRestartForbidden"));
+    assert!(rollout.message.contains("rolloutRestart.enabled=true"), "{}", rollout.message);
+    let watched = chart.watched.name();
+    common::eventually("the RolloutRestartForbidden Event", WAIT, || async {
+        let events = Api::<Event>::namespaced(chart.admin.clone(), watched).list(&ListParams::default()).await.ok()?;
+        events.items.iter().any(|e| e.reason.as_deref() == Some("RolloutRestartForbidden")).then_some(())
+    })
+    .await;
+    // No failure loop: the status settles (no consecutive failures) on one mint.
+    assert_eq!(status.consecutive_failures, 0);
+    assert_eq!(chart.ims.mint_count("chart-client"), 1);
+    chart.operator.kill().await;
 }
 
 #[tokio::test]

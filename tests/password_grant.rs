@@ -5,40 +5,8 @@ mod common;
 
 use std::time::Duration;
 
-use adobe_credential_operator::crd::{AdobeCredential, ClientSecretRef, PasswordGrant, UserSecretRef};
 use common::{TestEnv, WAIT, key};
 use fake_token_server::EndpointKind;
-
-async fn setup(env: &mut TestEnv, name: &str) -> AdobeCredential {
-    let client_id = format!("{name}-client");
-    let secret = format!("p8e-{name}-secret");
-    env.ims.register_akeneo_client(&client_id, &secret);
-    env.ims.register_akeneo_user(format!("{name}-user"), format!("pw-{name}-1"));
-    env.put_source(&format!("{name}-client"), &client_id, &secret).await;
-    env.put_secret(
-        &format!("{name}-user"),
-        &[("username", &format!("{name}-user"))],
-        &[("password", &format!("pw-{name}-1"))],
-    )
-    .await;
-    let mut cred = env.s2s_credential(name, "unused");
-    cred.spec.oauth_server_to_server = None;
-    cred.spec.password_grant = Some(PasswordGrant {
-        token_url: format!("{}/api/oauth/v1/token", env.ims.url()),
-        client_secret_ref: ClientSecretRef {
-            name: format!("{name}-client"),
-            client_id_key: "client_id".into(),
-            client_secret_key: "client_secret".into(),
-            secondary_client_secret_key: None,
-        },
-        user_secret_ref: UserSecretRef {
-            name: format!("{name}-user"),
-            username_key: "username".into(),
-            password_key: "password".into(),
-        },
-    });
-    cred
-}
 
 fn grants(env: &TestEnv, client_id: &str) -> Vec<EndpointKind> {
     env.ims.requests_for(client_id).into_iter().map(|r| r.endpoint).collect()
@@ -48,7 +16,7 @@ fn grants(env: &TestEnv, client_id: &str) -> Vec<EndpointKind> {
 async fn password_first_then_refresh_tokens_kept_out_of_the_target() {
     let mut env = TestEnv::new("akeneo").await;
     env.ims.set_akeneo_access_token_lifetime(Duration::from_secs(6));
-    let cred = setup(&mut env, "pim").await;
+    let cred = env.akeneo_credential("pim").await;
     env.create(&cred).await;
     env.wait_ready("pim", "True", "TokenMinted").await;
     env.ims.wait_for_mints("pim-client", 3, WAIT).await.expect("two renewals");
@@ -70,7 +38,7 @@ async fn password_first_then_refresh_tokens_kept_out_of_the_target() {
 async fn restart_uses_the_persisted_refresh_token_and_mints_nothing_while_valid() {
     let mut env = TestEnv::new("akeneo-restart").await;
     env.ims.set_akeneo_access_token_lifetime(Duration::from_secs(8));
-    let cred = setup(&mut env, "rs").await;
+    let cred = env.akeneo_credential("rs").await;
     env.create(&cred).await;
     env.wait_ready("rs", "True", "TokenMinted").await;
     env.restart_operator(&["rs"]).await;
@@ -83,7 +51,7 @@ async fn restart_uses_the_persisted_refresh_token_and_mints_nothing_while_valid(
 async fn rejected_refresh_token_falls_back_to_the_password() {
     let mut env = TestEnv::new("akeneo-revoke").await;
     env.ims.set_akeneo_access_token_lifetime(Duration::from_secs(6));
-    let cred = setup(&mut env, "rv").await;
+    let cred = env.akeneo_credential("rv").await;
     env.create(&cred).await;
     env.wait_ready("rv", "True", "TokenMinted").await;
     env.ims.revoke_akeneo_refresh_tokens();
@@ -96,7 +64,7 @@ async fn rejected_refresh_token_falls_back_to_the_password() {
 #[tokio::test]
 async fn password_rotation_mints_with_the_new_password_at_once() {
     let mut env = TestEnv::new("akeneo-rotate").await;
-    let cred = setup(&mut env, "pw").await;
+    let cred = env.akeneo_credential("pw").await;
     env.create(&cred).await;
     env.wait_ready("pw", "True", "TokenMinted").await;
     env.ims.register_akeneo_user("pw-user", "pw-pw-2");
@@ -110,9 +78,9 @@ async fn password_rotation_mints_with_the_new_password_at_once() {
 #[tokio::test]
 async fn wrong_client_secret_and_wrong_password_have_precise_reasons() {
     let mut env = TestEnv::new("akeneo-errors").await;
-    let bad_client = setup(&mut env, "bc").await;
+    let bad_client = env.akeneo_credential("bc").await;
     env.put_source("bc-client", "bc-client", "p8e-wrong").await;
-    let bad_user = setup(&mut env, "bu").await;
+    let bad_user = env.akeneo_credential("bu").await;
     env.put_secret("bu-user", &[], &[("password", "pw-wrong")]).await;
     env.create(&bad_client).await;
     env.create(&bad_user).await;

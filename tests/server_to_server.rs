@@ -323,7 +323,7 @@ async fn spec_change_mints_a_token_for_the_new_spec() {
 }
 
 #[tokio::test]
-async fn deleted_target_is_recreated() {
+async fn deleted_target_is_restored_without_a_mint() {
     let mut env = TestEnv::new("recreate").await;
     env.register_client("rec-client", "p8e-rec-secret", DAY);
     env.put_source("rec-src", "rec-client", "p8e-rec-secret").await;
@@ -334,9 +334,14 @@ async fn deleted_target_is_recreated() {
         key(&env.target("rec-token").await?, "access_token")
     })
     .await;
+    // The operator still holds the token it minted: the target is restored, nothing is minted.
     let issued = env.ims.issued_tokens("rec-client");
-    assert_eq!(issued.len(), 2);
-    assert_eq!(token, issued[1]);
+    assert_eq!(issued.len(), 1);
+    assert_eq!(token, issued[0]);
+    eventually("the TargetRestored Event", WAIT, || async {
+        env.events().await.iter().any(|e| e.reason.as_deref() == Some("TargetRestored")).then_some(())
+    })
+    .await;
 }
 
 #[tokio::test]

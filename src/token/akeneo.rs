@@ -37,7 +37,19 @@ pub(super) async fn mint(
         }
     }
     let body = json!({ "grant_type": "password", "username": inputs.username, "password": inputs.password.expose() });
-    request(http, url, inputs, client_secret, &body).await
+    request(http, url, inputs, client_secret, &body).await.map_err(|err| with_password_hint(err, &inputs.password))
+}
+
+/// Passwords are sent as stored (white space may be part of one), but a rejected password that
+/// ends in white space was most likely saved with `echo` or from a file: say so.
+fn with_password_hint(err: Error, password: &SecretValue) -> Error {
+    match err {
+        Error::InvalidUserCredentials { description, debug_id } if password.expose().ends_with(char::is_whitespace) => {
+            let hint = "; the password in the Secret ends in a newline or space, which was sent as part of it: store it without (kubectl create secret --from-literal, or echo -n)";
+            Error::InvalidUserCredentials { description: format!("{description}{hint}"), debug_id }
+        }
+        other => other,
+    }
 }
 
 async fn request(

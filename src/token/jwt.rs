@@ -73,7 +73,7 @@ mod tests {
     fn inputs(pem: &str) -> ServiceAccountJwtInputs {
         ServiceAccountJwtInputs {
             ims_endpoint: "https://ims-na1.adobelogin.com".into(),
-            client: OAuthClient { client_id: "cid".into(), secrets: vec![] },
+            client: OAuthClient { client_id: "cid".into(), secrets: vec![], notes: vec![] },
             private_key_pem: SecretValue::new(pem),
             private_key_location: "in Secret \"k\" key \"private.key\"".into(),
             org_id: "ORG@AdobeOrg".into(),

@@ -193,6 +193,7 @@ mod tests {
         let client = OAuthClient {
             client_id: "c".into(),
             secrets: vec![("old".into(), SecretValue::new("s1")), ("new".into(), SecretValue::new("s2"))],
+            notes: vec![],
         };
         let token = with_each_secret(&client, |secret| async move {
             match secret.expose() {

@@ -15,6 +15,8 @@ use crate::source::SecretValue;
 
 /// Server-provided text is cut to this length before it reaches a status message.
 const MAX_DESCRIPTION: usize = 200;
+/// Largest token-endpoint response body read; real ones are a few KiB.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ExpiresInUnit {
@@ -64,11 +66,31 @@ pub async fn success_body(response: reqwest::Response) -> Result<(String, Option
     let status = response.status();
     let headers = response.headers().clone();
     let debug_id = debug_id(&headers);
-    let body = response.text().await.map_err(transport_error)?;
+    let body = read_capped(response, &debug_id).await?;
     if status.is_success() {
         return Ok((body, debug_id));
     }
     Err(classify_error(status, &headers, &body, debug_id))
+}
+
+/// The body as text, refused past [`MAX_BODY_BYTES`] without reading further: a hostile or broken
+/// endpoint cannot make the operator buffer an unbounded answer.
+async fn read_capped(mut response: reqwest::Response, debug_id: &Option<String>) -> Result<String> {
+    let too_large = || Error::MalformedTokenResponse {
+        detail: format!("the response body is larger than {} KiB", MAX_BODY_BYTES / 1024),
+        debug_id: debug_id.clone(),
+    };
+    if response.content_length().is_some_and(|n| n > MAX_BODY_BYTES as u64) {
+        return Err(too_large());
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(transport_error)? {
+        if body.len() + chunk.len() > MAX_BODY_BYTES {
+            return Err(too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(String::from_utf8_lossy(&body).into_owned())
 }
 
 pub fn classify_error(status: StatusCode, headers: &HeaderMap, body: &str, debug_id: Option<String>) -> Error {

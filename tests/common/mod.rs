@@ -9,7 +9,9 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use adobe_credential_operator::crd::{AdobeCredential, AdobeCredentialSpec, ClientSecretRef, OAuthServerToServer};
+use adobe_credential_operator::crd::{
+    AdobeCredential, AdobeCredentialSpec, ClientSecretRef, OAuthServerToServer, PasswordGrant, UserSecretRef,
+};
 use fake_token_server::{AdobeClient, FakeTokenServer};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
@@ -70,6 +72,8 @@ impl Operator {
             .args(["--token-request-timeout", "5s"])
             .args(["--log-level", "info,adobe_credential_operator=debug"])
             .args(["--http-addr", "127.0.0.1:0"])
+            // Tests renew tokens of a few seconds; the hostile-tenant tests set their own floor.
+            .args(if extra.contains(&"--min-mint-interval") { &[][..] } else { &["--min-mint-interval", "1s"][..] })
             .args(extra)
             .env("KUBECONFIG", kubeconfig)
             .env_remove("ACO_NAMESPACES")
@@ -187,6 +191,27 @@ impl TestEnv {
         .await;
     }
 
+    /// Replaces the operator with one serving `namespaces` (comma-separated) with extra flags.
+    pub async fn restart_operator_with(&mut self, namespaces: &str, flags: &[&str]) {
+        self.kill_operator().await;
+        let log = self.dir.path().join("operator.log");
+        let ca = self.ca_file();
+        self.operator =
+            Some(Operator::start_with(namespaces, self.control_plane.kubeconfig_path(), &ca, log, flags).await);
+    }
+
+    /// Fails unless every condition message of the namespace's credentials is one human line:
+    /// bounded, without line breaks or Rust debug dumps.
+    pub async fn assert_status_messages_are_human(&self) {
+        for cred in self.credentials().list(&ListParams::default()).await.expect("list").items {
+            for c in cred.status.iter().flat_map(|s| s.conditions.iter()) {
+                let m = &c.message;
+                let dump = ["Status {", "Some(", "Error {", "\n"].iter().any(|d| m.contains(d));
+                assert!(!dump && !m.contains('\n') && m.len() <= 1024, "{}: {} {m:?}", cred.name_any(), c.type_);
+            }
+        }
+    }
+
     pub async fn kill_operator(&mut self) {
         if let Some(operator) = self.operator.take() {
             operator.kill().await;
@@ -260,6 +285,40 @@ impl TestEnv {
                 ..Default::default()
             },
         )
+    }
+
+    /// An Akeneo (password grant) credential `name` on the fake, with its client `<name>-client`
+    /// (secret `p8e-<name>-secret`) and API user `<name>-user` (password `pw-<name>-1`) registered
+    /// and their Secrets created.
+    pub async fn akeneo_credential(&mut self, name: &str) -> AdobeCredential {
+        let client_id = format!("{name}-client");
+        let secret = format!("p8e-{name}-secret");
+        self.ims.register_akeneo_client(&client_id, &secret);
+        self.ims.register_akeneo_user(format!("{name}-user"), format!("pw-{name}-1"));
+        self.put_source(&format!("{name}-client"), &client_id, &secret).await;
+        self.put_secret(
+            &format!("{name}-user"),
+            &[("username", &format!("{name}-user"))],
+            &[("password", &format!("pw-{name}-1"))],
+        )
+        .await;
+        let mut cred = self.s2s_credential(name, "unused");
+        cred.spec.oauth_server_to_server = None;
+        cred.spec.password_grant = Some(PasswordGrant {
+            token_url: format!("{}/api/oauth/v1/token", self.ims.url()),
+            client_secret_ref: ClientSecretRef {
+                name: format!("{name}-client"),
+                client_id_key: "client_id".into(),
+                client_secret_key: "client_secret".into(),
+                secondary_client_secret_key: None,
+            },
+            user_secret_ref: UserSecretRef {
+                name: format!("{name}-user"),
+                username_key: "username".into(),
+                password_key: "password".into(),
+            },
+        });
+        cred
     }
 
     pub async fn create(&self, cred: &AdobeCredential) {
