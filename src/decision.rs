@@ -214,7 +214,7 @@ mod tests {
         let mut f = facts(t0 + SignedDuration::from_secs(5), None);
         f.held = Some(&held);
         assert!(matches!(decide(&f), Decision::Restore { token, .. } if *token == held));
-        let forged = StoredToken { expires_at: ts("9999-12-31T00:00:00Z"), ..held.clone() };
+        let forged = StoredToken { expires_at: ts("9999-12-30T00:00:00Z"), ..held.clone() };
         f.target_token = Some(&forged);
         assert!(matches!(decide(&f), Decision::Restore { .. }), "an implausible target token is not used");
         // Other inputs now: the held token is of no use.

@@ -71,6 +71,7 @@ async fn api_server_restart_loses_no_renewal_and_mints_nothing_twice() {
     let wasted: Vec<_> = issued.iter().filter(|t| !seen.contains(*t) && Some(*t) != target_after.as_ref()).collect();
     assert!(wasted.is_empty(), "{} token(s) minted but never written", wasted.len());
     assert!(env.operator.is_some());
+    env.assert_no_mint_loop(&[]);
 }
 
 /// Waits (not an assertion: it places the fault) until the wall clock reaches `at`.

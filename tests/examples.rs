@@ -104,4 +104,5 @@ async fn every_example_becomes_ready() {
     }
     let ids: Vec<&str> = names.iter().map(|(_, id)| id.as_str()).collect();
     env.assert_no_leaks(&ids).await;
+    env.assert_no_mint_loop(&[]);
 }

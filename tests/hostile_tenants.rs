@@ -120,6 +120,7 @@ async fn renewal_settings_and_tiny_lifetimes_cannot_make_a_mint_loop() {
     }
     t.env.assert_status_messages_are_human().await;
     t.env.assert_no_leaks(&["greedy-client", "tiny-client"]).await;
+    t.env.assert_no_mint_loop(&[]);
 }
 
 /// Case 2: two `Merge` credentials in one Secret. Before: each apply removed the other's keys,
@@ -187,6 +188,7 @@ async fn merge_credentials_share_a_secret_each_owning_its_keys() {
     assert_eq!(t.env.ims.mint_count("cm-client"), 1);
     t.env.assert_status_messages_are_human().await;
     t.env.assert_no_leaks(&["ff-client", "cm-client"]).await;
+    t.env.assert_no_mint_loop(&[]);
 }
 
 /// Case 3: forged timestamps in operator-owned Secrets. Before: an issued-at of 9999-12-30 on
@@ -235,6 +237,7 @@ async fn forged_annotations_are_no_valid_token_and_never_a_panic() {
     assert_eq!(t.env.ims.mint_count("pim-client"), 2, "one mint after the restart, none for the restore");
     assert_eq!(t.env.ims.mint_count("s2s-client"), 1, "the forged expiry cost no mint");
     t.env.assert_no_leaks(&["pim-client", "s2s-client"]).await;
+    t.env.assert_no_mint_loop(&[("pim-client", 1)]);
 }
 
 /// Case 4: templates that would take all memory or loop for ever. Before: 1.4 GiB RSS, or a
@@ -267,6 +270,7 @@ async fn templates_over_budget_are_refused_before_minting() {
     eprintln!("operator peak RSS with three 100 MB template keys: {} MiB", peak / 1024);
     assert!(peak < 256 * 1024, "peak RSS {peak} KiB is over the chart's 256 Mi limit");
     t.env.assert_status_messages_are_human().await;
+    t.env.assert_no_mint_loop(&[]);
 }
 
 /// Case 6: values saved with `echo` or from a file. A client secret's trailing newline is cleaned
@@ -297,4 +301,5 @@ async fn trailing_newlines_are_reported() {
     assert!(t.env.ims.requests_for("pw-client").len() <= 1, "a rejected password is retried slowly");
     t.env.assert_status_messages_are_human().await;
     t.env.assert_no_leaks(&["nl-client"]).await;
+    t.env.assert_no_mint_loop(&[]);
 }

@@ -132,6 +132,8 @@ async fn a_stalled_leader_stops_before_the_follower_takes_over() {
         "replica-a still ran when replica-b acquired the lease"
     );
     drop(proxy);
+    // One mint per credential created.
+    env.assert_no_mint_loop(&[("ow-client", created.len() - 1)]);
 }
 
 /// The lease's holder, as the API server has it.

@@ -37,6 +37,7 @@ async fn metrics_and_probes() {
     let seconds: f64 = line.rsplit(' ').next().and_then(|v| v.parse().ok()).expect("value");
     assert!(seconds > 86_000.0, "{line}");
     env.assert_no_leaks(&["met-client"]).await;
+    env.assert_no_mint_loop(&[]);
 }
 
 /// Six credentials at 2 requests/s with a burst of 1: the requests are spaced, none fails.
@@ -68,6 +69,8 @@ async fn rate_limit_queues_token_requests() {
     let span = requests[5].received_at.duration_since(requests[0].received_at).expect("ordered");
     // Five requests after the first at 2/s: at least 2.5 s, less a little timer slack.
     assert!(span >= Duration::from_millis(2300), "requests not spaced by the rate limit: {span:?}");
+    // Six credentials on one client.
+    env.assert_no_mint_loop(&[("rl-client", 5)]);
 }
 
 /// SIGTERM while a mint is in flight: the mint completes and is written before the exit.
@@ -85,6 +88,28 @@ async fn sigterm_lets_the_in_flight_mint_finish() {
     assert!(exit.success(), "graceful exit: {exit:?}");
     let target = env.target("term-token").await.expect("token written before exit");
     assert_eq!(key(&target, "access_token"), env.ims.issued_tokens("term-client").pop());
+    env.assert_no_mint_loop(&[]);
+}
+
+/// SIGTERM while a reconcile cannot finish (its token request hangs far longer than the
+/// shutdown timeout): the operator stops at the shutdown deadline instead of hanging with it.
+#[tokio::test]
+async fn sigterm_exits_at_the_shutdown_deadline_despite_a_stuck_reconcile() {
+    let mut env = TestEnv::new("deadline").await;
+    let ns = env.ns().to_owned();
+    env.restart_operator_with(&ns, &["--shutdown-timeout", "1s", "--token-request-timeout", "300s"]).await;
+    env.register_client("stuck-client", "p8e-stuck-secret", DAY);
+    env.put_source("stuck-src", "stuck-client", "p8e-stuck-secret").await;
+    env.ims.inject_fault(Fault::hang().for_client("stuck-client"));
+    env.create(&env.s2s_credential("stuck", "stuck-src")).await;
+    env.ims.wait_for_arrivals("stuck-client", 1, WAIT).await.expect("mint in flight");
+    let operator = env.operator.take().expect("operator");
+    sigterm(operator.pid().expect("pid"));
+    // Well before the 300 s request timeout could end the stuck reconcile.
+    let exit = operator.wait_exit(WAIT).await;
+    assert!(exit.success(), "a deadline exit is an orderly one: {exit:?}");
+    assert!(env.target("stuck-token").await.is_none());
+    env.assert_no_mint_loop(&[]);
 }
 
 /// SIGKILL in the middle of a mint: nothing half-written, the valid token of the other
@@ -112,6 +137,7 @@ async fn sigkill_mid_reconcile_loses_nothing() {
     assert!(env.ims.issued_tokens("kill-client").contains(&written), "the written token was issued");
     assert_eq!(cred.status.and_then(|s| s.token_fingerprint), Some(fingerprint(&written)));
     assert_eq!(env.ims.mint_count("calm-client"), 1, "the valid token was adopted, not minted again");
+    env.assert_no_mint_loop(&[]);
 }
 
 /// Two replicas: exactly one mints; when it dies the other takes over within the lease duration.
@@ -169,6 +195,8 @@ async fn two_replicas_one_leader_and_failover() {
     let lease: k8s_openapi::api::coordination::v1::Lease =
         kube::Api::namespaced(env.client.clone(), &ns).get("aco-ha-test").await.expect("lease");
     assert_eq!(lease.spec.and_then(|s| s.holder_identity), None, "released on shutdown");
+    // Two credentials on one client.
+    env.assert_no_mint_loop(&[("ha-client", 1)]);
 }
 
 /// Faults of the token endpoint: hang, dropped connection, missing fields, untrusted TLS. Each
@@ -234,6 +262,8 @@ async fn token_endpoint_faults_have_clear_reasons() {
     assert!(message.to_lowercase().contains("certificate"), "{message}");
     assert!(rogue.requests().is_empty(), "no request reached an untrusted endpoint");
     env.assert_no_leaks(&["hang-client", "drop-client", "fields-client", "garbage-client"]).await;
+    // Answers without expires_in count as issued: one per backoff step (1 s doubling) while the fault lasted.
+    env.assert_no_mint_loop(&[("fields-client", 8)]);
 }
 
 /// The API server refuses the target write (an admission policy) after a successful mint: the
@@ -248,6 +278,8 @@ async fn refused_target_write_keeps_the_minted_token() {
     let refused = env.wait_ready("rw", "False", "KubernetesApiError").await;
     let message = &refused.status.expect("status").conditions[0].message;
     assert!(message.contains("denied"), "{message}");
+    // Hostile-tenant case 7: the API server's refusal as one human line, not a debug dump.
+    env.assert_status_messages_are_human().await;
     assert!(env.target("rw-token").await.is_none());
 
     policy.remove(&env).await;
@@ -256,6 +288,7 @@ async fn refused_target_write_keeps_the_minted_token() {
     assert_eq!(issued.len(), 1, "the token minted before the refusal was kept, not minted again");
     assert_eq!(key(&env.target("rw-token").await.expect("target"), "access_token").as_ref(), issued.first());
     env.assert_no_leaks(&["rw-client"]).await;
+    env.assert_no_mint_loop(&[]);
 }
 
 /// A ValidatingAdmissionPolicy and binding that refuse writes of one Secret in the test namespace.

@@ -17,6 +17,7 @@ async fn password_first_then_refresh_tokens_kept_out_of_the_target() {
     let mut env = TestEnv::new("akeneo").await;
     env.ims.set_akeneo_access_token_lifetime(Duration::from_secs(6));
     let cred = env.akeneo_credential("pim").await;
+    env.expect_lifetime("pim-client", Duration::from_secs(6));
     env.create(&cred).await;
     env.wait_ready("pim", "True", "TokenMinted").await;
     env.ims.wait_for_mints("pim-client", 3, WAIT).await.expect("two renewals");
@@ -32,6 +33,7 @@ async fn password_first_then_refresh_tokens_kept_out_of_the_target() {
     let refresh_token = key(&state, "refresh_token").expect("refresh token persisted");
     env.seeded_secrets.push(refresh_token);
     env.assert_no_leaks(&["pim-client"]).await;
+    env.assert_no_mint_loop(&[]);
 }
 
 #[tokio::test]
@@ -39,12 +41,14 @@ async fn restart_uses_the_persisted_refresh_token_and_mints_nothing_while_valid(
     let mut env = TestEnv::new("akeneo-restart").await;
     env.ims.set_akeneo_access_token_lifetime(Duration::from_secs(8));
     let cred = env.akeneo_credential("rs").await;
+    env.expect_lifetime("rs-client", Duration::from_secs(8));
     env.create(&cred).await;
     env.wait_ready("rs", "True", "TokenMinted").await;
     env.restart_operator(&["rs"]).await;
     assert_eq!(env.ims.mint_count("rs-client"), 1, "valid token adopted after restart");
     env.ims.wait_for_mints("rs-client", 2, WAIT).await.expect("renewal after restart");
     assert_eq!(grants(&env, "rs-client"), [EndpointKind::AkeneoPassword, EndpointKind::AkeneoRefresh]);
+    env.assert_no_mint_loop(&[]);
 }
 
 #[tokio::test]
@@ -52,6 +56,7 @@ async fn rejected_refresh_token_falls_back_to_the_password() {
     let mut env = TestEnv::new("akeneo-revoke").await;
     env.ims.set_akeneo_access_token_lifetime(Duration::from_secs(6));
     let cred = env.akeneo_credential("rv").await;
+    env.expect_lifetime("rv-client", Duration::from_secs(6));
     env.create(&cred).await;
     env.wait_ready("rv", "True", "TokenMinted").await;
     env.ims.revoke_akeneo_refresh_tokens();
@@ -59,6 +64,7 @@ async fn rejected_refresh_token_falls_back_to_the_password() {
     let kinds = grants(&env, "rv-client");
     assert_eq!(kinds, [EndpointKind::AkeneoPassword, EndpointKind::AkeneoRefresh, EndpointKind::AkeneoPassword]);
     env.wait_ready("rv", "True", "TokenMinted").await;
+    env.assert_no_mint_loop(&[]);
 }
 
 #[tokio::test]
@@ -73,6 +79,8 @@ async fn password_rotation_mints_with_the_new_password_at_once() {
     let kinds = grants(&env, "pw-client");
     assert_eq!(kinds.last(), Some(&EndpointKind::AkeneoPassword), "new inputs: the old refresh token is not used");
     env.assert_no_leaks(&["pw-client"]).await;
+    // The rotation.
+    env.assert_no_mint_loop(&[("pw-client", 1)]);
 }
 
 #[tokio::test]
@@ -89,4 +97,5 @@ async fn wrong_client_secret_and_wrong_password_have_precise_reasons() {
     let u = env.wait_ready("bu", "False", "InvalidUserCredentials").await;
     assert!(u.status.expect("status").conditions[0].message.contains("No user found"));
     env.assert_no_leaks(&["bc-client", "bu-client"]).await;
+    env.assert_no_mint_loop(&[]);
 }

@@ -79,6 +79,7 @@ async fn workloads_restart_once_per_token_change_and_missing_ones_are_reported()
     let statuses = cred.status.expect("status").rollout_restarts;
     assert!(statuses.iter().any(|s| s.name == "app" && s.restarted_at.is_some()), "{statuses:?}");
     assert!(statuses.iter().any(|s| s.name == "missing" && s.message.as_deref() == Some("not found")), "{statuses:?}");
+    env.assert_no_mint_loop(&[]);
 }
 
 #[tokio::test]
@@ -111,6 +112,7 @@ async fn no_restart_when_the_token_did_not_change() {
     let after = deployments.get("steady").await.expect("deployment");
     assert_eq!(after.metadata.generation, first.metadata.generation, "no restart without a token change");
     assert_eq!(env.ims.mint_count("nr-client"), 1);
+    env.assert_no_mint_loop(&[]);
 }
 
 #[tokio::test]
@@ -137,4 +139,5 @@ async fn env_file_and_json_outputs() {
     assert_eq!(json["client_id"], "fmt-client");
     assert_eq!(json["expires_in"], 86_400);
     assert_eq!(json["expires_at"].as_str(), key(&secret, "expires_at").as_deref());
+    env.assert_no_mint_loop(&[]);
 }

@@ -48,6 +48,7 @@ async fn happy_path_mints_once_and_writes_every_key() {
     assert_eq!(request.scope.as_deref(), Some(common::FIREFLY_SCOPES.join(",").as_str()));
     assert!(env.events().await.iter().any(|e| e.reason.as_deref() == Some("TokenMinted")));
     env.assert_no_leaks(&["firefly-client"]).await;
+    env.assert_no_mint_loop(&[]);
 }
 
 /// Short-lived tokens are renewed before they expire, each with exactly one mint, one target
@@ -96,6 +97,7 @@ async fn renewal_mints_exactly_once_per_lifetime() {
         assert!(next_seen <= prev_expiry, "a token expired before its successor was written");
     }
     env.assert_no_leaks(&["renew-client"]).await;
+    env.assert_no_mint_loop(&[]);
 }
 
 /// Rotation: the client secret changes in the source Secret and the old one is revoked at IMS;
@@ -125,6 +127,7 @@ async fn rotation_of_the_source_secret_mints_at_once() {
     assert_eq!(a.token_fingerprint, Some(fingerprint(&second)));
     assert_eq!(env.ims.mint_count("rot-client"), 2);
     env.assert_no_leaks(&["rot-client"]).await;
+    env.assert_no_mint_loop(&[("rot-client", 1)]);
 }
 
 /// Mid-rotation the source Secret holds the old (already revoked) and the new client secret: the
@@ -151,6 +154,7 @@ async fn second_client_secret_is_used_when_the_first_is_rejected() {
         env.ims.requests_for("two-client").into_iter().map(|r| r.status.map(|s| s.as_u16())).collect();
     assert_eq!(outcomes, [Some(400), Some(200)], "first secret rejected, second accepted");
     env.assert_no_leaks(&["two-client"]).await;
+    env.assert_no_mint_loop(&[]);
 }
 
 /// A label edit on the source Secret changes nothing that went into the token: no mint.
@@ -172,6 +176,7 @@ async fn metadata_only_change_of_the_source_does_not_mint() {
     assert_eq!(env.ims.mint_count("label-client"), 1);
     let target_after = env.target("label-token").await.expect("target");
     assert_eq!(target_before.metadata.resource_version, target_after.metadata.resource_version);
+    env.assert_no_mint_loop(&[]);
 }
 
 /// A restarted operator adopts the valid tokens it finds and mints nothing.
@@ -191,6 +196,7 @@ async fn restart_with_valid_tokens_mints_nothing() {
     let after_a = env.wait_ready("restart-a", "True", "TokenMinted").await;
     assert_eq!(env.ims.mint_count("restart-client"), 2, "no mint after restart");
     assert_eq!(before_a.status, after_a.status, "status untouched");
+    env.assert_no_mint_loop(&[("restart-client", 1)]);
 }
 
 #[tokio::test]
@@ -217,6 +223,7 @@ async fn invalid_client_then_fixed() {
     assert_eq!(cred.status.expect("status").consecutive_failures, 0);
     assert_eq!(env.ims.mint_count("inv-client"), 1);
     env.assert_no_leaks(&["inv-client"]).await;
+    env.assert_no_mint_loop(&[]);
 }
 
 #[tokio::test]
@@ -229,6 +236,7 @@ async fn missing_source_secret_then_created() {
     env.put_source("miss-src", "miss-client", "p8e-miss-secret").await;
     env.wait_ready("miss", "True", "TokenMinted").await;
     assert_eq!(env.ims.mint_count("miss-client"), 1);
+    env.assert_no_mint_loop(&[]);
 }
 
 #[tokio::test]
@@ -244,6 +252,7 @@ async fn missing_key_is_reported() {
     let cred = env.wait_ready("nokey", "False", "SourceKeyMissing").await;
     assert!(cred.status.expect("status").conditions[0].message.contains("\"client_secret\""));
     assert!(env.ims.requests().is_empty(), "no request without a secret");
+    env.assert_no_mint_loop(&[]);
 }
 
 #[tokio::test]
@@ -261,6 +270,7 @@ async fn unowned_target_is_a_conflict_and_stays_untouched() {
     let after = env.target("conf-token").await.expect("still there");
     assert_eq!(after.metadata.resource_version, created.metadata.resource_version, "untouched");
     assert_eq!(env.ims.mint_count("conf-client"), 0, "no token minted for a target we cannot write");
+    env.assert_no_mint_loop(&[]);
 }
 
 #[tokio::test]
@@ -299,6 +309,7 @@ async fn merge_keeps_foreign_keys_and_orphan_has_no_owner() {
     assert!(orphaned.metadata.owner_references.clone().unwrap_or_default().is_empty());
     assert!(key(&orphaned, "access_token").is_some());
     env.assert_no_leaks(&["pol-client"]).await;
+    env.assert_no_mint_loop(&[("pol-client", 1)]);
 }
 
 #[tokio::test]
@@ -320,6 +331,7 @@ async fn spec_change_mints_a_token_for_the_new_spec() {
     .await;
     let issued = env.ims.issued_tokens("spec-client");
     assert_eq!(cred.status.and_then(|s| s.token_fingerprint), Some(fingerprint(&issued[1])));
+    env.assert_no_mint_loop(&[("spec-client", 1)]);
 }
 
 #[tokio::test]
@@ -342,6 +354,7 @@ async fn deleted_target_is_restored_without_a_mint() {
         env.events().await.iter().any(|e| e.reason.as_deref() == Some("TargetRestored")).then_some(())
     })
     .await;
+    env.assert_no_mint_loop(&[]);
 }
 
 #[tokio::test]
@@ -358,6 +371,7 @@ async fn hand_edited_target_is_restored() {
     })
     .await;
     assert_eq!(env.ims.mint_count("tam-client"), 1, "restored from the intact token, no mint");
+    env.assert_no_mint_loop(&[]);
 }
 
 #[tokio::test]
@@ -373,6 +387,7 @@ async fn throttling_waits_for_retry_after() {
     assert_eq!(requests.len(), 2, "one throttled request, one success");
     let waited = requests[1].received_at.duration_since(requests[0].received_at).expect("ordered");
     assert!(waited >= Duration::from_secs(3), "retried after {waited:?}, before Retry-After");
+    env.assert_no_mint_loop(&[]);
 }
 
 #[tokio::test]
@@ -391,6 +406,7 @@ async fn server_errors_back_off_and_recover() {
         requests.windows(2).map(|w| w[1].received_at.duration_since(w[0].received_at).unwrap_or_default()).collect();
     assert!(gaps[1] > gaps[0] / 2 && gaps[2] > gaps[0], "backoff grows: {gaps:?}");
     env.assert_no_leaks(&["err-client"]).await;
+    env.assert_no_mint_loop(&[]);
 }
 
 /// A failed renewal never removes the last good token.
@@ -413,6 +429,7 @@ async fn failing_renewal_keeps_the_last_good_token() {
     env.ims.clear_faults();
     env.wait_ready("keep", "True", "TokenMinted").await;
     env.assert_no_leaks(&["keep-client"]).await;
+    env.assert_no_mint_loop(&[]);
 }
 
 #[tokio::test]
@@ -425,6 +442,7 @@ async fn token_host_outside_the_allowlist_is_refused() {
     }
     env.create(&cred).await;
     env.wait_ready("ssrf", "False", "TokenHostNotAllowed").await;
+    env.assert_no_mint_loop(&[]);
 }
 
 #[tokio::test]
@@ -455,6 +473,7 @@ async fn api_server_rejects_invalid_specs() {
         let err = env.credentials().create(&PostParams::default(), &cred).await.expect_err("rejected");
         assert!(err.to_string().contains(expected), "{err}");
     }
+    env.assert_no_mint_loop(&[]);
 }
 
 /// Per new resourceVersion of the watched objects: when it was seen, and the token expiry it

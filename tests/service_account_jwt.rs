@@ -31,6 +31,7 @@ async fn setup(env: &mut TestEnv, name: &str, private_pem: &str, lifetime: Durat
             ),
         )
         .expect("register");
+    env.expect_lifetime(&client_id, lifetime);
     env.put_source(&format!("{name}-client"), &client_id, &secret).await;
     env.put_secret(&format!("{name}-key"), &[], &[("private.key", private_pem)]).await;
 }
@@ -77,6 +78,7 @@ async fn pkcs1_and_pkcs8_keys_mint_with_milliseconds_and_a_deprecation_warning()
         assert_eq!(env.ims.mint_count(&format!("{name}-client")), 1);
     }
     env.assert_no_leaks(&["cm8-client", "cm1-client"]).await;
+    env.assert_no_mint_loop(&[]);
 }
 
 #[tokio::test]
@@ -98,6 +100,7 @@ async fn renewal_and_key_rotation() {
     })
     .await;
     env.assert_no_leaks(&["rk-client"]).await;
+    env.assert_no_mint_loop(&[("rk-client", 1)]);
 }
 
 #[tokio::test]
@@ -159,6 +162,7 @@ async fn key_and_claim_errors_have_precise_reasons() {
     env.put_secret("wrongkey-key", &[], &[("private.key", &KEY.pkcs1_pem)]).await;
     env.wait_ready("wrongkey", "True", "TokenMinted").await;
     env.assert_no_leaks(&["wrongkey-client", "wrongscope-client", "wrongsecret-client"]).await;
+    env.assert_no_mint_loop(&[]);
 }
 
 #[tokio::test]
@@ -170,4 +174,5 @@ async fn restart_with_a_valid_token_does_not_mint() {
     env.restart_operator(&["rs"]).await;
     assert_eq!(env.ims.mint_count("rs-client"), 1);
     assert_eq!(env.credentials().get("rs").await.expect("get").status, before.status);
+    env.assert_no_mint_loop(&[]);
 }

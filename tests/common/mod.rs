@@ -2,7 +2,7 @@
 //! IMS served over TLS with its own CA, and the operator binary scoped to that namespace.
 #![allow(dead_code)] // each test binary uses a different subset
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -12,7 +12,7 @@ use std::time::Duration;
 use adobe_credential_operator::crd::{
     AdobeCredential, AdobeCredentialSpec, ClientSecretRef, OAuthServerToServer, PasswordGrant, UserSecretRef,
 };
-use fake_token_server::{AdobeClient, FakeTokenServer};
+use fake_token_server::{AdobeClient, FakeTokenServer, Outcome};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::api::events::v1::Event;
@@ -63,17 +63,22 @@ impl Operator {
         extra: &[&str],
     ) -> Self {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path).expect("log file");
+        // Defaults for tests, each unless `extra` sets it (a flag given twice is an error). Tests
+        // renew tokens of a few seconds, hence the short mint floor.
+        let defaults = [
+            ("--token-request-timeout", "5s"),
+            ("--log-level", "info,adobe_credential_operator=debug"),
+            ("--http-addr", "127.0.0.1:0"),
+            ("--min-mint-interval", "1s"),
+        ];
+        let defaults = defaults.into_iter().filter(|(flag, _)| !extra.contains(flag)).flat_map(|(f, v)| [f, v]);
         let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_adobe-credential-operator"))
             .arg("run")
             .args(["--namespaces", namespace])
             .args(["--allowed-token-hosts", "127.0.0.1"])
             .arg("--extra-ca-file")
             .arg(ca_file)
-            .args(["--token-request-timeout", "5s"])
-            .args(["--log-level", "info,adobe_credential_operator=debug"])
-            .args(["--http-addr", "127.0.0.1:0"])
-            // Tests renew tokens of a few seconds; the hostile-tenant tests set their own floor.
-            .args(if extra.contains(&"--min-mint-interval") { &[][..] } else { &["--min-mint-interval", "1s"][..] })
+            .args(defaults)
             .args(extra)
             .env("KUBECONFIG", kubeconfig)
             .env_remove("ACO_NAMESPACES")
@@ -127,6 +132,10 @@ pub struct TestEnv {
     pub operator: Option<Operator>,
     /// Every secret value seeded in this test, checked for leaks at the end.
     pub seeded_secrets: Vec<String>,
+    /// Token lifetimes of the fake's clients, for the mint tripwire. Clients not listed get
+    /// tokens long enough that no renewal falls within a test (the fake's defaults: a day for
+    /// Adobe, an hour for Akeneo).
+    lifetimes: HashMap<String, Duration>,
     /// Every Ready condition any credential of the namespace went through, in order.
     ready_history: Arc<Mutex<Vec<(String, String, String)>>>,
     history_task: tokio::task::JoinHandle<()>,
@@ -155,6 +164,7 @@ impl TestEnv {
             dir,
             operator: None,
             seeded_secrets: Vec::new(),
+            lifetimes: HashMap::new(),
             ready_history,
             history_task,
         };
@@ -237,11 +247,43 @@ impl TestEnv {
     /// Registers `client_id` at the fake IMS with Firefly scopes and `lifetime` tokens.
     pub fn register_client(&mut self, client_id: &str, secret: &str, lifetime: Duration) {
         self.seeded_secrets.push(secret.to_owned());
+        self.expect_lifetime(client_id, lifetime);
         self.ims
             .register_adobe_client(
                 AdobeClient::new(client_id, secret).with_scopes(FIREFLY_SCOPES).with_token_lifetime(lifetime),
             )
             .expect("register client");
+    }
+
+    /// Records the lifetime of the tokens `client_id` gets, for the mint tripwire.
+    pub fn expect_lifetime(&mut self, client_id: &str, lifetime: Duration) {
+        self.lifetimes.insert(client_id.to_owned(), lifetime);
+    }
+
+    /// The mint tripwire every test ends with: no client of the fake got more tokens than the
+    /// first one, one per renewal period of its lifetime since then, and the `extra` the test
+    /// caused on purpose (rotations, spec changes, restarts without a valid token, injected
+    /// faults that still issued a token). A mint loop anywhere fails every test it shows up in,
+    /// also the ones not written for it.
+    pub fn assert_no_mint_loop(&self, extra: &[(&str, usize)]) {
+        let mut first_and_count: BTreeMap<String, (std::time::SystemTime, usize)> = BTreeMap::new();
+        for record in self.ims.requests().into_iter().filter(|r| r.outcome == Outcome::Issued) {
+            let Some(client) = record.client_id else { continue };
+            let entry = first_and_count.entry(client).or_insert((record.received_at, 0));
+            entry.1 += 1;
+        }
+        for (client, (first, count)) in first_and_count {
+            let elapsed = first.elapsed().unwrap_or_default();
+            // A renewal comes at two thirds of the lifetime less at most a tenth of a third.
+            let renewals =
+                self.lifetimes.get(&client).map_or(0, |l| (elapsed.as_secs_f64() / (l.as_secs_f64() * 0.6)) as usize);
+            let planned = extra.iter().filter(|(c, _)| *c == client).map(|(_, n)| n).sum::<usize>();
+            let budget = 1 + renewals + planned;
+            assert!(
+                count <= budget,
+                "mint loop? {client} got {count} tokens in {elapsed:?}; expected at most {budget} (1 + {renewals} renewals + {planned} planned)"
+            );
+        }
     }
 
     /// Creates or replaces the source Secret holding a client ID and secret.
