@@ -362,11 +362,18 @@ pub async fn apply(
     if policy != CreationPolicy::Merge {
         body["type"] = json!("Opaque");
     }
-    let mut params = PatchParams::apply(&field_manager(cred));
-    if policy != CreationPolicy::Merge {
-        params = params.force();
-    }
-    match secrets.patch(&name, &params, &Patch::Apply(&body)).await {
+    let params = PatchParams::apply(&field_manager(cred));
+    let forced = params.clone().force();
+    let first = if policy == CreationPolicy::Merge { &params } else { &forced };
+    let written = match secrets.patch(&name, first, &Patch::Apply(&body)).await {
+        // Keys written by this operator's shared field manager of earlier versions are taken
+        // over by the credential's own manager (an upgrade); anyone else's are a conflict.
+        Err(kube::Error::Api(status)) if status.code == 409 && only_legacy_conflicts(&status.message) => {
+            secrets.patch(&name, &forced, &Patch::Apply(&body)).await
+        }
+        other => other,
+    };
+    match written {
         Ok(written) => Ok(written.resource_version()),
         Err(kube::Error::Api(status)) if status.code == 409 => Err(apply_conflict(&name, &status.message)),
         Err(err) => Err(Error::kube("writing the target Secret")(err)),
@@ -379,6 +386,13 @@ fn apply_conflict(name: &str, message: &str) -> Error {
     let manager = message.split('"').nth(1).unwrap_or("another writer").to_owned();
     let key = message.split(".data.").nth(1).and_then(|k| k.split_whitespace().next()).unwrap_or("?");
     Error::TargetKeyConflict { name: name.to_owned(), key: key.to_owned(), manager }
+}
+
+/// Whether every writer a conflict message names (the quoted manager names) is this operator's
+/// shared field manager of earlier versions.
+fn only_legacy_conflicts(message: &str) -> bool {
+    let mut managers = message.split('"').skip(1).step_by(2).peekable();
+    managers.peek().is_some() && managers.all(|m| m == FIELD_MANAGER)
 }
 
 #[cfg(test)]
@@ -592,6 +606,12 @@ mod tests {
                 .to_string()
         );
         assert!(field_manager(&c).len() <= 128);
+        let legacy = r#"Apply failed with 2 conflicts: conflicts with "adobe-credential-operator" using v1:
+- .data.access_token
+- .data.client_id"#;
+        assert!(only_legacy_conflicts(legacy));
+        assert!(!only_legacy_conflicts(r#"conflicts with "adobe-credential-operator" and "kubectl-edit""#));
+        assert!(!only_legacy_conflicts("no manager named"));
     }
 
     #[test]

@@ -5,12 +5,11 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use common::{TestEnv, WAIT, eventually};
+use common::{Operator, TestEnv, WAIT, eventually};
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::Api;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -198,55 +197,31 @@ fn write_kubeconfig_via(kubeconfig: &Path, copy: &Path, via: SocketAddr) {
 
 /// One operator process with leader election, its own identity and HTTP port.
 struct Replica {
-    child: tokio::process::Child,
+    operator: Operator,
     url: String,
-    log: PathBuf,
 }
 
 impl Replica {
     async fn start(env: &TestEnv, identity: &str, kubeconfig: &Path) -> Self {
         let port = TcpListener::bind("127.0.0.1:0").await.expect("bind").local_addr().expect("addr").port();
+        let (http_addr, lease_namespace) = (format!("127.0.0.1:{port}"), env.ns().to_owned());
+        let mut flags = common::FAST_LEADER_ELECTION.to_vec();
+        flags.extend(["--http-addr", &http_addr, "--instance", identity]);
+        flags.extend(["--lease-name", LEASE, "--lease-namespace", &lease_namespace]);
         let log = env.dir.path().join(format!("{identity}.log"));
-        let file = std::fs::File::create(&log).expect("log file");
-        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_adobe-credential-operator"))
-            .arg("run")
-            .args(["--namespaces", env.ns()])
-            .args(["--allowed-token-hosts", "127.0.0.1"])
-            .arg("--extra-ca-file")
-            .arg(env.ca_file())
-            .args(["--token-request-timeout", "5s"])
-            .args(["--log-level", "info,adobe_credential_operator=debug"])
-            .args(["--http-addr", &format!("127.0.0.1:{port}")])
-            .args(["--instance", identity])
-            .args(["--leader-election", "--lease-name", LEASE, "--lease-namespace", env.ns()])
-            .args(["--lease-duration", "4s", "--lease-renew-deadline", "3s", "--lease-retry-period", "1s"])
-            .env("KUBECONFIG", kubeconfig)
-            .env_remove("ACO_NAMESPACES")
-            .stdin(Stdio::null())
-            .stdout(file.try_clone().expect("log"))
-            .stderr(file)
-            .kill_on_drop(true)
-            .spawn()
-            .expect("operator binary starts");
-        Self { child, url: format!("http://127.0.0.1:{port}"), log }
+        let operator = Operator::start_with(env.ns(), kubeconfig, &env.ca_file(), log, &flags).await;
+        Self { operator, url: format!("http://{http_addr}") }
     }
 
     async fn wait_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
-        match tokio::time::timeout(timeout, self.child.wait()).await {
-            Ok(status) => status.expect("wait"),
-            Err(_) => panic!("{} did not exit in {timeout:?}:\n{}", self.log.display(), self.logs()),
-        }
-    }
-
-    fn logs(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        self.operator.wait_exit(timeout).await
     }
 }
 
 impl Drop for Replica {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            eprintln!("--- {} ---\n{}", self.log.display(), self.logs());
+            eprintln!("--- replica {} ---\n{}", self.url, self.operator.logs());
         }
     }
 }

@@ -82,7 +82,7 @@ async fn sigterm_lets_the_in_flight_mint_finish() {
     env.ims.inject_fault(Fault::delay(Duration::from_secs(2)).for_client("term-client").times(1));
     env.create(&env.s2s_credential("term", "term-src")).await;
     env.ims.wait_for_arrivals("term-client", 1, WAIT).await.expect("mint in flight");
-    let operator = env.operator.take().expect("operator");
+    let mut operator = env.operator.take().expect("operator");
     sigterm(operator.pid().expect("pid"));
     let exit = operator.wait_exit(Duration::from_secs(30)).await;
     assert!(exit.success(), "graceful exit: {exit:?}");
@@ -103,7 +103,7 @@ async fn sigterm_exits_at_the_shutdown_deadline_despite_a_stuck_reconcile() {
     env.ims.inject_fault(Fault::hang().for_client("stuck-client"));
     env.create(&env.s2s_credential("stuck", "stuck-src")).await;
     env.ims.wait_for_arrivals("stuck-client", 1, WAIT).await.expect("mint in flight");
-    let operator = env.operator.take().expect("operator");
+    let mut operator = env.operator.take().expect("operator");
     sigterm(operator.pid().expect("pid"));
     // Well before the 300 s request timeout could end the stuck reconcile.
     let exit = operator.wait_exit(WAIT).await;
@@ -145,18 +145,8 @@ async fn sigkill_mid_reconcile_loses_nothing() {
 async fn two_replicas_one_leader_and_failover() {
     let mut env = TestEnv::new("ha").await;
     env.kill_operator().await;
-    let lease_flags = [
-        "--leader-election",
-        "--lease-name",
-        "aco-ha-test",
-        "--lease-duration",
-        "4s",
-        "--lease-renew-deadline",
-        "3s",
-        "--lease-retry-period",
-        "1s",
-    ];
-    let mut flags: Vec<&str> = lease_flags.to_vec();
+    let mut flags: Vec<&str> = common::FAST_LEADER_ELECTION.to_vec();
+    flags.extend(["--lease-name", "aco-ha-test"]);
     let ns = env.ns().to_owned();
     flags.extend(["--lease-namespace", ns.as_str()]);
     let ca_file = env.ca_file();
@@ -166,7 +156,7 @@ async fn two_replicas_one_leader_and_failover() {
     };
     let first = start("replica-a").await;
     eventually("replica a to lead", WAIT, || async { first.logs().contains("became leader").then_some(()) }).await;
-    let second = start("replica-b").await;
+    let mut second = start("replica-b").await;
     eventually("replica b to follow", WAIT, || async {
         second.logs().contains("following the current leader").then_some(())
     })

@@ -273,6 +273,36 @@ async fn unowned_target_is_a_conflict_and_stays_untouched() {
     env.assert_no_mint_loop(&[]);
 }
 
+/// Upgrade: a Merge target written by earlier versions (one shared field manager for every
+/// credential, unscoped annotations) is taken over by the credential's own field manager: one
+/// mint, no TargetConflict with the operator's own past writes.
+#[tokio::test]
+async fn merge_target_written_by_an_earlier_version_is_taken_over() {
+    let mut env = TestEnv::new("upgrade").await;
+    env.register_client("up-client", "p8e-up-secret", DAY);
+    env.put_source("up-src", "up-client", "p8e-up-secret").await;
+    let earlier = serde_json::json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": { "name": "app-config", "annotations": { "credentials.adobe-operator.io/credential": "up" } },
+        // Written as `data`, as the operator always wrote it.
+        "data": { "access_token": "dG9rZW4tb2YtYW4tZWFybGllci12ZXJzaW9u", "client_id": "dXAtY2xpZW50" },
+    });
+    let shared_manager = PatchParams::apply("adobe-credential-operator").force();
+    env.secrets().patch("app-config", &shared_manager, &Patch::Apply(&earlier)).await.expect("earlier write");
+    let mut up = env.s2s_credential("up", "up-src");
+    up.spec.target = Some(TargetSpec {
+        name: Some("app-config".into()),
+        creation_policy: CreationPolicy::Merge,
+        ..Default::default()
+    });
+    env.create(&up).await;
+    env.wait_ready("up", "True", "TokenMinted").await;
+    let target = env.target("app-config").await.expect("target");
+    assert_eq!(key(&target, "access_token").as_ref(), env.ims.issued_tokens("up-client").first());
+    assert_eq!(env.ims.mint_count("up-client"), 1);
+    env.assert_no_mint_loop(&[]);
+}
+
 #[tokio::test]
 async fn merge_keeps_foreign_keys_and_orphan_has_no_owner() {
     let mut env = TestEnv::new("policies").await;

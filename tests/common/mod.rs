@@ -22,6 +22,10 @@ use kube::{Api, Client, ResourceExt};
 use test_support::{ControlPlane, LoopbackTls, TestNamespace};
 
 pub const WAIT: Duration = Duration::from_secs(60);
+/// Leader election with short timings (lease 4 s, renew deadline 3 s, retry 1 s), for failover
+/// tests; add `--lease-name` and `--lease-namespace`.
+pub const FAST_LEADER_ELECTION: [&str; 7] =
+    ["--leader-election", "--lease-duration", "4s", "--lease-renew-deadline", "3s", "--lease-retry-period", "1s"];
 /// The operator's debug line for a full look at a credential's inputs and target.
 pub const INSPECTED: &str = "inspecting inputs and target";
 pub const FIREFLY_SCOPES: [&str; 7] =
@@ -116,9 +120,12 @@ impl Operator {
         self.child.kill().await.expect("kill operator");
     }
 
-    /// Waits for the process to exit by itself (after SIGTERM).
-    pub async fn wait_exit(mut self, timeout: Duration) -> std::process::ExitStatus {
-        tokio::time::timeout(timeout, self.child.wait()).await.expect("operator exits in time").expect("wait")
+    /// Waits for the process to exit by itself (after SIGTERM, or when it loses its lease).
+    pub async fn wait_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        match tokio::time::timeout(timeout, self.child.wait()).await {
+            Ok(status) => status.expect("wait"),
+            Err(_) => panic!("the operator did not exit within {timeout:?}; its log:\n{}", self.logs()),
+        }
     }
 }
 
