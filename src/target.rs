@@ -42,6 +42,8 @@ pub const TEMPLATE_FUEL: u64 = 50_000;
 pub const MAX_KEY_BYTES: usize = 64 * 1024;
 pub const MAX_TARGET_BYTES: usize = 256 * 1024;
 
+static RENDER_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// The field manager of one credential's writes to its target Secret: several `Merge`
 /// credentials share a Secret, each owning only its keys. At most 128 characters.
 pub fn field_manager(cred: &AdobeCredential) -> String {
@@ -225,6 +227,11 @@ pub fn render_data(
             client_id => inputs.client_id(),
             org_id => inputs.org_id().unwrap_or_default(),
         };
+        // One render at a time in the whole process: a single minijinja operation may still
+        // build a value of up to 100 MB (its own cap on string repetition) before the output cap
+        // refuses it, and hostile templates reconciled side by side must not add those up. Each
+        // render is short (fuel and output caps), so the wait is too.
+        let _one_at_a_time = RENDER_LOCK.lock().unwrap_or_else(|e| e.into_inner());
         for (key, source) in &template.data {
             let rendered = render_template(&env, key, source, &context)?;
             data.insert(key.clone(), rendered);

@@ -250,16 +250,23 @@ async fn templates_over_budget_are_refused_before_minting() {
         template: Some(TargetTemplate { data: pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect() }),
         ..Default::default()
     };
+    // Four credentials with three 100 MB keys each, reconciled side by side.
     let huge = r#"{{ "x" * 100000000 }}"#;
     let mut big = t.tenant_credential("big").await;
     big.spec.target = Some(template(&[("a", huge), ("b", huge), ("c", huge)]));
     let mut spin = t.tenant_credential("spin").await;
     let loops = "{% for i in range(100000) %}{% for j in range(100000) %}{{ i }}{% endfor %}{% endfor %}";
     spin.spec.target = Some(template(&[("spin", loops)]));
-    t.env.create(&big).await;
+    for i in 0..4 {
+        let mut copy = big.clone();
+        copy.metadata.name = Some(format!("big-{i}"));
+        t.env.create(&copy).await;
+    }
     t.env.create(&spin).await;
-    let big = t.env.wait_ready("big", "False", "InvalidTemplate").await;
-    assert!(big.status.expect("status").conditions[0].message.contains("longer than"));
+    for i in 0..4 {
+        let big = t.env.wait_ready(&format!("big-{i}"), "False", "InvalidTemplate").await;
+        assert!(big.status.expect("status").conditions[0].message.contains("longer than"));
+    }
     let spin = t.env.wait_ready("spin", "False", "InvalidTemplate").await;
     assert!(spin.status.expect("status").conditions[0].message.contains("steps"));
 
@@ -267,7 +274,7 @@ async fn templates_over_budget_are_refused_before_minting() {
     assert_eq!(t.env.ims.mint_count("big-client"), 0);
     assert_eq!(t.env.ims.mint_count("spin-client"), 0);
     let peak = t.operator_peak_rss_kib();
-    eprintln!("operator peak RSS with three 100 MB template keys: {} MiB", peak / 1024);
+    eprintln!("operator peak RSS with four credentials of three 100 MB template keys: {} MiB", peak / 1024);
     assert!(peak < 256 * 1024, "peak RSS {peak} KiB is over the chart's 256 Mi limit");
     t.env.assert_status_messages_are_human().await;
     t.env.assert_no_mint_loop(&[]);
