@@ -24,7 +24,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -588,11 +588,15 @@ struct Operator {
 impl Launch {
     /// Starts the operator and waits until its /readyz passes (its caches have synced).
     async fn start(&self) -> anyhow::Result<Operator> {
-        let log_offset = std::fs::metadata(&self.log_path).map(|m| m.len()).unwrap_or(0) as usize;
+        let addr_file = self.log_path.with_extension("addr");
+        // A leftover file of an earlier start must not be mistaken for this one's address.
+        let _ = std::fs::remove_file(&addr_file);
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log_path)?;
         let child = tokio::process::Command::new(&self.bin)
             .args(["run", "--namespaces", &self.namespace, "--allowed-token-hosts", "127.0.0.1"])
             .args(["--http-addr", "127.0.0.1:0"])
+            .arg("--http-addr-file")
+            .arg(&addr_file)
             .arg("--extra-ca-file")
             .arg(&self.ca_file)
             .args(&self.args)
@@ -610,11 +614,11 @@ impl Launch {
         let pid = child.id().context("operator pid")?;
         let deadline = Instant::now() + Duration::from_secs(60);
         let address = loop {
-            if let Some(address) = logged_address(&self.log_path, log_offset) {
+            if let Some(address) = std::fs::read_to_string(&addr_file).ok().filter(|a| !a.is_empty()) {
                 break address;
             }
             if Instant::now() > deadline {
-                bail!("the operator did not log its HTTP address; see {}", self.log_path.display());
+                bail!("the operator did not write its HTTP address; see {}", self.log_path.display());
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         };
@@ -632,14 +636,6 @@ impl Launch {
         }
         Ok(Operator { child, pid, metrics_url: format!("http://{address}/metrics"), http })
     }
-}
-
-/// The address of the latest "serving /metrics" line written after `offset`.
-fn logged_address(path: &Path, offset: usize) -> Option<String> {
-    let bytes = std::fs::read(path).ok()?;
-    let text = String::from_utf8_lossy(bytes.get(offset..)?);
-    let line = text.lines().rev().find(|l| l.contains("serving /metrics"))?;
-    Some(line.split("address=").nth(1)?.split_whitespace().next()?.to_owned())
 }
 
 impl Operator {

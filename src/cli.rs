@@ -69,6 +69,11 @@ pub struct RunArgs {
     #[arg(long, env = "ACO_HTTP_ADDR", default_value = "0.0.0.0:8080")]
     pub http_addr: SocketAddr,
 
+    /// File to write the HTTP server's bound address to (useful with port 0: scripts and tests
+    /// find the operator without reading its log).
+    #[arg(long, env = "ACO_HTTP_ADDR_FILE")]
+    pub http_addr_file: Option<PathBuf>,
+
     /// Elect one leader among replicas through a Lease; only the leader mints and writes.
     #[arg(long, env = "ACO_LEADER_ELECTION", default_value_t = false, num_args = 0..=1, default_missing_value = "true", action = ArgAction::Set)]
     pub leader_election: bool,

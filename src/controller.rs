@@ -390,6 +390,7 @@ async fn reconcile(cred: Arc<AdobeCredential>, ctx: Arc<Context>) -> Result<Acti
         m.consecutive_failures.max(cred.status.as_ref().map_or(0, |s| s.consecutive_failures))
     };
     debug!(credential = %status::display_name(&cred), "inspecting inputs and target");
+    ctx.metrics.reconcile_started();
     let namespace = cred.namespace().unwrap_or_default();
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
     let mut flow = None;

@@ -52,6 +52,10 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let bound = http::serve(args.http_addr, health.clone(), metrics.clone())
         .await
         .with_context(|| format!("binding the HTTP server to {}", args.http_addr))?;
+    if let Some(path) = &args.http_addr_file {
+        std::fs::write(path, bound.to_string())
+            .with_context(|| format!("writing the HTTP address to {}", path.display()))?;
+    }
     info!(address = %bound, "serving /metrics, /healthz and /readyz");
 
     let (stop, stopped) = watch::channel(false);

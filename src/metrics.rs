@@ -45,6 +45,7 @@ pub struct Metrics {
     mints_in_flight: Gauge,
     mints_queued: Gauge,
     mint_guard_trips: Family<CredentialLabels, Counter>,
+    reconciles: Counter,
     expiries: Arc<ExpiryCollector>,
 }
 
@@ -79,9 +80,16 @@ impl Metrics {
             "Mints refused by the per-credential mint guard (a mint loop or a tenant changing inputs too often)",
             mint_guard_trips.clone(),
         );
+        let reconciles = Counter::default();
+        registry.register(
+            "reconciles",
+            "Reconciles that inspected a credential's inputs and target (quiet wake-ups not counted)",
+            reconciles.clone(),
+        );
         let expiries = Arc::new(ExpiryCollector::default());
         registry.register_collector(Box::new(expiries.clone()));
         Self {
+            reconciles,
             registry,
             mint_requests,
             mint_duration,
@@ -104,6 +112,10 @@ impl Metrics {
     pub fn mint_finished(&self, flow: &str, outcome: &str, took: Duration) {
         self.mint_requests.get_or_create(&MintLabels { flow: flow.to_owned(), outcome: outcome.to_owned() }).inc();
         self.mint_duration.get_or_create(&FlowLabels { flow: flow.to_owned() }).observe(took.as_secs_f64());
+    }
+
+    pub fn reconcile_started(&self) {
+        self.reconciles.inc();
     }
 
     pub fn reconcile_failed(&self, reason: &str) {
@@ -203,6 +215,7 @@ mod tests {
         metrics.mint_finished("oauthServerToServer", "ok", Duration::from_millis(120));
         metrics.mint_finished("oauthServerToServer", "InvalidClient", Duration::from_millis(80));
         metrics.reconcile_failed("InvalidClient");
+        metrics.reconcile_started();
         let guard = metrics.mint_in_flight();
         metrics.set_expiry("team-a", "firefly", Timestamp::now() + jiff::SignedDuration::from_secs(3600));
         let text = metrics.encode();
@@ -212,6 +225,7 @@ mod tests {
         );
         assert!(text.contains(r#"adobe_credential_reconcile_errors_total{reason="InvalidClient"} 1"#), "{text}");
         assert!(text.contains("adobe_credential_mints_in_flight 1"), "{text}");
+        assert!(text.contains("adobe_credential_reconciles_total 1"), "{text}");
         assert!(text.contains("adobe_credential_mint_duration_seconds_bucket"), "{text}");
         let line = text
             .lines()

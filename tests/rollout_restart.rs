@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use adobe_credential_operator::crd::{RolloutRestartTarget, TargetSpec, WorkloadKind};
-use common::{INSPECTED, TestEnv, WAIT, eventually, key};
+use common::{TestEnv, WAIT, eventually, key};
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::Api;
 use kube::api::{Patch, PatchParams, PostParams};
@@ -101,11 +101,12 @@ async fn no_restart_when_the_token_did_not_change() {
     .await;
 
     // A metadata-only change of the source and an operator restart: both reconcile, neither mints.
-    let inspections = env.logs().matches(INSPECTED).count();
+    let operator = env.operator.as_ref().expect("operator");
+    let reconciles = operator.reconciles().await;
     let label = serde_json::json!({ "metadata": { "labels": { "touched": "yes" } } });
     env.secrets().patch("nr-src", &PatchParams::default(), &Patch::Merge(&label)).await.expect("label");
     eventually("a reconcile after the label change", WAIT, || async {
-        (env.logs().matches(INSPECTED).count() > inspections).then_some(())
+        (operator.reconciles().await > reconciles).then_some(())
     })
     .await;
     env.restart_operator(&["steady"]).await;

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
 use adobe_credential_operator::crd::{CreationPolicy, RenewalSpec, TargetSpec, TargetTemplate};
-use common::{INSPECTED, TestEnv, WAIT, eventually, key};
+use common::{TestEnv, WAIT, eventually, key};
 use fake_token_server::{Fault, RetryAfter};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
@@ -166,11 +166,12 @@ async fn metadata_only_change_of_the_source_does_not_mint() {
     env.create(&env.s2s_credential("label", "label-src")).await;
     env.wait_ready("label", "True", "TokenMinted").await;
     let target_before = env.target("label-token").await.expect("target");
-    let inspections = env.logs().matches(INSPECTED).count();
+    let operator = env.operator.as_ref().expect("operator");
+    let reconciles = operator.reconciles().await;
     let patch = serde_json::json!({ "metadata": { "labels": { "team": "a" } } });
     env.secrets().patch("label-src", &PatchParams::default(), &Patch::Merge(&patch)).await.expect("label");
     eventually("the operator to inspect the relabelled source", WAIT, || async {
-        (env.logs().matches(INSPECTED).count() > inspections).then_some(())
+        (operator.reconciles().await > reconciles).then_some(())
     })
     .await;
     assert_eq!(env.ims.mint_count("label-client"), 1);

@@ -26,8 +26,6 @@ pub const WAIT: Duration = Duration::from_secs(60);
 /// tests; add `--lease-name` and `--lease-namespace`.
 pub const FAST_LEADER_ELECTION: [&str; 7] =
     ["--leader-election", "--lease-duration", "4s", "--lease-renew-deadline", "3s", "--lease-retry-period", "1s"];
-/// The operator's debug line for a full look at a credential's inputs and target.
-pub const INSPECTED: &str = "inspecting inputs and target";
 pub const FIREFLY_SCOPES: [&str; 7] =
     ["openid", "AdobeID", "session", "additional_info", "read_organizations", "firefly_api", "ff_apis"];
 
@@ -51,6 +49,8 @@ where
 pub struct Operator {
     child: tokio::process::Child,
     log_path: PathBuf,
+    /// Where the operator writes its HTTP server's address (`--http-addr-file`).
+    addr_file: PathBuf,
 }
 
 impl Operator {
@@ -76,6 +76,9 @@ impl Operator {
             ("--min-mint-interval", "1s"),
         ];
         let defaults = defaults.into_iter().filter(|(flag, _)| !extra.contains(flag)).flat_map(|(f, v)| [f, v]);
+        static STARTED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let started = STARTED.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let addr_file = log_path.with_extension(format!("{started}.addr"));
         let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_adobe-credential-operator"))
             .arg("run")
             .args(["--namespaces", namespace])
@@ -83,6 +86,8 @@ impl Operator {
             .arg("--extra-ca-file")
             .arg(ca_file)
             .args(defaults)
+            .arg("--http-addr-file")
+            .arg(&addr_file)
             .args(extra)
             .env("KUBECONFIG", kubeconfig)
             .env_remove("ACO_NAMESPACES")
@@ -92,23 +97,31 @@ impl Operator {
             .kill_on_drop(true)
             .spawn()
             .expect("operator binary starts");
-        Self { child, log_path }
+        Self { child, log_path, addr_file }
     }
 
     pub fn logs(&self) -> String {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
     }
 
-    /// Base URL of the operator's /metrics, /healthz and /readyz, once it logged its address.
-    /// With several processes sharing a log file, the last one started wins.
+    /// Base URL of the operator's /metrics, /healthz and /readyz, once it has written its
+    /// address file.
     pub async fn http_url(&self) -> String {
         eventually("the operator's HTTP address", WAIT, || async {
-            let logs = self.logs();
-            let line = logs.lines().rev().find(|l| l.contains("serving /metrics"))?;
-            let address = line.split("address=").nth(1)?.split_whitespace().next()?;
+            let address = std::fs::read_to_string(&self.addr_file).ok().filter(|a| !a.is_empty())?;
             Some(format!("http://{address}"))
         })
         .await
+    }
+
+    /// The operator's /metrics text.
+    pub async fn metrics(&self) -> String {
+        http_get(&format!("{}/metrics", self.http_url().await)).await.1
+    }
+
+    /// Reconciles that inspected a credential's inputs and target so far.
+    pub async fn reconciles(&self) -> u64 {
+        metric(&self.metrics().await, "adobe_credential_reconciles_total").map_or(0, |v| v as u64)
     }
 
     pub fn pid(&self) -> Option<u32> {
@@ -191,19 +204,21 @@ impl TestEnv {
         self.operator = Some(operator);
     }
 
-    /// SIGKILLs the operator, starts a new one and waits until it has taken a full look at each
-    /// of `credentials` (its debug line `inspecting inputs and target … <ns>/<name>`).
+    /// SIGKILLs the operator, starts a new one and waits until it has reconciled each of
+    /// `credentials` (all holding tokens): the new process exports their expiry once it has
+    /// looked at their targets.
     pub async fn restart_operator(&mut self, credentials: &[&str]) {
         self.kill_operator().await;
-        let offset = self.logs().len();
         self.start_operator().await;
-        eventually("the restarted operator to inspect every credential", WAIT, || async {
-            let fresh = self.logs().split_off(offset);
-            let inspected = |name: &str| {
-                let suffix = format!("/{name}");
-                fresh.lines().any(|l| l.contains(INSPECTED) && l.split_whitespace().any(|w| w.ends_with(&suffix)))
+        let operator = self.operator.as_ref().expect("operator");
+        let ns = self.ns().to_owned();
+        eventually("the restarted operator to reconcile every credential", WAIT, || async {
+            let text = operator.metrics().await;
+            let reconciled = |name: &str| {
+                let labels = format!(r#"namespace="{ns}",name="{name}""#);
+                text.lines().any(|l| l.starts_with("adobe_credential_token_expiry_seconds{") && l.contains(&labels))
             };
-            credentials.iter().all(|name| inspected(name)).then_some(())
+            credentials.iter().all(|name| reconciled(name)).then_some(())
         })
         .await;
     }
@@ -480,6 +495,11 @@ pub async fn http_get(url: &str) -> (u16, String) {
     let response = reqwest::get(url).await.expect("GET");
     let status = response.status().as_u16();
     (status, response.text().await.expect("body"))
+}
+
+/// The value of an unlabelled metric in /metrics text.
+pub fn metric(text: &str, name: &str) -> Option<f64> {
+    text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
 }
 
 /// Sends SIGTERM (graceful shutdown) to a process.
