@@ -5,10 +5,11 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{ArgAction, Parser, Subcommand, ValueEnum};
+use clap::{ArgAction, Parser, Subcommand};
 
 use crate::controller::Namespaces;
 use crate::schedule::parse_duration;
+use crate::telemetry::LogFormat;
 
 #[derive(Debug, Parser)]
 #[command(name = "adobe-credential-operator", version, about)]
@@ -23,12 +24,6 @@ pub enum Command {
     Crd,
     /// Run the controller.
     Run(Box<RunArgs>),
-}
-
-#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
-pub enum LogFormat {
-    Text,
-    Json,
 }
 
 #[derive(Debug, clap::Args)]

@@ -695,7 +695,7 @@ async fn patch_status_if_changed(
 }
 
 async fn publish_success(cred: &AdobeCredential, ctx: &Context, done: &Done) {
-    let expiry = target::rfc3339(done.token.expires_at);
+    let expiry = crate::time_format::rfc3339(done.token.expires_at);
     let fingerprint = done.token.fingerprint();
     if done.minted {
         let why = if done.inputs_changed { "source inputs changed" } else { "no valid token for the current inputs" };

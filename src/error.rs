@@ -103,7 +103,7 @@ pub enum Error {
 }
 
 fn mint_refusal(retry_at: &jiff::Timestamp, budget_spent: &bool) -> String {
-    let at = crate::target::rfc3339(*retry_at);
+    let at = crate::time_format::rfc3339(*retry_at);
     if *budget_spent {
         format!(
             "more than {} tokens were minted for this credential within {} minutes; the next mint waits until {at} (check what keeps changing the source Secret or the spec)",

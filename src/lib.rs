@@ -21,4 +21,5 @@ pub mod source;
 pub mod status;
 pub mod target;
 pub mod telemetry;
+pub mod time_format;
 pub mod token;

@@ -140,7 +140,7 @@ where
         let restarted_at = annotations.and_then(|a| a.get(RESTARTED_AT)).cloned();
         return Ok(Restart { status: status(restarted_at, None), restarted: false, problem: None });
     }
-    let now = Timestamp::from_second(Timestamp::now().as_second()).unwrap_or_else(|_| Timestamp::now()).to_string();
+    let now = crate::time_format::rfc3339(Timestamp::now());
     let patch = json!({
         "spec": { "template": { "metadata": { "annotations": { RESTARTED_AT: now, RESTARTED_FOR: fingerprint } } } }
     });

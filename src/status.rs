@@ -130,7 +130,7 @@ fn condition(
     let last_transition_time = previous
         .filter(|p| p.status == status)
         .map(|p| p.last_transition_time.clone())
-        .unwrap_or_else(|| Time(Timestamp::from_second(now.as_second()).unwrap_or(now)));
+        .unwrap_or_else(|| Time(crate::time_format::whole_seconds(now)));
     Condition {
         type_: type_.to_owned(),
         status,

@@ -14,6 +14,7 @@ use sha2::{Digest, Sha256};
 use crate::crd::{AdobeCredential, CreationPolicy};
 use crate::error::{Error, Result};
 use crate::source::{FlowInputs, SecretValue, hex};
+use crate::time_format::rfc3339;
 
 /// The field manager of the operator's own writes (status, refresh state, restarts); target
 /// Secrets are written by one manager per credential, see [`field_manager`].
@@ -302,11 +303,6 @@ fn env_file(token: &StoredToken, inputs: &FlowInputs) -> String {
     }
     lines.push(format!("ADOBE_TOKEN_EXPIRES_AT={}", rfc3339(token.expires_at)));
     lines.join("\n") + "\n"
-}
-
-pub fn rfc3339(at: Timestamp) -> String {
-    // Whole seconds: the value is read by people and by SDKs that dislike fractions.
-    Timestamp::from_second(at.as_second()).unwrap_or(at).to_string()
 }
 
 /// Annotations recorded with a token.
