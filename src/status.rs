@@ -95,6 +95,9 @@ pub fn desired(
             now,
         ));
     }
+    // The rollout restart outcome is decided only after a token is written (see
+    // `set_rollout_restarts`); a failed reconcile leaves it as it was.
+    conditions.extend(current.conditions.iter().find(|c| c.type_ == ROLLOUT_RESTART).cloned());
     let mut status = AdobeCredentialStatus {
         conditions,
         observed_generation: cred.metadata.generation,
@@ -274,6 +277,34 @@ mod tests {
         let expired = desired(&cred(), None, &out, ts("2026-11-25T00:00:01Z"));
         assert_eq!(expired.conditions[0].status, "False");
         assert_eq!(expired.conditions[0].reason, "TokenExpired");
+    }
+
+    #[test]
+    fn a_failure_keeps_the_rollout_restart_condition() {
+        let t = token("2026-11-25T00:00:00Z");
+        let mut c = cred();
+        let rollout = condition(
+            &c,
+            None,
+            ROLLOUT_RESTART,
+            false,
+            "RolloutRestartForbidden".into(),
+            "x".into(),
+            ts("2026-11-24T00:00:00Z"),
+        );
+        c.status = Some(AdobeCredentialStatus { conditions: vec![rollout.clone()], ..Default::default() });
+        let err = Error::TokenEndpointUnavailable { detail: "HTTP 500".into(), retry_after: None, debug_id: None };
+        let out = Outcome::Failed {
+            error: &err,
+            last_good: Some((&t, ts("2026-11-24T16:00:00Z"))),
+            current_inputs: true,
+            consecutive_failures: 1,
+        };
+        let s = desired(&c, None, &out, ts("2026-11-24T17:00:00Z"));
+        assert_eq!(s.conditions.iter().find(|c| c.type_ == ROLLOUT_RESTART), Some(&rollout));
+        let mut valid = desired(&c, None, &out, ts("2026-11-24T17:00:00Z"));
+        set_rollout_restarts(&mut valid, &c, &[], ts("2026-11-24T17:00:00Z"));
+        assert!(valid.conditions.iter().all(|c| c.type_ != ROLLOUT_RESTART), "no targets, no condition");
     }
 
     #[test]
