@@ -30,11 +30,13 @@ use crate::index::SecretIndex;
 use crate::leader::Leadership;
 use crate::metrics::Metrics;
 use crate::mint_guard::{MintHistory, MintRecord};
+use crate::names::{FIELD_MANAGER, Reason};
 use crate::rate_limit::HostRateLimiter;
 use crate::schedule::{self, Renewal};
-use crate::source::{self, FlowInputs, SecretValue};
+use crate::secret_value::SecretValue;
+use crate::source::{self, FlowInputs};
 use crate::status::{self, Outcome};
-use crate::target::{self, FIELD_MANAGER, StoredToken, TargetState};
+use crate::target::{self, StoredToken, TargetState};
 use crate::token::TokenClient;
 use crate::{refresh_state, rollout};
 
@@ -423,7 +425,7 @@ async fn report_success(
     patch_status_if_changed(cred, ctx, desired).await?;
     publish_success(cred, ctx, &done).await;
     if done.minted && new_revision && !done.notes.is_empty() {
-        publish(cred, ctx, EventType::Warning, "InputCleaned", "Mint", done.notes.join("; ")).await;
+        publish(cred, ctx, EventType::Warning, Reason::InputCleaned.as_str(), "Mint", done.notes.join("; ")).await;
     }
     publish_restarts(cred, ctx, &restarts).await;
     let renewal_time = done.renewal.at;
@@ -701,11 +703,11 @@ async fn publish_success(cred: &AdobeCredential, ctx: &Context, done: &Done) {
         let why = if done.inputs_changed { "source inputs changed" } else { "no valid token for the current inputs" };
         info!(credential = %status::display_name(cred), token = %fingerprint, expires_at = %expiry, why, "minted token");
         let note = format!("minted token {fingerprint} valid until {expiry} ({why})");
-        publish(cred, ctx, EventType::Normal, status::REASON_TOKEN_MINTED, "Mint", note).await;
+        publish(cred, ctx, EventType::Normal, Reason::TokenMinted.as_str(), "Mint", note).await;
     } else if done.repaired {
         info!(credential = %status::display_name(cred), token = %fingerprint, "restored the target Secret");
         let note = format!("restored the target Secret with the current token {fingerprint}");
-        publish(cred, ctx, EventType::Normal, "TargetRestored", "Write", note).await;
+        publish(cred, ctx, EventType::Normal, Reason::TargetRestored.as_str(), "Write", note).await;
     }
 }
 
@@ -716,12 +718,12 @@ async fn publish_restarts(cred: &AdobeCredential, ctx: &Context, restarts: &[rol
         if restart.restarted {
             info!(credential = %status::display_name(cred), %target, "restarted a consumer for the new token");
             let note = format!("restarted {target} for the new token");
-            publish(cred, ctx, EventType::Normal, "RolloutRestarted", "Restart", note).await;
+            publish(cred, ctx, EventType::Normal, Reason::RolloutRestarted.as_str(), "Restart", note).await;
         } else if let Some(problem) = restart.problem.filter(|_| !previous.contains(&restart.status)) {
             // Reported once when it appears, not on every reconcile.
             let note =
                 format!("rollout restart target {target}: {}", restart.status.message.as_deref().unwrap_or_default());
-            publish(cred, ctx, EventType::Warning, problem.reason(), "Restart", note).await;
+            publish(cred, ctx, EventType::Warning, problem.reason().as_str(), "Restart", note).await;
         }
     }
 }

@@ -139,7 +139,7 @@ fn earliest_mint(facts: &Facts<'_>) -> Option<Timestamp> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::source::SecretValue;
+    use crate::secret_value::SecretValue;
     use proptest::prelude::*;
 
     const MIN: Duration = schedule::DEFAULT_MIN_MINT_INTERVAL;

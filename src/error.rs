@@ -12,7 +12,7 @@ pub enum Retry {
     Permanent,
 }
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, thiserror::Error, strum::IntoStaticStr)]
 pub enum Error {
     #[error("source Secret {name:?} not found in the resource's namespace")]
     SourceSecretNotFound { name: String },
@@ -70,11 +70,13 @@ pub enum Error {
     )]
     TargetConflict { name: String },
 
+    #[strum(serialize = "TargetConflict")]
     #[error(
         "target Secret {name:?} key {key:?} belongs to {manager:?}; the operator does not take over keys others wrote: use target.keyPrefix or another key name"
     )]
     TargetKeyConflict { name: String, key: String, manager: String },
 
+    #[strum(serialize = "TargetConflict")]
     #[error("target Secret {name:?} has type {type_:?}; the operator merges its keys only into Opaque Secrets")]
     TargetNotOpaque { name: String, type_: String },
 
@@ -94,6 +96,7 @@ pub enum Error {
     )]
     LeadershipLost,
 
+    #[strum(serialize = "KubernetesApiError")]
     #[error("Kubernetes API error while {action}: {}", kube_summary(.source))]
     Kube {
         action: &'static str,
@@ -162,34 +165,10 @@ impl Error {
         move |source| Error::Kube { action, source }
     }
 
-    /// PascalCase reason used in the Ready condition, in Events and as a metric label.
+    /// PascalCase reason used in the Ready condition, in Events and as a metric label: the
+    /// variant's name unless it says otherwise.
     pub fn reason(&self) -> &'static str {
-        match self {
-            Error::SourceSecretNotFound { .. } => "SourceSecretNotFound",
-            Error::SourceKeyMissing { .. } => "SourceKeyMissing",
-            Error::SourceValueInvalid { .. } => "SourceValueInvalid",
-            Error::NoFlow => "NoFlow",
-            Error::InvalidPrivateKey { .. } => "InvalidPrivateKey",
-            Error::InvalidSignature { .. } => "InvalidSignature",
-            Error::InvalidJwt { .. } => "InvalidJwt",
-            Error::InvalidUserCredentials { .. } => "InvalidUserCredentials",
-            Error::RefreshTokenRejected { .. } => "RefreshTokenRejected",
-            Error::InvalidTokenEndpoint { .. } => "InvalidTokenEndpoint",
-            Error::TokenHostNotAllowed { .. } => "TokenHostNotAllowed",
-            Error::InvalidClient { .. } => "InvalidClient",
-            Error::InvalidScope { .. } => "InvalidScope",
-            Error::TokenRequestRejected { .. } => "TokenRequestRejected",
-            Error::Throttled { .. } => "Throttled",
-            Error::TokenEndpointUnavailable { .. } => "TokenEndpointUnavailable",
-            Error::MalformedTokenResponse { .. } => "MalformedTokenResponse",
-            Error::TargetConflict { .. } => "TargetConflict",
-            Error::TargetKeyConflict { .. } | Error::TargetNotOpaque { .. } => "TargetConflict",
-            Error::RefreshStateConflict { .. } => "RefreshStateConflict",
-            Error::InvalidTemplate { .. } => "InvalidTemplate",
-            Error::MintRateLimited { .. } => "MintRateLimited",
-            Error::LeadershipLost => "LeadershipLost",
-            Error::Kube { .. } => "KubernetesApiError",
-        }
+        self.into()
     }
 
     pub fn retry(&self) -> Retry {
@@ -241,6 +220,16 @@ mod tests {
         );
         assert_eq!(one_line("a\n\r\nb\tc", 100), "a b c");
         assert_eq!(one_line("abcdef", 3), "abc…");
+    }
+
+    #[test]
+    fn reasons_are_variant_names_except_where_grouped() {
+        let kube = Error::kube("reading")(kube::Error::LinesCodecMaxLineLengthExceeded);
+        assert_eq!(kube.reason(), "KubernetesApiError");
+        let key = Error::TargetKeyConflict { name: "t".into(), key: "k".into(), manager: "m".into() };
+        assert_eq!(key.reason(), "TargetConflict");
+        assert_eq!(Error::TargetNotOpaque { name: "t".into(), type_: "x".into() }.reason(), "TargetConflict");
+        assert_eq!(Error::SourceSecretNotFound { name: "s".into() }.reason(), "SourceSecretNotFound");
     }
 
     #[test]

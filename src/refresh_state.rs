@@ -11,8 +11,8 @@ use serde_json::json;
 
 use crate::crd::AdobeCredential;
 use crate::error::{Error, Result};
-use crate::source::SecretValue;
-use crate::target::{FIELD_MANAGER, MANAGED_BY_LABEL, annotation};
+use crate::names::{FIELD_MANAGER, MANAGED_BY_LABEL, annotation};
+use crate::secret_value::SecretValue;
 
 /// Akeneo refresh tokens live 14 days; one hour less leaves room for clock skew.
 const REFRESH_TOKEN_LIFETIME: SignedDuration = SignedDuration::from_hours(14 * 24 - 1);

@@ -13,12 +13,9 @@ use serde_json::json;
 
 use crate::crd::{RolloutRestartStatus, RolloutRestartTarget, WorkloadKind};
 use crate::error::{Error, Result};
-use crate::target::{FIELD_MANAGER, StoredToken};
-
-/// Pod-template annotation `kubectl rollout restart` sets.
-pub const RESTARTED_AT: &str = "kubectl.kubernetes.io/restartedAt";
-/// Pod-template annotation naming the token the pods were restarted for.
-pub const RESTARTED_FOR: &str = "credentials.adobe-operator.io/restarted-for-token";
+use crate::names::annotation::{RESTARTED_AT, RESTARTED_FOR};
+use crate::names::{FIELD_MANAGER, Reason};
+use crate::target::StoredToken;
 
 /// The outcome for one target.
 #[derive(Debug)]
@@ -41,11 +38,11 @@ pub enum Problem {
 }
 
 impl Problem {
-    pub fn reason(self) -> &'static str {
+    pub fn reason(self) -> Reason {
         match self {
-            Problem::NotFound => "RolloutTargetNotFound",
-            Problem::Forbidden => "RolloutRestartForbidden",
-            Problem::Failed => "RolloutRestartFailed",
+            Problem::NotFound => Reason::RolloutTargetNotFound,
+            Problem::Forbidden => Reason::RolloutRestartForbidden,
+            Problem::Failed => Reason::RolloutRestartFailed,
         }
     }
 

@@ -1,35 +1,13 @@
 //! Reading the inputs of a mint from the Secrets a resource references, and the revision hash
 //! that tells whether the token in the target Secret was minted from exactly these inputs.
 
-use std::fmt;
-
 use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
 use sha2::{Digest, Sha256};
 
 use crate::crd::{AdobeCredential, ClientSecretRef};
 use crate::error::{Error, Result};
-
-/// A secret value (client secret, password, key). Its `Debug` never shows the value, so it cannot
-/// reach a log line through `{:?}` by accident.
-#[derive(Clone, PartialEq, Eq)]
-pub struct SecretValue(String);
-
-impl SecretValue {
-    pub fn new(value: impl Into<String>) -> Self {
-        Self(value.into())
-    }
-
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for SecretValue {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("<redacted>")
-    }
-}
+use crate::secret_value::{SecretValue, hex};
 
 /// An OAuth client: its ID and one or two secrets (two during a rotation).
 #[derive(Debug, Clone, PartialEq)]
@@ -178,11 +156,6 @@ impl FlowInputs {
         }
         format!("sha256:{}", hex(&hasher.finalize()))
     }
-}
-
-/// Lower-case hex of a digest.
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Names of the Secrets a resource reads its inputs from (all in its own namespace).

@@ -7,16 +7,13 @@ use kube::ResourceExt;
 
 use crate::crd::{AdobeCredential, AdobeCredentialStatus};
 use crate::error::{Error, MAX_MESSAGE, one_line};
+use crate::names::Reason;
+use crate::names::condition::{DEPRECATED, READY, ROLLOUT_RESTART};
 use crate::rollout::Restart;
 use crate::schedule::Renewal;
 use crate::target::StoredToken;
 
-pub const READY: &str = "Ready";
-pub const DEPRECATED: &str = "Deprecated";
-pub const ROLLOUT_RESTART: &str = "RolloutRestart";
 const JWT_DEPRECATION: &str = "Adobe retired Service Account (JWT) credentials (end of life 2025-06-30) and converts them to OAuth Server-to-Server with the same client ID; replace spec.serviceAccountJWT with spec.oauthServerToServer (same clientSecretRef, the scopes of the converted credential) and delete the private key Secret";
-pub const REASON_TOKEN_MINTED: &str = "TokenMinted";
-pub const REASON_TOKEN_EXPIRED: &str = "TokenExpired";
 
 /// What the last reconcile achieved.
 pub enum Outcome<'a> {
@@ -58,7 +55,7 @@ pub fn desired(
                 message.push_str("; ");
                 message.push_str(note);
             }
-            (Some((*token, Some(renewal.at))), true, REASON_TOKEN_MINTED.to_owned(), message, 0)
+            (Some((*token, Some(renewal.at))), true, Reason::TokenMinted.as_str().to_owned(), message, 0)
         }
         Outcome::Failed { error, last_good, current_inputs, consecutive_failures } => {
             let token = last_good.map(|(t, _)| t);
@@ -71,7 +68,7 @@ pub fn desired(
                 ),
                 (None, Some(t)) => (
                     false,
-                    REASON_TOKEN_EXPIRED.to_owned(),
+                    Reason::TokenExpired.as_str().to_owned(),
                     format!("token expired at {} and cannot be renewed: {error}", t.expires_at),
                 ),
                 _ => (false, error.reason().to_owned(), error.to_string()),
@@ -90,7 +87,7 @@ pub fn desired(
             previous,
             DEPRECATED,
             true,
-            "ServiceAccountJWTDeprecated".into(),
+            Reason::ServiceAccountJWTDeprecated.as_str().into(),
             JWT_DEPRECATION.into(),
             now,
         ));
@@ -162,12 +159,14 @@ pub fn set_rollout_restarts(
     let (ok, reason, message) = match problem {
         Some((p, r)) => (
             false,
-            p.reason().to_owned(),
+            p.reason().as_str().to_owned(),
             format!("{:?} {}: {}", r.status.kind, r.status.name, r.status.message.as_deref().unwrap_or_default()),
         ),
-        None => {
-            (true, "RolloutCurrent".to_owned(), "every rollout restart target runs with the current token".to_owned())
-        }
+        None => (
+            true,
+            Reason::RolloutCurrent.as_str().to_owned(),
+            "every rollout restart target runs with the current token".to_owned(),
+        ),
     };
     let previous = cred.status.as_ref().and_then(|s| s.conditions.iter().find(|c| c.type_ == ROLLOUT_RESTART));
     status.conditions.push(condition(cred, previous, ROLLOUT_RESTART, ok, reason, message, now));
@@ -197,7 +196,7 @@ pub fn display_name(cred: &AdobeCredential) -> String {
 mod tests {
     use super::*;
     use crate::crd::AdobeCredentialSpec;
-    use crate::source::SecretValue;
+    use crate::secret_value::SecretValue;
 
     fn cred() -> AdobeCredential {
         let mut c = AdobeCredential::new("c", AdobeCredentialSpec::default());

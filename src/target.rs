@@ -9,28 +9,13 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Patch, PatchParams};
 use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
-use sha2::{Digest, Sha256};
 
 use crate::crd::{AdobeCredential, CreationPolicy};
 use crate::error::{Error, Result};
-use crate::source::{FlowInputs, SecretValue, hex};
+use crate::names::{FIELD_MANAGER, MANAGED_BY_LABEL, annotation};
+use crate::secret_value::{SecretValue, sha256_hex};
+use crate::source::FlowInputs;
 use crate::time_format::rfc3339;
-
-/// The field manager of the operator's own writes (status, refresh state, restarts); target
-/// Secrets are written by one manager per credential, see [`field_manager`].
-pub const FIELD_MANAGER: &str = "adobe-credential-operator";
-pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
-
-/// Annotations on the target Secret. They let a restarted operator adopt a still-valid token
-/// instead of minting again, and they never contain secret material.
-pub mod annotation {
-    pub const CREDENTIAL: &str = "credentials.adobe-operator.io/credential";
-    pub const EXPIRES_AT: &str = "credentials.adobe-operator.io/expires-at";
-    pub const ISSUED_AT: &str = "credentials.adobe-operator.io/issued-at";
-    pub const SOURCE_REVISION: &str = "credentials.adobe-operator.io/source-revision";
-    pub const TOKEN_FINGERPRINT: &str = "credentials.adobe-operator.io/token-fingerprint";
-    pub const CLIENT_SECRET_KEY: &str = "credentials.adobe-operator.io/client-secret-key";
-}
 
 pub const ACCESS_TOKEN_KEY: &str = "access_token";
 pub const TOKEN_TYPE_KEY: &str = "token_type";
@@ -57,7 +42,7 @@ fn scope(name: &str, max: usize) -> String {
     if name.len() <= max {
         return name.to_owned();
     }
-    let digest = hex(&Sha256::digest(name.as_bytes()));
+    let digest = sha256_hex(name);
     format!("{}-{}", &name[..max - 9], &digest[..8])
 }
 
@@ -91,14 +76,8 @@ pub struct StoredToken {
 
 impl StoredToken {
     pub fn fingerprint(&self) -> String {
-        fingerprint(&self.access_token)
+        self.access_token.fingerprint()
     }
-}
-
-/// `sha256:<16 hex>` of a token: enough to tell tokens apart, useless to an attacker.
-pub fn fingerprint(token: &SecretValue) -> String {
-    let digest = Sha256::digest(token.expose().as_bytes());
-    format!("sha256:{}", &hex(&digest)[..16])
 }
 
 /// What the target Secret currently is, from this credential's point of view.
@@ -619,7 +598,7 @@ mod tests {
 
     #[test]
     fn fingerprint_is_short_and_stable() {
-        let f = fingerprint(&SecretValue::new("abc"));
+        let f = SecretValue::new("abc").fingerprint();
         assert_eq!(f, "sha256:ba7816bf8f01cfea");
     }
 }

@@ -13,13 +13,12 @@ mod common;
 use std::time::Duration;
 
 use adobe_credential_operator::crd::{CreationPolicy, RenewalSpec, TargetSpec, TargetTemplate};
-use common::{TestEnv, WAIT, eventually, http_get, key};
+use common::{HOUR, TestEnv, WAIT, eventually, http_get, key};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::{Api, ResourceExt};
 use test_support::TestNamespace;
 
-const HOUR: Duration = Duration::from_secs(3600);
 /// The mint floor's lower bound for these tests (the default is 30 s): short enough for the
 /// bystander's 4-second tokens, far below a tenth of the tenants' hour-long tokens.
 const MIN_MINT_INTERVAL: &str = "2s";

@@ -9,14 +9,13 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use common::{Operator, TestEnv, WAIT, eventually};
+use common::{DAY, Operator, TestEnv, WAIT, eventually};
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::Api;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
-const DAY: Duration = Duration::from_secs(86_400);
 const LEASE: &str = "aco-one-writer";
 const RENEW_DEADLINE: Duration = Duration::from_secs(3);
 

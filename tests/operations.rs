@@ -6,10 +6,8 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Operator, TestEnv, WAIT, eventually, http_get, key, sigterm};
+use common::{DAY, Operator, TestEnv, WAIT, eventually, fingerprint, http_get, key, sigterm};
 use fake_token_server::{FakeTokenServer, Fault, RetryAfter};
-
-const DAY: Duration = Duration::from_secs(86_400);
 
 #[tokio::test]
 async fn metrics_and_probes() {
@@ -351,8 +349,4 @@ impl DenySecretPolicy {
         };
         env.secrets().create(&kube::api::PostParams { dry_run: true, ..Default::default() }, &probe).await.map(drop)
     }
-}
-
-fn fingerprint(token: &str) -> String {
-    adobe_credential_operator::target::fingerprint(&adobe_credential_operator::source::SecretValue::new(token))
 }

@@ -6,12 +6,11 @@ mod common;
 use std::time::Duration;
 
 use adobe_credential_operator::crd::{RolloutRestartTarget, TargetSpec, WorkloadKind};
-use common::{TestEnv, WAIT, eventually, key};
+use adobe_credential_operator::names::annotation::RESTARTED_FOR;
+use common::{TestEnv, WAIT, eventually, fingerprint, key};
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::Api;
 use kube::api::{Patch, PatchParams, PostParams};
-
-const RESTARTED_FOR: &str = "credentials.adobe-operator.io/restarted-for-token";
 
 fn deployment(name: &str) -> Deployment {
     serde_json::from_value(serde_json::json!({
@@ -30,10 +29,6 @@ fn deployment(name: &str) -> Deployment {
 
 fn restarted_for(d: &Deployment) -> Option<String> {
     d.spec.as_ref()?.template.metadata.as_ref()?.annotations.as_ref()?.get(RESTARTED_FOR).cloned()
-}
-
-fn fingerprint(token: &str) -> String {
-    adobe_credential_operator::target::fingerprint(&adobe_credential_operator::source::SecretValue::new(token))
 }
 
 #[tokio::test]

@@ -7,14 +7,12 @@ use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
 use adobe_credential_operator::crd::{CreationPolicy, RenewalSpec, TargetSpec, TargetTemplate};
-use common::{TestEnv, WAIT, eventually, key};
+use common::{DAY, TestEnv, WAIT, eventually, fingerprint, key};
 use fake_token_server::{Fault, RetryAfter};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
-
-const DAY: Duration = Duration::from_secs(86_400);
 
 #[tokio::test]
 async fn happy_path_mints_once_and_writes_every_key() {
@@ -551,8 +549,4 @@ impl Drop for VersionLog {
     fn drop(&mut self) {
         self.task.abort();
     }
-}
-
-fn fingerprint(token: &str) -> String {
-    adobe_credential_operator::target::fingerprint(&adobe_credential_operator::source::SecretValue::new(token))
 }

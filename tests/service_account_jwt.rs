@@ -7,13 +7,12 @@ use std::sync::LazyLock;
 use std::time::Duration;
 
 use adobe_credential_operator::crd::{ClientSecretRef, PrivateKeyRef, ServiceAccountJwt};
-use common::{TestEnv, WAIT, eventually, key};
+use common::{DAY, TestEnv, WAIT, eventually, key};
 use fake_token_server::test_keys::RsaKeyPair;
 use fake_token_server::{AdobeClient, ServiceAccount};
 
 const ORG: &str = "1234ABCD@AdobeOrg";
 const TECH_ACCOUNT: &str = "5678EF@techacct.adobe.com";
-const DAY: Duration = Duration::from_secs(86_400);
 
 // RSA key generation is slow in a debug build: the tests share two keys.
 static KEY: LazyLock<RsaKeyPair> = LazyLock::new(RsaKeyPair::generate);

@@ -10,7 +10,8 @@ use serde_json::json;
 use super::MintedToken;
 use super::response::{self, ExpiresInUnit};
 use crate::error::{Error, Result};
-use crate::source::{PasswordGrantInputs, SecretValue};
+use crate::secret_value::SecretValue;
+use crate::source::PasswordGrantInputs;
 
 #[derive(Deserialize)]
 struct AkeneoTokenResponse {

@@ -7,7 +7,8 @@ use serde::Deserialize;
 use super::MintedToken;
 use super::response::{self, ExpiresInUnit};
 use crate::error::Result;
-use crate::source::{SecretValue, ServerToServerInputs};
+use crate::secret_value::SecretValue;
+use crate::source::ServerToServerInputs;
 
 /// The success body of both IMS endpoints (client credentials and JWT exchange).
 #[derive(Deserialize)]

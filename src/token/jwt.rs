@@ -10,7 +10,8 @@ use super::MintedToken;
 use super::ims::ImsTokenResponse;
 use super::response::{self, ExpiresInUnit};
 use crate::error::{Error, Result};
-use crate::source::{SecretValue, ServiceAccountJwtInputs};
+use crate::secret_value::SecretValue;
+use crate::source::ServiceAccountJwtInputs;
 
 /// Lifetime of the signed JWT itself; Adobe's SDKs use five minutes.
 const JWT_LIFETIME_SECONDS: i64 = 300;

@@ -13,7 +13,8 @@ use jiff::Timestamp;
 use reqwest::Url;
 
 use crate::error::{Error, Result};
-use crate::source::{FlowInputs, OAuthClient, SecretValue};
+use crate::secret_value::SecretValue;
+use crate::source::{FlowInputs, OAuthClient};
 
 /// A freshly minted access token.
 #[derive(Debug, Clone)]

@@ -11,7 +11,7 @@ use serde::de::DeserializeOwned;
 
 use super::MintedToken;
 use crate::error::{Error, Result};
-use crate::source::SecretValue;
+use crate::secret_value::SecretValue;
 
 /// Server-provided text is cut to this length before it reaches a status message.
 const MAX_DESCRIPTION: usize = 200;

@@ -22,6 +22,8 @@ use kube::{Api, Client, ResourceExt};
 use test_support::{ControlPlane, LoopbackTls, TestNamespace};
 
 pub const WAIT: Duration = Duration::from_secs(60);
+pub const HOUR: Duration = Duration::from_secs(3600);
+pub const DAY: Duration = Duration::from_secs(86_400);
 /// Leader election with short timings (lease 4 s, renew deadline 3 s, retry 1 s), for failover
 /// tests; add `--lease-name` and `--lease-namespace`.
 pub const FAST_LEADER_ELECTION: [&str; 7] =
@@ -506,6 +508,11 @@ pub fn metric(text: &str, name: &str) -> Option<f64> {
 pub fn sigterm(pid: u32) {
     let status = std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status().expect("kill");
     assert!(status.success());
+}
+
+/// The fingerprint the operator writes to status and annotations for a token.
+pub fn fingerprint(token: &str) -> String {
+    adobe_credential_operator::secret_value::SecretValue::new(token).fingerprint()
 }
 
 /// Text of a key of a Secret.

@@ -1,0 +1,71 @@
+//! Every name the operator writes into the cluster: its field manager, labels, annotation keys,
+//! condition types and reasons. Users match on these (alerts, `kubectl wait`, scripts), so each
+//! lives here once and changing one is an API change.
+
+/// The field manager of the operator's own writes (status, refresh state, restarts); target
+/// Secrets are written by one manager per credential (`target::field_manager`).
+pub const FIELD_MANAGER: &str = "adobe-credential-operator";
+pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
+
+/// Annotations on the Secrets the operator writes. They let a restarted operator adopt a
+/// still-valid token instead of minting again, and they never contain secret material.
+pub mod annotation {
+    pub const CREDENTIAL: &str = "credentials.adobe-operator.io/credential";
+    pub const EXPIRES_AT: &str = "credentials.adobe-operator.io/expires-at";
+    pub const ISSUED_AT: &str = "credentials.adobe-operator.io/issued-at";
+    pub const SOURCE_REVISION: &str = "credentials.adobe-operator.io/source-revision";
+    pub const TOKEN_FINGERPRINT: &str = "credentials.adobe-operator.io/token-fingerprint";
+    pub const CLIENT_SECRET_KEY: &str = "credentials.adobe-operator.io/client-secret-key";
+    /// Pod-template annotation `kubectl rollout restart` sets.
+    pub const RESTARTED_AT: &str = "kubectl.kubernetes.io/restartedAt";
+    /// Pod-template annotation naming the token the pods were restarted for.
+    pub const RESTARTED_FOR: &str = "credentials.adobe-operator.io/restarted-for-token";
+}
+
+/// Condition types in `status.conditions`.
+pub mod condition {
+    pub const READY: &str = "Ready";
+    pub const DEPRECATED: &str = "Deprecated";
+    pub const ROLLOUT_RESTART: &str = "RolloutRestart";
+}
+
+/// Reasons of conditions and Events that are not failures (failures take theirs from
+/// `Error::reason`). The variant name is the reason.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, strum::IntoStaticStr)]
+pub enum Reason {
+    /// Ready: the target holds a valid token for the current inputs.
+    TokenMinted,
+    /// Ready False: the last token expired and no new one could be minted.
+    TokenExpired,
+    /// Event: the target Secret was written back with the token it should hold, without a mint.
+    TargetRestored,
+    /// Event: white space or a byte order mark was removed from an input.
+    InputCleaned,
+    /// Event: a consumer was restarted for a new token.
+    RolloutRestarted,
+    /// RolloutRestart True: every consumer runs with the current token.
+    RolloutCurrent,
+    RolloutTargetNotFound,
+    /// The operator's RBAC does not let it patch workloads (the chart's default).
+    RolloutRestartForbidden,
+    RolloutRestartFailed,
+    /// Deprecated True: the flow is retired by its vendor.
+    ServiceAccountJWTDeprecated,
+}
+
+impl Reason {
+    pub fn as_str(self) -> &'static str {
+        self.into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reason_is_its_variant_name() {
+        assert_eq!(Reason::TokenMinted.as_str(), "TokenMinted");
+        assert_eq!(Reason::ServiceAccountJWTDeprecated.as_str(), "ServiceAccountJWTDeprecated");
+    }
+}
