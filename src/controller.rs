@@ -25,6 +25,7 @@ use tracing::{debug, error, info, warn};
 use crate::crd::AdobeCredential;
 use crate::decision::{self, Decision, Facts};
 use crate::error::{Error, Result};
+use crate::flows::{self, Flow};
 use crate::http::Health;
 use crate::index::SecretIndex;
 use crate::leader::Leadership;
@@ -34,7 +35,6 @@ use crate::names::{FIELD_MANAGER, Reason};
 use crate::rate_limit::HostRateLimiter;
 use crate::schedule::{self, Renewal};
 use crate::secret_value::SecretValue;
-use crate::source::{self, FlowInputs};
 use crate::status::{self, Outcome};
 use crate::target::{self, StoredToken, TargetState};
 use crate::token::TokenClient;
@@ -395,24 +395,17 @@ async fn reconcile(cred: Arc<AdobeCredential>, ctx: Arc<Context>) -> Result<Acti
     ctx.metrics.reconcile_started();
     let namespace = cred.namespace().unwrap_or_default();
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
-    let mut flow = None;
-    match ensure_token(&cred, &secrets, &ctx, now, &mut flow).await {
-        Ok(done) => report_success(&cred, &ctx, flow, done, now).await,
-        Err(failure) => report_failure(&cred, &ctx, flow, failure, failures_so_far, now).await,
+    match ensure_token(&cred, &secrets, &ctx, now).await {
+        Ok(done) => report_success(&cred, &ctx, done, now).await,
+        Err(failure) => report_failure(&cred, &ctx, failure, failures_so_far, now).await,
     }
 }
 
-async fn report_success(
-    cred: &AdobeCredential,
-    ctx: &Context,
-    flow: Option<&'static str>,
-    done: Done,
-    now: Timestamp,
-) -> Result<Action> {
+async fn report_success(cred: &AdobeCredential, ctx: &Context, done: Done, now: Timestamp) -> Result<Action> {
     let fallback_secret_key =
         done.token.client_secret_key.as_deref().filter(|k| Some(*k) != done.primary_secret_key.as_deref());
     let outcome = Outcome::Valid { token: &done.token, renewal: done.renewal, fallback_secret_key, notes: &done.notes };
-    let mut desired = status::desired(cred, flow, &outcome, now);
+    let mut desired = status::desired(cred, &outcome, now);
     // Only now that the token is in the target may its consumers restart.
     let restarts = if cred.spec.rollout_restart_targets.is_empty() || !ctx.leadership.may_write() {
         Vec::new()
@@ -441,7 +434,6 @@ async fn report_success(
 async fn report_failure(
     cred: &AdobeCredential,
     ctx: &Context,
-    flow: Option<&'static str>,
     failure: Failure,
     failures_so_far: u32,
     now: Timestamp,
@@ -472,7 +464,7 @@ async fn report_failure(
         current_inputs: failure.current_inputs,
         consecutive_failures: failures,
     };
-    let desired = status::desired(cred, flow, &outcome, now);
+    let desired = status::desired(cred, &outcome, now);
     let previous_reason = status::ready_condition(cred).map(|c| c.reason.clone());
     patch_status_if_changed(cred, ctx, desired).await?;
     if failures == 1 || previous_reason.as_deref() != Some(error.reason()) {
@@ -496,7 +488,6 @@ async fn ensure_token(
     secrets: &Api<Secret>,
     ctx: &Context,
     now: Timestamp,
-    flow: &mut Option<&'static str>,
 ) -> Result<Done, Failure> {
     // Read.
     let existing = secrets
@@ -510,8 +501,8 @@ async fn ensure_token(
     };
     let failure = |error: Error, current_inputs: bool| Failure { error, last_good: last_good.clone(), current_inputs };
 
-    let inputs = source::resolve(secrets, cred).await.map_err(|e| failure(e, false))?;
-    *flow = Some(inputs.flow_name());
+    let resolved = flows::resolve(secrets, cred).await.map_err(|e| failure(e, false))?;
+    let inputs: &dyn Flow = resolved.as_ref();
     let revision = inputs.revision();
     let current_inputs = last_good.as_ref().is_some_and(|t| t.revision == revision);
     let existing_secret = match state {
@@ -527,7 +518,7 @@ async fn ensure_token(
     // Templates and key ownership are checked before anything is minted: a broken template or a
     // taken key must not burn tokens.
     let probe = last_good.clone().unwrap_or_else(|| placeholder_token(now));
-    let probe_data = target::render_data(cred, &probe, &inputs).map_err(|e| failure(e, current_inputs))?;
+    let probe_data = target::render_data(cred, &probe, inputs).map_err(|e| failure(e, current_inputs))?;
     if let Some((key, manager)) = existing_secret.as_ref().and_then(|s| target::foreign_key(cred, s, probe_data.keys()))
     {
         let error = Error::TargetKeyConflict { name: cred.target_name(), key, manager };
@@ -581,7 +572,7 @@ async fn ensure_token(
             Ok(done(token.clone(), renewal, false, true))
         }
         Decision::Restore { token, renewal } => {
-            let data = target::render_data(cred, token, &inputs).map_err(|e| failure(e, current_inputs))?;
+            let data = target::render_data(cred, token, inputs).map_err(|e| failure(e, current_inputs))?;
             write_target(cred, secrets, ctx, token, &data).await.map_err(|e| failure(e, current_inputs))?;
             hold(token, true);
             // A token whose first write failed is announced as minted now; else it is a repair.
@@ -592,9 +583,9 @@ async fn ensure_token(
             Err(failure(Error::MintRateLimited { retry_at: at, budget_spent: false, wait }, current_inputs))
         }
         Decision::Mint { .. } => {
-            let token = mint(ctx, cred, secrets, &inputs, revision).await.map_err(|e| failure(e, current_inputs))?;
+            let token = mint(ctx, cred, secrets, inputs, revision).await.map_err(|e| failure(e, current_inputs))?;
             hold(&token, false);
-            let data = target::render_data(cred, &token, &inputs).map_err(|e| failure(e, current_inputs))?;
+            let data = target::render_data(cred, &token, inputs).map_err(|e| failure(e, current_inputs))?;
             write_target(cred, secrets, ctx, &token, &data).await.map_err(|e| failure(e, current_inputs))?;
             hold(&token, true);
             let renewal = decision::renewal_of(&token, cred.spec.renewal.as_ref(), ctx.min_mint_interval);
@@ -620,7 +611,7 @@ async fn mint(
     ctx: &Context,
     cred: &AdobeCredential,
     secrets: &Api<Secret>,
-    inputs: &FlowInputs,
+    inputs: &dyn Flow,
     revision: String,
 ) -> Result<StoredToken> {
     let key = ObjectRef::from_obj(cred);
@@ -631,9 +622,9 @@ async fn mint(
         let wait = refusal.retry_at.duration_since(now).unsigned_abs();
         return Err(Error::MintRateLimited { retry_at: refusal.retry_at, budget_spent: refusal.budget_spent, wait });
     }
-    let refresh_token = match inputs {
-        FlowInputs::PasswordGrant(_) => refresh_state::load(secrets, cred, &revision, Timestamp::now()).await?,
-        _ => None,
+    let refresh_token = match inputs.refresh_token_lifetime() {
+        Some(lifetime) => refresh_state::load(secrets, cred, &revision, lifetime, Timestamp::now()).await?,
+        None => None,
     };
     if let Some(host) = reqwest::Url::parse(inputs.endpoint()).ok().and_then(|u| u.host_str().map(str::to_owned)) {
         let _queued = ctx.metrics.mint_queued();
@@ -642,9 +633,9 @@ async fn mint(
     ctx.leadership.check()?; // after the rate limit's queue, which may take a while
     let _in_flight = ctx.metrics.mint_in_flight();
     let started = std::time::Instant::now();
-    let minted = ctx.tokens.mint(inputs, refresh_token.as_ref()).await;
+    let minted = inputs.mint(&ctx.tokens, refresh_token.as_ref()).await;
     let outcome = minted.as_ref().map_or_else(Error::reason, |_| "ok");
-    ctx.metrics.mint_finished(inputs.flow_name(), outcome, started.elapsed());
+    ctx.metrics.mint_finished(inputs.name(), outcome, started.elapsed());
     let minted = minted?;
     let token = StoredToken {
         access_token: minted.access_token,

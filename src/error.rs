@@ -23,7 +23,7 @@ pub enum Error {
     #[error("source Secret {secret:?} key {key:?} is empty or not valid UTF-8")]
     SourceValueInvalid { secret: String, key: String },
 
-    #[error("no flow block is set (oauthServerToServer, serviceAccountJWT or passwordGrant)")]
+    #[error("the spec sets no flow block")]
     NoFlow,
 
     #[error("private key {location} cannot be used: {detail}")]

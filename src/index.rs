@@ -7,7 +7,7 @@ use kube::ResourceExt;
 use kube::runtime::reflector::ObjectRef;
 
 use crate::crd::AdobeCredential;
-use crate::source::source_secret_names;
+use crate::flows::source_secret_names;
 
 /// `(namespace, name)` of an object.
 type Key = (String, String);

@@ -8,6 +8,7 @@ pub mod controller;
 pub mod crd;
 pub mod decision;
 pub mod error;
+pub mod flows;
 pub mod http;
 pub mod index;
 pub mod leader;

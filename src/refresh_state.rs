@@ -1,7 +1,8 @@
-//! Operator-owned state of flows with refresh tokens (Akeneo): the refresh token lives in a
-//! Secret of its own, never in the target Secret that workloads mount. Akeneo deletes a refresh
-//! token when it is used, so the new one is persisted before the access token is written: a
-//! crash in between loses at most the refresh token, and the password grant takes over.
+//! Operator-owned state of flows that chain refresh tokens (Akeneo): the refresh token lives in a
+//! Secret of its own, never in the target Secret that workloads mount. Such servers delete a
+//! refresh token when it is used, so the new one is persisted before the access token is
+//! written: a crash in between loses at most the refresh token, and the flow's first grant takes
+//! over.
 
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::api::core::v1::Secret;
@@ -14,8 +15,6 @@ use crate::error::{Error, Result};
 use crate::names::{FIELD_MANAGER, MANAGED_BY_LABEL, annotation};
 use crate::secret_value::SecretValue;
 
-/// Akeneo refresh tokens live 14 days; one hour less leaves room for clock skew.
-const REFRESH_TOKEN_LIFETIME: SignedDuration = SignedDuration::from_hours(14 * 24 - 1);
 const REFRESH_TOKEN_KEY: &str = "refresh_token";
 
 pub fn secret_name(cred: &AdobeCredential) -> String {
@@ -27,6 +26,7 @@ pub async fn load(
     secrets: &Api<Secret>,
     cred: &AdobeCredential,
     revision: &str,
+    lifetime: SignedDuration,
     now: Timestamp,
 ) -> Result<Option<SecretValue>> {
     let Some(secret) = secrets.get_opt(&secret_name(cred)).await.map_err(Error::kube("reading the refresh state"))?
@@ -39,8 +39,7 @@ pub async fn load(
     let annotations = secret.annotations();
     let issued_at: Option<Timestamp> = annotations.get(annotation::ISSUED_AT).and_then(|t| t.parse().ok());
     // The annotation is tenant-writable: a time in the future or past any range is "not fresh".
-    let fresh = issued_at
-        .is_some_and(|at| at <= now && at.checked_add(REFRESH_TOKEN_LIFETIME).is_ok_and(|expires| now < expires));
+    let fresh = issued_at.is_some_and(|at| at <= now && at.checked_add(lifetime).is_ok_and(|expires| now < expires));
     let same_inputs = annotations.get(annotation::SOURCE_REVISION).map(String::as_str) == Some(revision);
     let token = secret
         .data

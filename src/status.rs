@@ -7,13 +7,12 @@ use kube::ResourceExt;
 
 use crate::crd::{AdobeCredential, AdobeCredentialStatus};
 use crate::error::{Error, MAX_MESSAGE, one_line};
+use crate::flows;
 use crate::names::Reason;
 use crate::names::condition::{DEPRECATED, READY, ROLLOUT_RESTART};
 use crate::rollout::Restart;
 use crate::schedule::Renewal;
 use crate::target::StoredToken;
-
-const JWT_DEPRECATION: &str = "Adobe retired Service Account (JWT) credentials (end of life 2025-06-30) and converts them to OAuth Server-to-Server with the same client ID; replace spec.serviceAccountJWT with spec.oauthServerToServer (same clientSecretRef, the scopes of the converted credential) and delete the private key Secret";
 
 /// What the last reconcile achieved.
 pub enum Outcome<'a> {
@@ -31,12 +30,7 @@ pub enum Outcome<'a> {
     },
 }
 
-pub fn desired(
-    cred: &AdobeCredential,
-    flow: Option<&str>,
-    outcome: &Outcome<'_>,
-    now: Timestamp,
-) -> AdobeCredentialStatus {
+pub fn desired(cred: &AdobeCredential, outcome: &Outcome<'_>, now: Timestamp) -> AdobeCredentialStatus {
     let current = cred.status.clone().unwrap_or_default();
     let (described, ready, reason, message, failures) = match outcome {
         Outcome::Valid { token, renewal, fallback_secret_key, notes } => {
@@ -77,20 +71,13 @@ pub fn desired(
             (last_good.map(|(t, at)| (t, Some(at))), ready, reason, message, *consecutive_failures)
         }
     };
-    let flow = flow.map(str::to_owned).or(current.flow);
+    let flow = flows::of(&cred.spec);
     let mut conditions =
         vec![condition(cred, current.conditions.iter().find(|c| c.type_ == READY), READY, ready, reason, message, now)];
-    if flow.as_deref() == Some("serviceAccountJWT") {
+    if let Some(deprecation) = flow.and_then(|f| f.deprecation()) {
         let previous = current.conditions.iter().find(|c| c.type_ == DEPRECATED);
-        conditions.push(condition(
-            cred,
-            previous,
-            DEPRECATED,
-            true,
-            Reason::ServiceAccountJWTDeprecated.as_str().into(),
-            JWT_DEPRECATION.into(),
-            now,
-        ));
+        let (reason, message) = (deprecation.reason.as_str().to_owned(), deprecation.message.to_owned());
+        conditions.push(condition(cred, previous, DEPRECATED, true, reason, message, now));
     }
     // The rollout restart outcome is decided only after a token is written (see
     // `set_rollout_restarts`); a failed reconcile leaves it as it was.
@@ -98,7 +85,7 @@ pub fn desired(
     let mut status = AdobeCredentialStatus {
         conditions,
         observed_generation: cred.metadata.generation,
-        flow,
+        flow: flow.map(|f| f.name().to_owned()).or(current.flow),
         target_secret: Some(cred.target_name()),
         consecutive_failures: failures,
         rollout_restarts: current.rollout_restarts.clone(),
@@ -225,7 +212,7 @@ mod tests {
         t.issued_at = ts("2026-11-24T00:00:00.987654Z");
         let renewal = Renewal { at: ts("2026-11-24T16:00:00.5Z"), clamped: false };
         let outcome = Outcome::Valid { token: &t, renewal, fallback_secret_key: None, notes: &[] };
-        let desired = desired(&cred(), Some("oauthServerToServer"), &outcome, ts("2026-11-24T00:00:01.25Z"));
+        let desired = desired(&cred(), &outcome, ts("2026-11-24T00:00:01.25Z"));
         // What the API server hands back: the same status, read from its whole-second JSON.
         let stored: AdobeCredentialStatus =
             serde_json::from_value(serde_json::to_value(&desired).expect("json")).expect("status");
@@ -241,7 +228,6 @@ mod tests {
         let t = token("2026-11-25T00:00:00Z");
         let s = desired(
             &cred(),
-            Some("oauthServerToServer"),
             &Outcome::Valid {
                 token: &t,
                 renewal: Renewal { at: ts("2026-11-24T16:00:00Z"), clamped: false },
@@ -258,6 +244,34 @@ mod tests {
     }
 
     #[test]
+    fn a_deprecated_flow_says_so_in_its_own_condition() {
+        use crate::crd::{ClientSecretRef, PrivateKeyRef, ServiceAccountJwt};
+        let mut c = cred();
+        c.spec.service_account_jwt = Some(ServiceAccountJwt {
+            client_secret_ref: ClientSecretRef {
+                name: "src".into(),
+                client_id_key: "client_id".into(),
+                client_secret_key: "client_secret".into(),
+                secondary_client_secret_key: None,
+            },
+            private_key_ref: PrivateKeyRef { name: "key".into(), key: "private.key".into() },
+            org_id: "ORG@AdobeOrg".into(),
+            technical_account_id: "TA@techacct.adobe.com".into(),
+            metascopes: vec!["ent_cloudmgr_sdk".into()],
+            ims_endpoint: "https://ims-na1.adobelogin.com".into(),
+        });
+        let t = token("2026-11-25T00:00:00Z");
+        let renewal = Renewal { at: ts("2026-11-24T16:00:00Z"), clamped: false };
+        let outcome = Outcome::Valid { token: &t, renewal, fallback_secret_key: None, notes: &[] };
+        let s = desired(&c, &outcome, ts("2026-11-24T00:00:01Z"));
+        assert_eq!(s.flow.as_deref(), Some("serviceAccountJWT"));
+        let deprecated = s.conditions.iter().find(|c| c.type_ == DEPRECATED).expect("Deprecated condition");
+        assert_eq!((deprecated.status.as_str(), deprecated.reason.as_str()), ("True", "ServiceAccountJWTDeprecated"));
+        let plain = desired(&cred(), &outcome, ts("2026-11-24T00:00:01Z"));
+        assert!(plain.conditions.iter().all(|c| c.type_ != DEPRECATED));
+    }
+
+    #[test]
     fn failure_keeps_ready_while_the_token_for_current_inputs_is_valid() {
         let t = token("2026-11-25T00:00:00Z");
         let err = Error::TokenEndpointUnavailable { detail: "HTTP 500".into(), retry_after: None, debug_id: None };
@@ -267,13 +281,13 @@ mod tests {
             current_inputs: true,
             consecutive_failures: 2,
         };
-        let s = desired(&cred(), None, &out, ts("2026-11-24T17:00:00Z"));
+        let s = desired(&cred(), &out, ts("2026-11-24T17:00:00Z"));
         assert_eq!(s.conditions[0].status, "True");
         assert_eq!(s.conditions[0].reason, "TokenEndpointUnavailable");
         assert_eq!(s.consecutive_failures, 2);
         assert_eq!(s.expires_at, Some(Time(t.expires_at)));
 
-        let expired = desired(&cred(), None, &out, ts("2026-11-25T00:00:01Z"));
+        let expired = desired(&cred(), &out, ts("2026-11-25T00:00:01Z"));
         assert_eq!(expired.conditions[0].status, "False");
         assert_eq!(expired.conditions[0].reason, "TokenExpired");
     }
@@ -299,9 +313,9 @@ mod tests {
             current_inputs: true,
             consecutive_failures: 1,
         };
-        let s = desired(&c, None, &out, ts("2026-11-24T17:00:00Z"));
+        let s = desired(&c, &out, ts("2026-11-24T17:00:00Z"));
         assert_eq!(s.conditions.iter().find(|c| c.type_ == ROLLOUT_RESTART), Some(&rollout));
-        let mut valid = desired(&c, None, &out, ts("2026-11-24T17:00:00Z"));
+        let mut valid = desired(&c, &out, ts("2026-11-24T17:00:00Z"));
         set_rollout_restarts(&mut valid, &c, &[], ts("2026-11-24T17:00:00Z"));
         assert!(valid.conditions.iter().all(|c| c.type_ != ROLLOUT_RESTART), "no targets, no condition");
     }
@@ -317,13 +331,13 @@ mod tests {
             consecutive_failures: 1,
         };
         let mut c = cred();
-        let first = desired(&c, None, &out, ts("2026-11-24T01:00:00Z"));
+        let first = desired(&c, &out, ts("2026-11-24T01:00:00Z"));
         assert_eq!(
             (first.conditions[0].status.as_str(), first.conditions[0].reason.as_str()),
             ("False", "InvalidClient")
         );
         c.status = Some(first.clone());
-        let again = desired(&c, None, &out, ts("2026-11-24T02:00:00Z"));
+        let again = desired(&c, &out, ts("2026-11-24T02:00:00Z"));
         assert_eq!(again, first, "same outcome, same status: nothing to write");
     }
 }

@@ -12,9 +12,9 @@ use serde_json::json;
 
 use crate::crd::{AdobeCredential, CreationPolicy};
 use crate::error::{Error, Result};
+use crate::flows::Flow;
 use crate::names::{FIELD_MANAGER, MANAGED_BY_LABEL, annotation};
 use crate::secret_value::{SecretValue, sha256_hex};
-use crate::source::FlowInputs;
 use crate::time_format::rfc3339;
 
 pub const ACCESS_TOKEN_KEY: &str = "access_token";
@@ -162,11 +162,7 @@ pub fn foreign_key<'a>(
 }
 
 /// Renders every key the target Secret gets: the default keys plus template keys.
-pub fn render_data(
-    cred: &AdobeCredential,
-    token: &StoredToken,
-    inputs: &FlowInputs,
-) -> Result<BTreeMap<String, String>> {
+pub fn render_data(cred: &AdobeCredential, token: &StoredToken, inputs: &dyn Flow) -> Result<BTreeMap<String, String>> {
     // The lifetime, not the time left: rendered values must not change between reconciles.
     let expires_in = token.expires_at.duration_since(token.issued_at).as_secs().max(0);
     let key = |name: &str| default_key(cred, name);
@@ -272,7 +268,7 @@ impl std::io::Write for CappedWriter {
 }
 
 /// `KEY=value` lines; values are quoted only when they need it (tokens and IDs never do).
-fn env_file(token: &StoredToken, inputs: &FlowInputs) -> String {
+fn env_file(token: &StoredToken, inputs: &dyn Flow) -> String {
     let mut lines = vec![
         format!("ADOBE_ACCESS_TOKEN={}", token.access_token.expose()),
         format!("ADOBE_API_KEY={}", inputs.client_id()),
@@ -381,7 +377,7 @@ fn only_legacy_conflicts(message: &str) -> bool {
 mod tests {
     use super::*;
     use crate::crd::{AdobeCredentialSpec, TargetSpec, TargetTemplate};
-    use crate::source::ServerToServerInputs;
+    use crate::flows::ServerToServerInputs;
     use k8s_openapi::ByteString;
 
     fn cred(policy: CreationPolicy, template: &[(&str, &str)]) -> AdobeCredential {
@@ -417,8 +413,8 @@ mod tests {
         }
     }
 
-    fn inputs() -> FlowInputs {
-        FlowInputs::OAuthServerToServer(ServerToServerInputs {
+    fn inputs() -> ServerToServerInputs {
+        ServerToServerInputs {
             ims_endpoint: "https://ims-na1.adobelogin.com".into(),
             client: crate::source::OAuthClient {
                 client_id: "client-1".into(),
@@ -427,7 +423,7 @@ mod tests {
             },
             scopes: vec!["openid".into()],
             org_id: Some("ORG@AdobeOrg".into()),
-        })
+        }
     }
 
     fn secret_with(cred: &AdobeCredential, data: &BTreeMap<String, String>, tok: &StoredToken) -> Secret {

@@ -1,10 +1,9 @@
-//! Token clients: one module per flow, sharing one HTTP client, the host allowlist, the
-//! fallback to a second client secret and the parsing of token-endpoint responses.
+//! What every flow's token request shares: one HTTP client, the host allowlist, the fallback to
+//! a second client secret and the parsing of token-endpoint responses. The requests themselves
+//! live with their flows (`crate::flows`).
 
-mod akeneo;
-mod ims;
-mod jwt;
-mod response;
+pub mod ims;
+pub mod response;
 
 use std::future::Future;
 use std::time::Duration;
@@ -14,7 +13,7 @@ use reqwest::Url;
 
 use crate::error::{Error, Result};
 use crate::secret_value::SecretValue;
-use crate::source::{FlowInputs, OAuthClient};
+use crate::source::OAuthClient;
 
 /// A freshly minted access token.
 #[derive(Debug, Clone)]
@@ -59,7 +58,7 @@ pub struct TokenClientConfig {
     pub request_timeout: Duration,
 }
 
-/// Mints tokens for every flow.
+/// Sends the token requests of every flow.
 #[derive(Clone)]
 pub struct TokenClient {
     http: reqwest::Client,
@@ -84,29 +83,13 @@ impl TokenClient {
         Ok(Self { http: builder.build()?, allowed_hosts: config.allowed_hosts })
     }
 
-    /// Mints one token. `refresh_token` is the one persisted from the previous mint of flows
-    /// that issue them. Never retries: scheduling and backoff belong to the reconciler.
-    pub async fn mint(&self, inputs: &FlowInputs, refresh_token: Option<&SecretValue>) -> Result<MintedToken> {
-        let http = &self.http;
-        match inputs {
-            FlowInputs::OAuthServerToServer(i) => {
-                let url = self.checked_url(&i.ims_endpoint, "/ims/token/v3")?;
-                with_each_secret(&i.client, |secret| ims::client_credentials(http, url.clone(), i, secret)).await
-            }
-            FlowInputs::ServiceAccountJwt(i) => {
-                let url = self.checked_url(&i.ims_endpoint, "/ims/exchange/jwt")?;
-                let jwt = jwt::sign(i, Timestamp::now())?;
-                with_each_secret(&i.client, |secret| jwt::exchange(http, url.clone(), i, secret, &jwt)).await
-            }
-            FlowInputs::PasswordGrant(i) => {
-                let url = self.checked_url(&i.token_url, "")?;
-                with_each_secret(&i.client, |secret| akeneo::mint(http, url.clone(), i, secret, refresh_token)).await
-            }
-        }
+    /// The HTTP client of token requests (https only, no redirects, bounded time).
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
     }
 
     /// Joins `base` and `path`, and refuses anything but https to an allowed host.
-    fn checked_url(&self, base: &str, path: &str) -> Result<Url> {
+    pub fn checked_url(&self, base: &str, path: &str) -> Result<Url> {
         let invalid = |reason: &str| Error::InvalidTokenEndpoint { url: base.to_owned(), reason: reason.to_owned() };
         let joined = if path.is_empty() { base.to_owned() } else { format!("{}{path}", base.trim_end_matches('/')) };
         let url = Url::parse(&joined).map_err(|e| invalid(&e.to_string()))?;
@@ -126,7 +109,7 @@ impl TokenClient {
 
 /// Tries the client's secrets in order while the endpoint answers `invalid_client`: during a
 /// rotation the source Secret may hold the new secret next to the old one.
-async fn with_each_secret<'a, F, Fut>(client: &'a OAuthClient, mut attempt: F) -> Result<MintedToken>
+pub async fn with_each_secret<'a, F, Fut>(client: &'a OAuthClient, mut attempt: F) -> Result<MintedToken>
 where
     F: FnMut(&'a SecretValue) -> Fut,
     Fut: Future<Output = Result<MintedToken>>,

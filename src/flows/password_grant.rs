@@ -2,16 +2,94 @@
 //! HTTP Basic, JSON bodies, `expires_in` in seconds, a new refresh token on every refresh (the
 //! old one dies on use), errors as 422 `{code, message}`.
 
-use jiff::Timestamp;
+use futures::FutureExt;
+use futures::future::BoxFuture;
+use jiff::{SignedDuration, Timestamp};
 use reqwest::Url;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::MintedToken;
-use super::response::{self, ExpiresInUnit};
+use super::{Flow, FlowSpec};
+use crate::crd::PasswordGrant;
 use crate::error::{Error, Result};
 use crate::secret_value::SecretValue;
-use crate::source::PasswordGrantInputs;
+use crate::source::{OAuthClient, SecretReader, clean};
+use crate::token::response::{self, ExpiresInUnit};
+use crate::token::{MintedToken, TokenClient, with_each_secret};
+
+const NAME: &str = "passwordGrant";
+
+/// Akeneo refresh tokens live 14 days; one hour less leaves room for clock skew.
+const REFRESH_TOKEN_LIFETIME: SignedDuration = SignedDuration::from_hours(14 * 24 - 1);
+
+/// Everything an OAuth2 password grant (Akeneo) needs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PasswordGrantInputs {
+    pub token_url: String,
+    pub client: OAuthClient,
+    pub username: String,
+    pub password: SecretValue,
+}
+
+impl FlowSpec for PasswordGrant {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn source_secrets(&self) -> Vec<&str> {
+        vec![&self.client_secret_ref.name, &self.user_secret_ref.name]
+    }
+
+    fn resolve<'a>(&'a self, reader: &'a mut SecretReader<'_>) -> BoxFuture<'a, Result<Box<dyn Flow>>> {
+        async move {
+            let user = &self.user_secret_ref;
+            let inputs = PasswordGrantInputs {
+                token_url: self.token_url.clone(),
+                client: reader.client(&self.client_secret_ref).await?,
+                username: clean(&reader.value(&user.name, &user.username_key).await?).0.to_owned(),
+                password: SecretValue::new(reader.value(&user.name, &user.password_key).await?),
+            };
+            Ok(Box::new(inputs) as Box<dyn Flow>)
+        }
+        .boxed()
+    }
+}
+
+impl Flow for PasswordGrantInputs {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn client(&self) -> &OAuthClient {
+        &self.client
+    }
+
+    fn endpoint(&self) -> &str {
+        &self.token_url
+    }
+
+    fn hash_inputs(&self, field: &mut dyn FnMut(&str)) {
+        field(&self.token_url);
+        field(&self.username);
+        field(self.password.expose());
+    }
+
+    fn refresh_token_lifetime(&self) -> Option<SignedDuration> {
+        Some(REFRESH_TOKEN_LIFETIME)
+    }
+
+    fn mint<'a>(
+        &'a self,
+        tokens: &'a TokenClient,
+        refresh_token: Option<&'a SecretValue>,
+    ) -> BoxFuture<'a, Result<MintedToken>> {
+        async move {
+            let url = tokens.checked_url(&self.token_url, "")?;
+            with_each_secret(&self.client, |secret| mint(tokens.http(), url.clone(), self, secret, refresh_token)).await
+        }
+        .boxed()
+    }
+}
 
 #[derive(Deserialize)]
 struct AkeneoTokenResponse {
@@ -23,7 +101,7 @@ struct AkeneoTokenResponse {
 
 /// Uses the refresh token when there is one, and the password when there is none or it is
 /// rejected (expired, already used, revoked).
-pub(super) async fn mint(
+async fn mint(
     http: &reqwest::Client,
     url: Url,
     inputs: &PasswordGrantInputs,
