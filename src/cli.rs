@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use clap::{ArgAction, Parser, Subcommand};
 
-use crate::controller::Namespaces;
 use crate::schedule::parse_duration;
+use crate::scope::Namespaces;
 use crate::telemetry::LogFormat;
 
 #[derive(Debug, Parser)]

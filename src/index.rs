@@ -8,6 +8,7 @@ use kube::runtime::reflector::ObjectRef;
 
 use crate::crd::AdobeCredential;
 use crate::flows::source_secret_names;
+use crate::scope::Scope;
 
 /// `(namespace, name)` of an object.
 type Key = (String, String);
@@ -49,15 +50,11 @@ impl SecretIndex {
         }
     }
 
-    /// Drops every credential of `namespace` not in `keep` (after a relist, deletions that
+    /// Drops every credential within `scope` not in `keep` (after a relist, deletions that
     /// happened while the watch was down arrive as absences, not as events).
-    pub fn retain_namespace(&mut self, namespace: Option<&str>, keep: &HashSet<Key>) {
-        let stale: Vec<Key> = self
-            .by_credential
-            .keys()
-            .filter(|k| namespace.is_none_or(|ns| k.0 == ns) && !keep.contains(*k))
-            .cloned()
-            .collect();
+    pub fn retain_in(&mut self, scope: &Scope, keep: &HashSet<Key>) {
+        let stale: Vec<Key> =
+            self.by_credential.keys().filter(|k| scope.contains(&k.0) && !keep.contains(*k)).cloned().collect();
         for (ns, name) in stale {
             self.remove(&ns, &name);
         }
@@ -150,7 +147,7 @@ mod tests {
         index.upsert(&cred("a", "gone", "s2"));
         index.upsert(&cred("b", "other-ns", "s3"));
         let keep = HashSet::from([("a".to_string(), "kept".to_string())]);
-        index.retain_namespace(Some("a"), &keep);
+        index.retain_in(&Scope::Namespace("a".into()), &keep);
         assert_eq!(index.len(), 2);
         assert!(index.credentials_for("a", "s2").is_empty());
         assert_eq!(names(index.credentials_for("b", "s3")), ["other-ns"]);

@@ -19,6 +19,7 @@ pub mod rate_limit;
 pub mod refresh_state;
 pub mod rollout;
 pub mod schedule;
+pub mod scope;
 pub mod secret_value;
 pub mod source;
 pub mod status;

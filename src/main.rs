@@ -9,6 +9,7 @@ use adobe_credential_operator::http::{self, Health};
 use adobe_credential_operator::leader::{Leadership, LeaseConfig, LeaseThread};
 use adobe_credential_operator::metrics::Metrics;
 use adobe_credential_operator::rate_limit::HostRateLimiter;
+use adobe_credential_operator::scope::Scope;
 use adobe_credential_operator::telemetry;
 use adobe_credential_operator::token::{HostAllowlist, TokenClient, TokenClientConfig};
 use anyhow::Context as _;
@@ -134,10 +135,8 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
 
 /// Fails early, with a hint, when the CRD is missing (the usual first-install mistake).
 async fn check_crd_installed(client: &Client, args: &RunArgs) -> anyhow::Result<()> {
-    let api: Api<AdobeCredential> = match args.namespaces() {
-        adobe_credential_operator::controller::Namespaces::List(list) => Api::namespaced(client.clone(), &list[0]),
-        adobe_credential_operator::controller::Namespaces::All => Api::all(client.clone()),
-    };
+    let scope = args.namespaces().scopes().into_iter().next().unwrap_or(Scope::Cluster);
+    let api: Api<AdobeCredential> = scope.api(client.clone());
     match api.list(&ListParams::default().limit(1)).await {
         Err(kube::Error::Api(status)) if status.code == 404 => anyhow::bail!(
             "the AdobeCredential CRD is not installed: kubectl apply -f crds/adobecredentials.yaml (or install the Helm chart)"

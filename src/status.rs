@@ -3,7 +3,6 @@
 
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
-use kube::ResourceExt;
 
 use crate::crd::{AdobeCredential, AdobeCredentialStatus};
 use crate::error::{Error, MAX_MESSAGE, one_line};
@@ -172,11 +171,6 @@ pub fn same_when_written(current: &AdobeCredentialStatus, desired: &AdobeCredent
 /// The Ready condition of a resource, if any.
 pub fn ready_condition(cred: &AdobeCredential) -> Option<&Condition> {
     cred.status.as_ref()?.conditions.iter().find(|c| c.type_ == READY)
-}
-
-/// Human name of a credential for log lines.
-pub fn display_name(cred: &AdobeCredential) -> String {
-    format!("{}/{}", cred.namespace().unwrap_or_default(), cred.name_any())
 }
 
 #[cfg(test)]
