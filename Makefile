@@ -17,19 +17,27 @@ lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
+CRDS := adobecredentials clusteradobecredentials
+
 ## Regenerate crds/ (and the chart's copy) from the Rust types.
 crd:
-	$(CARGO) run --quiet -- crd > crds/adobecredentials.yaml
-	cp crds/adobecredentials.yaml charts/adobe-credential-operator/crds/adobecredentials.yaml
+	for crd in $(CRDS); do \
+		$(CARGO) run --quiet -- crd $$crd > crds/$$crd.yaml; \
+		cp crds/$$crd.yaml charts/adobe-credential-operator/crds/$$crd.yaml; \
+	done
 
 ## Fail when crds/ differs from what the code generates.
 crd-check:
-	diff -u crds/adobecredentials.yaml <($(CARGO) run --quiet -- crd) || { echo "crds/ is stale: run 'make crd'"; exit 1; }
+	for crd in $(CRDS); do \
+		diff -u crds/$$crd.yaml <($(CARGO) run --quiet -- crd $$crd) || { echo "crds/ is stale: run 'make crd'"; exit 1; }; \
+	done
 
-## Fail when the Helm chart's CRD copy differs from crds/, or the chart does not lint.
+## Fail when the Helm chart's CRD copies differ from crds/, or the chart does not lint.
 chart-check:
-	cmp -s crds/adobecredentials.yaml charts/adobe-credential-operator/crds/adobecredentials.yaml \
-		|| { echo "the chart's CRD is stale: cp crds/adobecredentials.yaml charts/adobe-credential-operator/crds/"; exit 1; }
+	for crd in $(CRDS); do \
+		cmp -s crds/$$crd.yaml charts/adobe-credential-operator/crds/$$crd.yaml \
+			|| { echo "the chart's CRDs are stale: cp crds/*.yaml charts/adobe-credential-operator/crds/"; exit 1; }; \
+	done
 	"$$(scripts/envtest-build.sh)/helm" lint --strict charts/adobe-credential-operator \
 		--kube-version "$$(sed -n 's/^kube_version=v//p' scripts/envtest-build.sh)"
 

@@ -20,8 +20,12 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Print the AdobeCredential CustomResourceDefinition as YAML.
-    Crd,
+    /// Print a CustomResourceDefinition as YAML.
+    Crd {
+        /// Its plural name.
+        #[arg(default_value = "adobecredentials", value_parser = ["adobecredentials", "clusteradobecredentials"])]
+        plural: String,
+    },
     /// Run the controller.
     Run(Box<RunArgs>),
 }
@@ -72,6 +76,12 @@ pub struct RunArgs {
     /// Elect one leader among replicas through a Lease; only the leader mints and writes.
     #[arg(long, env = "ACO_LEADER_ELECTION", default_value_t = false, num_args = 0..=1, default_missing_value = "true", action = ArgAction::Set)]
     pub leader_election: bool,
+
+    /// Serve ClusterAdobeCredentials: the namespace (the operator's own, or one the platform
+    /// team controls) that holds their source Secrets and minting AdobeCredentials. Needs the
+    /// operator to serve all namespaces. Unset: ClusterAdobeCredentials are not served.
+    #[arg(long, env = "ACO_CLUSTER_CREDENTIAL_NAMESPACE")]
+    pub cluster_credential_namespace: Option<String>,
 
     /// Name of the Lease.
     #[arg(long, env = "ACO_LEASE_NAME", default_value = "adobe-credential-operator")]

@@ -5,7 +5,8 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector, Time};
 use kube::{CustomResource, CustomResourceExt, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -374,6 +375,138 @@ pub struct AdobeCredentialStatus {
     pub rollout_restarts: Vec<RolloutRestartStatus>,
 }
 
+// The printcolumn(...) arguments repeat `type_ = "string"` by design.
+#[allow(clippy::duplicated_attributes)]
+/// Desired state of a ClusterAdobeCredential: one integration whose source Secrets live in the
+/// operator's cluster-credential namespace (never a tenant's), minted once per lifetime, and the
+/// same token written to the target Secret of every selected namespace.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[kube(
+    group = "credentials.adobe-operator.io",
+    version = "v1alpha1",
+    kind = "ClusterAdobeCredential",
+    plural = "clusteradobecredentials",
+    shortname = "clusteradobecred",
+    category = "adobe",
+    status = "ClusterAdobeCredentialStatus",
+    doc = "Mints one Adobe IMS (or other OAuth2) access token from client credentials held in the operator's cluster-credential namespace and writes it into a target Secret in every selected namespace.",
+    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
+    printcolumn(
+        name = "Reason",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].reason",
+        priority = 1
+    ),
+    printcolumn(name = "Flow", type_ = "string", json_path = ".status.flow"),
+    printcolumn(name = "Namespaces", type_ = "integer", json_path = ".status.namespaces.written"),
+    printcolumn(name = "Failed", type_ = "integer", json_path = ".status.namespaces.failed"),
+    printcolumn(name = "Expires", type_ = "string", json_path = ".status.expiresAt"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[x_kube(validation = Rule::new("[has(self.oauthServerToServer), has(self.serviceAccountJWT), has(self.passwordGrant)].filter(x, x).size() == 1").message("exactly one flow block must be set: oauthServerToServer, serviceAccountJWT or passwordGrant"))]
+#[x_kube(validation = Rule::new("!has(self.target) || !has(self.target.creationPolicy) || self.target.creationPolicy != 'Merge'").message("a ClusterAdobeCredential owns its target Secrets: creationPolicy is Owner (removed from namespaces that stop matching) or Orphan (left in place)"))]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterAdobeCredentialSpec {
+    /// As in AdobeCredential; the Secrets it names are read from the operator's
+    /// cluster-credential namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oauth_server_to_server: Option<OAuthServerToServer>,
+
+    /// As in AdobeCredential (deprecated by Adobe).
+    #[serde(default, rename = "serviceAccountJWT", skip_serializing_if = "Option::is_none")]
+    pub service_account_jwt: Option<ServiceAccountJwt>,
+
+    /// As in AdobeCredential.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_grant: Option<PasswordGrant>,
+
+    /// Namespaces whose labels match get the target Secret. `{}` selects every namespace;
+    /// absent selects none (only those in `namespaces`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace_selector: Option<LabelSelector>,
+
+    /// Namespaces that get the target Secret whatever their labels.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 256), inner(length(min = 1, max = 63)))]
+    pub namespaces: Vec<String>,
+
+    /// The Secret each selected namespace receives (default `<metadata.name>-token`).
+    /// `creationPolicy: Owner` (the default) removes it from namespaces that stop matching and
+    /// when this resource is deleted; `Orphan` leaves it in place.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<TargetSpec>,
+
+    /// When to renew. Defaults to one third of the token lifetime before expiry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub renewal: Option<RenewalSpec>,
+
+    /// Workloads restarted in each selected namespace when the token changes (those that exist
+    /// there).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    pub rollout_restart_targets: Vec<RolloutRestartTarget>,
+}
+
+/// Observed state of a ClusterAdobeCredential.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterAdobeCredentialStatus {
+    /// `Ready`: the token, as for an AdobeCredential. `Distributed`: every selected namespace
+    /// holds it (False names the first failure's reason).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flow: Option<String>,
+    /// Name of the target Secret in each selected namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_secret: Option<String>,
+    /// The AdobeCredential in the cluster-credential namespace that mints for this resource.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub minted_by: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<Time>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub renewal_time: Option<Time>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_mint_time: Option<Time>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_fingerprint: Option<String>,
+    /// How many namespaces are selected, hold the current token, and failed.
+    #[serde(default)]
+    pub namespaces: NamespaceCounts,
+    /// The first failed namespaces (at most 10), with why.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failed_namespaces: Vec<NamespaceFailure>,
+}
+
+/// Namespace counts of a ClusterAdobeCredential.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct NamespaceCounts {
+    pub selected: u32,
+    pub written: u32,
+    pub failed: u32,
+}
+
+/// A namespace whose target Secret could not be written.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct NamespaceFailure {
+    pub namespace: String,
+    pub reason: String,
+    pub message: String,
+}
+
+impl ClusterAdobeCredential {
+    /// Name of the target Secret in each selected namespace.
+    pub fn target_name(&self) -> String {
+        match self.spec.target.as_ref().and_then(|t| t.name.clone()) {
+            Some(name) => name,
+            None => format!("{}-token", self.metadata.name.as_deref().unwrap_or_default()),
+        }
+    }
+}
+
 impl AdobeCredential {
     /// Name of the target Secret.
     pub fn target_name(&self) -> String {
@@ -388,10 +521,17 @@ impl AdobeCredential {
     }
 }
 
-/// The CRD as YAML, exactly as `crds/` holds it.
-pub fn crd_yaml() -> Result<String, serde_yaml::Error> {
-    let yaml = serde_yaml::to_string(&AdobeCredential::crd())?;
-    Ok(format!("# Generated by `adobe-credential-operator crd`; do not edit.\n{yaml}"))
+/// Every CRD the operator serves.
+pub fn crds() -> [CustomResourceDefinition; 2] {
+    [AdobeCredential::crd(), ClusterAdobeCredential::crd()]
+}
+
+/// The CRD with this plural name as YAML, exactly as `crds/<plural>.yaml` holds it.
+pub fn crd_yaml(plural: &str) -> Option<Result<String, serde_yaml::Error>> {
+    let crd = crds().into_iter().find(|crd| crd.spec.names.plural == plural)?;
+    let yaml = serde_yaml::to_string(&crd)
+        .map(|yaml| format!("# Generated by `adobe-credential-operator crd {plural}`; do not edit.\n{yaml}"));
+    Some(yaml)
 }
 
 #[cfg(test)]
@@ -412,7 +552,7 @@ mod tests {
 
     #[test]
     fn crd_yaml_carries_cel_rules_and_scope_pattern() {
-        let yaml = crd_yaml().expect("serializes");
+        let yaml = crd_yaml("adobecredentials").expect("known").expect("serializes");
         assert!(yaml.contains("x-kubernetes-validations"));
         assert!(yaml.contains("has(self.serviceAccountJWT)"));
         assert!(yaml.contains(r"^[^,\s]+$"));

@@ -85,6 +85,16 @@ pub enum Error {
     )]
     RefreshStateConflict { name: String },
 
+    #[error(
+        "AdobeCredential {name:?} in namespace {namespace:?} exists and was not created for this ClusterAdobeCredential; delete or rename it"
+    )]
+    MinterConflict { namespace: String, name: String },
+
+    #[error(
+        "Secret {name:?} in namespace {namespace:?} exists and was not written by this ClusterAdobeCredential; the namespace keeps it and gets no token"
+    )]
+    NamespaceConflict { namespace: String, name: String },
+
     #[error("target template key {key:?} cannot be rendered: {detail}")]
     InvalidTemplate { key: String, detail: String },
 

@@ -9,7 +9,7 @@ use adobe_credential_operator::http::{self, Health};
 use adobe_credential_operator::leader::{Leadership, LeaseConfig, LeaseThread};
 use adobe_credential_operator::metrics::Metrics;
 use adobe_credential_operator::rate_limit::HostRateLimiter;
-use adobe_credential_operator::scope::Scope;
+use adobe_credential_operator::scope::{Namespaces, Scope};
 use adobe_credential_operator::telemetry;
 use adobe_credential_operator::token::{HostAllowlist, TokenClient, TokenClientConfig};
 use anyhow::Context as _;
@@ -23,8 +23,9 @@ use tracing::{error, info};
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
-        Command::Crd => {
-            print!("{}", crd::crd_yaml()?);
+        Command::Crd { plural } => {
+            let yaml = crd::crd_yaml(&plural).ok_or_else(|| anyhow::anyhow!("no CRD named {plural}"))?;
+            print!("{}", yaml?);
             Ok(())
         }
         Command::Run(args) => run(*args).await,
@@ -47,6 +48,12 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     .context("building the token HTTP client")?;
     let client = Client::try_default().await.context("connecting to the Kubernetes API")?;
     check_crd_installed(&client, &args).await?;
+    let cluster_namespace = args.cluster_credential_namespace.clone().filter(|ns| !ns.trim().is_empty());
+    if cluster_namespace.is_some() && args.namespaces() != Namespaces::All {
+        anyhow::bail!(
+            "--cluster-credential-namespace needs the operator to serve all namespaces (--namespaces empty): a ClusterAdobeCredential writes to any namespace it selects"
+        );
+    }
 
     let metrics = Arc::new(Metrics::new());
     let health = Arc::new(Health::default());
@@ -93,6 +100,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         shutdown: stopped.clone(),
         min_mint_interval: args.min_mint_interval,
         shutdown_timeout: args.shutdown_timeout,
+        cluster_namespace,
     });
     let namespaces = args.namespaces();
     info!(namespaces = ?namespaces, identity = %identity, "starting the AdobeCredential controller");

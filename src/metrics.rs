@@ -31,6 +31,12 @@ struct ReasonLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ClusterNamespaceLabels {
+    name: String,
+    state: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct CredentialLabels {
     namespace: String,
     name: String,
@@ -46,6 +52,7 @@ pub struct Metrics {
     mints_queued: Gauge,
     mint_guard_trips: Family<CredentialLabels, Counter>,
     reconciles: Counter,
+    cluster_namespaces: Family<ClusterNamespaceLabels, Gauge>,
     expiries: Arc<ExpiryCollector>,
 }
 
@@ -86,9 +93,16 @@ impl Metrics {
             "Reconciles that inspected a credential's inputs and target (quiet wake-ups not counted)",
             reconciles.clone(),
         );
+        let cluster_namespaces = Family::<ClusterNamespaceLabels, Gauge>::default();
+        registry.register(
+            "cluster_namespaces",
+            "Namespaces of a ClusterAdobeCredential by state: selected, written (holding the current token), failed",
+            cluster_namespaces.clone(),
+        );
         let expiries = Arc::new(ExpiryCollector::default());
         registry.register_collector(Box::new(expiries.clone()));
         Self {
+            cluster_namespaces,
             reconciles,
             registry,
             mint_requests,
@@ -140,6 +154,21 @@ impl Metrics {
         self.mint_guard_trips
             .get_or_create(&CredentialLabels { namespace: namespace.to_owned(), name: name.to_owned() })
             .inc();
+    }
+
+    /// The namespace counts of a ClusterAdobeCredential.
+    pub fn set_cluster_namespaces(&self, name: &str, selected: u32, written: u32, failed: u32) {
+        for (state, count) in [("selected", selected), ("written", written), ("failed", failed)] {
+            let labels = ClusterNamespaceLabels { name: name.to_owned(), state };
+            self.cluster_namespaces.get_or_create(&labels).set(i64::from(count));
+        }
+    }
+
+    /// Drops the series of a deleted ClusterAdobeCredential.
+    pub fn forget_cluster(&self, name: &str) {
+        for state in ["selected", "written", "failed"] {
+            self.cluster_namespaces.remove(&ClusterNamespaceLabels { name: name.to_owned(), state });
+        }
     }
 
     /// Drops every series of one credential (deleted, or gone while the watch was down).

@@ -6,6 +6,11 @@
 /// Secrets are written by one manager per credential (`target::field_manager`).
 pub const FIELD_MANAGER: &str = "adobe-credential-operator";
 pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
+/// Label of the copies a ClusterAdobeCredential writes; its value is the resource's name (cut
+/// to fit a label value; the annotation of the same key holds the whole name).
+pub const CLUSTER_CREDENTIAL_LABEL: &str = "credentials.adobe-operator.io/cluster-credential";
+/// Finalizer of a ClusterAdobeCredential: its copies are removed by policy before it goes.
+pub const CLUSTER_FINALIZER: &str = "credentials.adobe-operator.io/cleanup";
 
 /// Annotations on the Secrets the operator writes. They let a restarted operator adopt a
 /// still-valid token instead of minting again, and they never contain secret material.
@@ -16,6 +21,10 @@ pub mod annotation {
     pub const SOURCE_REVISION: &str = "credentials.adobe-operator.io/source-revision";
     pub const TOKEN_FINGERPRINT: &str = "credentials.adobe-operator.io/token-fingerprint";
     pub const CLIENT_SECRET_KEY: &str = "credentials.adobe-operator.io/client-secret-key";
+    /// On a ClusterAdobeCredential's copies: the resource's name.
+    pub const CLUSTER_CREDENTIAL: &str = "credentials.adobe-operator.io/cluster-credential";
+    /// On a ClusterAdobeCredential's copies: the hash of their keys and values.
+    pub const DATA_HASH: &str = "credentials.adobe-operator.io/data-hash";
     /// Pod-template annotation `kubectl rollout restart` sets.
     pub const RESTARTED_AT: &str = "kubectl.kubernetes.io/restartedAt";
     /// Pod-template annotation naming the token the pods were restarted for.
@@ -27,6 +36,8 @@ pub mod condition {
     pub const READY: &str = "Ready";
     pub const DEPRECATED: &str = "Deprecated";
     pub const ROLLOUT_RESTART: &str = "RolloutRestart";
+    /// ClusterAdobeCredential: every selected namespace holds the current token.
+    pub const DISTRIBUTED: &str = "Distributed";
 }
 
 /// Reasons of conditions and Events that are not failures (failures take theirs from
@@ -51,6 +62,12 @@ pub enum Reason {
     RolloutRestartFailed,
     /// Deprecated True: the flow is retired by its vendor.
     ServiceAccountJWTDeprecated,
+    /// ClusterAdobeCredential, Ready False: its minter has not provided a token yet.
+    TokenPending,
+    /// Distributed True: every selected namespace holds the current token.
+    AllNamespacesWritten,
+    /// Event: a new token was written to namespaces.
+    TokenDistributed,
 }
 
 impl Reason {

@@ -33,12 +33,12 @@ static RENDER_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
 /// The field manager of one credential's writes to its target Secret: several `Merge`
 /// credentials share a Secret, each owning only its keys. At most 128 characters.
 pub fn field_manager(cred: &AdobeCredential) -> String {
-    format!("{FIELD_MANAGER}/{}", scope(&cred.name_any(), 100))
+    format!("{FIELD_MANAGER}/{}", bounded(&cred.name_any(), 100))
 }
 
 /// `name` if it is at most `max` characters, else a prefix and a hash of it: unique per name and
 /// valid wherever a resource name is (annotation names, field managers).
-fn scope(name: &str, max: usize) -> String {
+pub fn bounded(name: &str, max: usize) -> String {
     if name.len() <= max {
         return name.to_owned();
     }
@@ -50,7 +50,7 @@ fn scope(name: &str, max: usize) -> String {
 /// per Secret) or suffixed with the credential's name (`Merge`, several per Secret).
 fn annotation_key(cred: &AdobeCredential, base: &str) -> String {
     match cred.creation_policy() {
-        CreationPolicy::Merge => format!("{base}.{}", scope(&cred.name_any(), 40)),
+        CreationPolicy::Merge => format!("{base}.{}", bounded(&cred.name_any(), 40)),
         _ => base.to_owned(),
     }
 }

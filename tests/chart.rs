@@ -321,15 +321,24 @@ async fn values_schema_and_guards_reject_bad_values() {
 }
 
 #[test]
-fn chart_crd_is_the_generated_crd() {
-    let chart = std::fs::read(CHART_CRD).expect("chart CRD");
-    let repo = std::fs::read(REPO_CRD).expect("repository CRD");
-    assert!(chart == repo, "{CHART_CRD} differs from {REPO_CRD}: copy it (cp crds/adobecredentials.yaml {CHART_CRD})");
-    let files: Vec<_> = std::fs::read_dir(Path::new(CHART).join("crds"))
-        .expect("chart crds/")
-        .map(|entry| entry.expect("entry").file_name())
-        .collect();
-    assert_eq!(files, ["adobecredentials.yaml"], "the chart's crds/ holds exactly the one CRD");
+fn chart_crds_are_the_generated_crds() {
+    let names = |dir: &Path| -> BTreeSet<String> {
+        std::fs::read_dir(dir)
+            .expect("a crds/ directory")
+            .map(|entry| entry.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect()
+    };
+    let (chart_dir, repo_dir) =
+        (Path::new(CHART).join("crds"), Path::new(REPO_CRD).parent().expect("crds/").to_owned());
+    let expected: BTreeSet<String> =
+        ["adobecredentials.yaml", "clusteradobecredentials.yaml"].into_iter().map(String::from).collect();
+    assert_eq!(names(&repo_dir), expected, "crds/ holds one file per CRD");
+    assert_eq!(names(&chart_dir), expected, "the chart's crds/ holds exactly the generated CRDs");
+    for file in &expected {
+        let chart = std::fs::read(chart_dir.join(file)).expect("chart CRD");
+        let repo = std::fs::read(repo_dir.join(file)).expect("repository CRD");
+        assert!(chart == repo, "the chart's {file} differs from crds/{file}: run make crd");
+    }
 }
 
 #[tokio::test]

@@ -10,6 +10,7 @@
 //! Every decision is taken from persisted facts (the target Secret's annotations, status), so a
 //! restarted operator neither loses nor re-mints tokens.
 
+mod cluster;
 mod provide;
 mod report;
 mod state;
@@ -55,6 +56,7 @@ pub struct Context {
     shutdown: signal::Receiver<bool>,
     min_mint_interval: Duration,
     shutdown_timeout: Duration,
+    cluster_namespace: Option<String>,
     /// Credentials being reconciled right now (named when a shutdown deadline passes).
     in_flight: Mutex<HashSet<String>>,
 }
@@ -74,6 +76,9 @@ pub struct ContextParts {
     pub min_mint_interval: Duration,
     /// How long a shutdown waits for in-flight reconciles.
     pub shutdown_timeout: Duration,
+    /// Where ClusterAdobeCredentials keep their source Secrets and minters; without it they are
+    /// not served.
+    pub cluster_namespace: Option<String>,
 }
 
 impl Context {
@@ -91,6 +96,7 @@ impl Context {
             shutdown: parts.shutdown,
             min_mint_interval: parts.min_mint_interval,
             shutdown_timeout: parts.shutdown_timeout,
+            cluster_namespace: parts.cluster_namespace,
             in_flight: Mutex::default(),
         })
     }

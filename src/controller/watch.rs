@@ -22,7 +22,11 @@ use crate::scope::{Namespaces, Scope};
 pub async fn run(ctx: Arc<Context>, namespaces: Namespaces, concurrency: u16) {
     let scopes = namespaces.scopes();
     ctx.health.start_leading(scopes.len());
-    let controllers = scopes.into_iter().map(|scope| controller(ctx.clone(), scope, concurrency).boxed());
+    let mut controllers: Vec<_> =
+        scopes.into_iter().map(|scope| controller(ctx.clone(), scope, concurrency).boxed()).collect();
+    if let Some(namespace) = ctx.cluster_namespace.clone() {
+        controllers.push(super::cluster::run(ctx.clone(), namespace, concurrency).boxed());
+    }
     let mut all = std::pin::pin!(future::join_all(controllers));
     let mut stop = ctx.shutdown.clone();
     tokio::select! {

@@ -485,9 +485,11 @@ pub async fn install_crd(control_plane: &ControlPlane) {
     static INSTALLED: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
     INSTALLED
         .get_or_init(|| async {
-            let yaml = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/crds/adobecredentials.yaml"))
-                .expect("crds/adobecredentials.yaml");
-            control_plane.install_crd_yaml(&yaml).await.expect("CRD established");
+            for file in ["adobecredentials.yaml", "clusteradobecredentials.yaml"] {
+                let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("crds").join(file);
+                let yaml = std::fs::read_to_string(&path).expect("a CRD file of crds/");
+                control_plane.install_crd_yaml(&yaml).await.expect("CRD established");
+            }
         })
         .await;
 }

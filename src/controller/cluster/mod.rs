@@ -1,0 +1,621 @@
+//! ClusterAdobeCredential: one integration, one mint per lifetime, the token in many namespaces.
+//!
+//! A ClusterAdobeCredential mints through an AdobeCredential it owns in the operator's
+//! cluster-credential namespace, its *minter* (as a Deployment runs pods through a ReplicaSet).
+//! Minting, renewal, the mint guard, refresh state and their reporting are therefore the
+//! namespaced code paths, and tenants never see the source Secrets. This module keeps the minter
+//! in step with the spec and copies the minter's target Secret into every selected namespace.
+
+mod plan;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use futures::{StreamExt, TryStreamExt, stream};
+use jiff::Timestamp;
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::{Namespace, Secret};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::api::{DeleteParams, PartialObjectMeta, Patch, PatchParams, PostParams};
+use kube::runtime::controller::{Action, Config as ControllerConfig};
+use kube::runtime::events::{Event, EventType};
+use kube::runtime::finalizer::{self, finalizer};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{Controller, WatchStreamExt, watcher};
+use kube::{Api, Resource, ResourceExt};
+use serde_json::json;
+use tracing::{debug, info, instrument, warn};
+
+use super::Context;
+use crate::crd::{
+    AdobeCredential, AdobeCredentialSpec, ClusterAdobeCredential, ClusterAdobeCredentialStatus, CreationPolicy,
+    NamespaceCounts, NamespaceFailure, TargetSpec,
+};
+use crate::decision;
+use crate::error::{Error, MAX_MESSAGE, one_line};
+use crate::names::condition::{DISTRIBUTED, READY};
+use crate::names::{CLUSTER_CREDENTIAL_LABEL, CLUSTER_FINALIZER, FIELD_MANAGER, MANAGED_BY_LABEL, Reason, annotation};
+use crate::target::{self, StoredToken, TargetState};
+use plan::{Copy, Known, Step, Wanted};
+
+/// Namespaces listed by name in status when they fail.
+const MAX_LISTED_FAILURES: usize = 10;
+/// Copies written at once.
+const WRITE_CONCURRENCY: usize = 16;
+/// Field manager of the copies.
+const COPY_MANAGER: &str = "adobe-credential-operator/cluster";
+
+/// What the distribution shares between reconciles.
+struct Distribution {
+    ctx: Arc<Context>,
+    /// The cluster-credential namespace: minters and source Secrets live here.
+    namespace: String,
+    namespaces: Store<PartialObjectMeta<Namespace>>,
+    copies: Store<PartialObjectMeta<Secret>>,
+    /// `(cluster credential, namespace)` → what this replica wrote there and its resourceVersion.
+    known: Mutex<HashMap<(String, String), Remembered>>,
+}
+
+/// The minter's valid token and the keys every copy gets.
+struct Minted {
+    token: StoredToken,
+    data: BTreeMap<String, ByteString>,
+    wanted: Wanted,
+}
+
+#[derive(Debug, Clone)]
+struct Remembered {
+    resource_version: Option<String>,
+    known: Known,
+}
+
+/// Runs the ClusterAdobeCredential controller until shutdown.
+pub async fn run(ctx: Arc<Context>, namespace: String, concurrency: u16) {
+    let client = ctx.client.clone();
+    let (namespaces, namespace_writer) = reflector::store();
+    let namespace_events =
+        watcher(Api::<PartialObjectMeta<Namespace>>::all(client.clone()), watcher::Config::default())
+            .default_backoff()
+            .reflect(namespace_writer)
+            .touched_objects();
+    let (copies, copy_writer) = reflector::store();
+    let copy_config = watcher::Config::default().labels(CLUSTER_CREDENTIAL_LABEL);
+    let copy_events = watcher(Api::<PartialObjectMeta<Secret>>::all(client.clone()), copy_config)
+        .default_backoff()
+        .reflect(copy_writer);
+    let dist = Arc::new(Distribution { ctx: ctx.clone(), namespace, namespaces, copies, known: Mutex::default() });
+
+    let controller = Controller::new(Api::<ClusterAdobeCredential>::all(client.clone()), watcher::Config::default());
+    let all_credentials = controller.store();
+    let from_copies = dist.clone();
+    let mut shutdown = ctx.shutdown.clone();
+    controller
+        .with_config(ControllerConfig::default().concurrency(concurrency))
+        .owns(Api::<AdobeCredential>::namespaced(client.clone(), &dist.namespace), watcher::Config::default())
+        .watches_stream(namespace_events, move |_| {
+            all_credentials.state().iter().map(|c| ObjectRef::from_obj(&**c)).collect::<Vec<_>>()
+        })
+        .reconcile_on(
+            copy_events
+                .flat_map(move |event| stream::iter(event.map(|e| from_copies.copy_changed(&e)).unwrap_or_default())),
+        )
+        .graceful_shutdown_on(async move {
+            let _ = shutdown.wait_for(|stop| *stop).await;
+        })
+        .run(reconcile, error_policy, dist)
+        .for_each(|result| async move {
+            match result {
+                Ok((obj, action)) => debug!(cluster_credential = %obj.name, ?action, "reconciled"),
+                Err(err) => warn!(error = %err, "cluster controller error"),
+            }
+        })
+        .await;
+}
+
+impl Distribution {
+    fn known(&self) -> MutexGuard<'_, HashMap<(String, String), Remembered>> {
+        self.known.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The cluster credentials a change of one of their copies concerns. The echo of this
+    /// replica's own write is no news; any other write or a deletion makes the copy foreign, to be
+    /// written again.
+    fn copy_changed(
+        &self,
+        event: &watcher::Event<PartialObjectMeta<Secret>>,
+    ) -> Vec<ObjectRef<ClusterAdobeCredential>> {
+        let (meta, after_start) = match event {
+            watcher::Event::Apply(meta) | watcher::Event::Delete(meta) => (meta, true),
+            watcher::Event::InitApply(meta) => (meta, false),
+            watcher::Event::Init | watcher::Event::InitDone => return Vec::new(),
+        };
+        let Some(owner) = meta.annotations().get(annotation::CLUSTER_CREDENTIAL).cloned() else { return Vec::new() };
+        let key = (owner.clone(), meta.namespace().unwrap_or_default());
+        let mut known = self.known();
+        let own_echo = matches!(event, watcher::Event::Apply(_))
+            && meta.resource_version().is_some()
+            && known.get(&key).is_some_and(|r| r.resource_version == meta.resource_version());
+        if own_echo {
+            return Vec::new();
+        }
+        if after_start {
+            known.insert(key, Remembered { resource_version: None, known: Known::Foreign });
+        }
+        vec![ObjectRef::new(&owner)]
+    }
+
+    fn minter_name(cc: &ClusterAdobeCredential) -> String {
+        format!("cluster-{}", cc.name_any())
+    }
+}
+
+#[instrument(skip_all, fields(cluster_credential = %cc.name_any()))]
+async fn reconcile(
+    cc: Arc<ClusterAdobeCredential>,
+    dist: Arc<Distribution>,
+) -> Result<Action, finalizer::Error<Error>> {
+    let api: Api<ClusterAdobeCredential> = Api::all(dist.ctx.client.clone());
+    finalizer(&api, CLUSTER_FINALIZER, cc, |event| async {
+        match event {
+            finalizer::Event::Apply(cc) => distribute(&cc, &dist).await,
+            finalizer::Event::Cleanup(cc) => clean_up(&cc, &dist).await,
+        }
+    })
+    .await
+}
+
+fn error_policy(cc: Arc<ClusterAdobeCredential>, err: &finalizer::Error<Error>, dist: Arc<Distribution>) -> Action {
+    dist.ctx.metrics.reconcile_failed("ClusterReconcileFailed");
+    warn!(cluster_credential = %cc.name_any(), error = %err, "cluster reconcile failed");
+    Action::requeue(Duration::from_secs(5))
+}
+
+/// Read → decide → act → report, for one cluster credential.
+async fn distribute(cc: &ClusterAdobeCredential, dist: &Distribution) -> Result<Action, Error> {
+    let minter = match ensure_minter(cc, dist).await {
+        Ok(minter) => minter,
+        Err(error) => {
+            let status = failed_status(cc, &error);
+            patch_status(cc, dist, status).await?;
+            return Ok(Action::requeue(Duration::from_secs(300)));
+        }
+    };
+    let minted = read_minted(&minter, dist).await?;
+    let wanted = minted.as_ref().map(|m| &m.wanted);
+    let selected = dist.selected(cc);
+    let copies = dist.copies_of(cc);
+    let remove_unselected = creation_policy(cc) == CreationPolicy::Owner;
+    let known = dist.known_of(cc);
+    let steps = plan::steps(&selected, &copies, wanted, &known, remove_unselected);
+    let failures = execute(cc, dist, &steps, minted.as_ref()).await?;
+    report(cc, dist, &minter, &selected, wanted, &failures, &steps).await?;
+    Ok(Action::requeue(Duration::from_secs(3600)))
+}
+
+fn creation_policy(cc: &ClusterAdobeCredential) -> CreationPolicy {
+    cc.spec.target.as_ref().map(|t| t.creation_policy).unwrap_or_default()
+}
+
+/// The AdobeCredential that mints for `cc`, created or brought in step with its spec.
+async fn ensure_minter(cc: &ClusterAdobeCredential, dist: &Distribution) -> Result<AdobeCredential, Error> {
+    let api: Api<AdobeCredential> = Api::namespaced(dist.ctx.client.clone(), &dist.namespace);
+    let name = Distribution::minter_name(cc);
+    let spec = minter_spec(cc);
+    let existing = api.get_opt(&name).await.map_err(Error::kube("reading the minting AdobeCredential"))?;
+    if let Some(minter) = existing {
+        let ours = minter.owner_references().iter().any(|o| Some(&o.uid) == cc.uid().as_ref());
+        if !ours {
+            return Err(Error::MinterConflict { namespace: dist.namespace.clone(), name });
+        }
+        if minter.spec == spec {
+            return Ok(minter);
+        }
+    }
+    dist.ctx.leadership.check()?;
+    let body = json!({
+        "apiVersion": AdobeCredential::api_version(&()),
+        "kind": AdobeCredential::kind(&()),
+        "metadata": {
+            "name": name,
+            "namespace": dist.namespace,
+            "labels": { MANAGED_BY_LABEL: FIELD_MANAGER },
+            "ownerReferences": cc.controller_owner_ref(&()).into_iter().collect::<Vec<_>>(),
+        },
+        "spec": spec,
+    });
+    api.patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&body))
+        .await
+        .map_err(Error::kube("writing the minting AdobeCredential"))
+}
+
+/// The minter's spec: the cluster credential's flow, renewal and key layout, with a target of
+/// its own in the cluster-credential namespace (restarts happen per namespace, not there).
+fn minter_spec(cc: &ClusterAdobeCredential) -> AdobeCredentialSpec {
+    let spec = &cc.spec;
+    let layout = spec.target.clone().unwrap_or_default();
+    AdobeCredentialSpec {
+        oauth_server_to_server: spec.oauth_server_to_server.clone(),
+        service_account_jwt: spec.service_account_jwt.clone(),
+        password_grant: spec.password_grant.clone(),
+        target: Some(TargetSpec {
+            name: Some(format!("{}-token", Distribution::minter_name(cc))),
+            creation_policy: CreationPolicy::Owner,
+            ..layout
+        }),
+        renewal: spec.renewal.clone(),
+        rollout_restart_targets: Vec::new(),
+    }
+}
+
+/// The minter's token and the keys of its target Secret, when they hold a valid token.
+async fn read_minted(minter: &AdobeCredential, dist: &Distribution) -> Result<Option<Minted>, Error> {
+    let secrets: Api<Secret> = Api::namespaced(dist.ctx.client.clone(), &dist.namespace);
+    let existing = secrets.get_opt(&minter.target_name()).await.map_err(Error::kube("reading the minted token"))?;
+    let now = Timestamp::now();
+    Ok(match target::inspect(minter, existing) {
+        TargetState::Present { token: Some(token), secret }
+            if decision::plausible(&token, now) && now < token.expires_at =>
+        {
+            let data = secret.data.unwrap_or_default();
+            let wanted = Wanted { fingerprint: token.fingerprint(), data_hash: plan::data_hash(&data) };
+            Some(Minted { token, data, wanted })
+        }
+        _ => None,
+    })
+}
+
+impl Distribution {
+    /// The namespaces `cc` selects now (not those being deleted).
+    fn selected(&self, cc: &ClusterAdobeCredential) -> BTreeSet<String> {
+        let selector = cc.spec.namespace_selector.as_ref();
+        self.namespaces
+            .state()
+            .iter()
+            .filter(|ns| ns.metadata.deletion_timestamp.is_none())
+            .filter(|ns| plan::selects(selector, &cc.spec.namespaces, &ns.name_any(), ns.labels()))
+            .map(|ns| ns.name_any())
+            .collect()
+    }
+
+    /// The copies of `cc`'s target Secret name, whoever wrote them.
+    fn copies_of(&self, cc: &ClusterAdobeCredential) -> Vec<Copy> {
+        let (name, target) = (cc.name_any(), cc.target_name());
+        self.copies
+            .state()
+            .iter()
+            .filter(|s| s.name_any() == target)
+            .map(|s| {
+                let note = |key: &str| s.annotations().get(key).cloned();
+                Copy {
+                    namespace: s.namespace().unwrap_or_default(),
+                    ours: note(annotation::CLUSTER_CREDENTIAL).as_deref() == Some(name.as_str()),
+                    fingerprint: note(annotation::TOKEN_FINGERPRINT),
+                    data_hash: note(annotation::DATA_HASH),
+                }
+            })
+            .collect()
+    }
+
+    fn known_of(&self, cc: &ClusterAdobeCredential) -> HashMap<String, Known> {
+        let name = cc.name_any();
+        self.known().iter().filter(|((c, _), _)| *c == name).map(|((_, ns), r)| (ns.clone(), r.known.clone())).collect()
+    }
+
+    fn remember(&self, cc: &ClusterAdobeCredential, namespace: &str, remembered: Option<Remembered>) {
+        let key = (cc.name_any(), namespace.to_owned());
+        match remembered {
+            Some(r) => self.known().insert(key, r),
+            None => self.known().remove(&key),
+        };
+    }
+}
+
+/// Carries out the steps, many at once; returns the namespaces that failed, with why.
+async fn execute(
+    cc: &ClusterAdobeCredential,
+    dist: &Distribution,
+    steps: &[Step],
+    minted: Option<&Minted>,
+) -> Result<Vec<(String, Error)>, Error> {
+    if !steps.is_empty() {
+        dist.ctx.leadership.check()?;
+    }
+    let results: Vec<(String, Result<(), Error>)> = stream::iter(steps.iter().cloned())
+        .map(|step| run_step(cc, dist, step, minted))
+        .buffer_unordered(WRITE_CONCURRENCY)
+        .collect()
+        .await;
+    Ok(results.into_iter().filter_map(|(ns, r)| r.err().map(|e| (ns, e))).collect())
+}
+
+/// One step; returns its namespace and outcome.
+async fn run_step(
+    cc: &ClusterAdobeCredential,
+    dist: &Distribution,
+    step: Step,
+    minted: Option<&Minted>,
+) -> (String, Result<(), Error>) {
+    match (step, minted) {
+        (Step::Create(ns), Some(minted)) => {
+            let written = write_copy(cc, dist, &ns, true, minted).await;
+            (ns, written)
+        }
+        (Step::Update(ns), Some(minted)) => {
+            let written = write_copy(cc, dist, &ns, false, minted).await;
+            (ns, written)
+        }
+        // The plan writes only when there is a token to write.
+        (Step::Create(ns) | Step::Update(ns), None) => (ns, Ok(())),
+        (Step::Remove(ns), _) => {
+            let removed = remove_copy(cc, dist, &ns).await;
+            (ns, removed)
+        }
+    }
+}
+
+async fn write_copy(
+    cc: &ClusterAdobeCredential,
+    dist: &Distribution,
+    namespace: &str,
+    create: bool,
+    minted: &Minted,
+) -> Result<(), Error> {
+    let secrets: Api<Secret> = Api::namespaced(dist.ctx.client.clone(), namespace);
+    let copy = copy_secret(cc, namespace, minted);
+    let name = cc.target_name();
+    let written = if create {
+        let params = PostParams { field_manager: Some(COPY_MANAGER.into()), ..Default::default() };
+        match secrets.create(&params, &copy).await {
+            Err(kube::Error::Api(status)) if status.code == 409 => {
+                return Err(Error::NamespaceConflict { namespace: namespace.to_owned(), name });
+            }
+            other => other,
+        }
+    } else {
+        secrets.patch(&name, &PatchParams::apply(COPY_MANAGER).force(), &Patch::Apply(&copy)).await
+    }
+    .map_err(Error::kube("writing a namespace's copy of the token"))?;
+    let wanted = &minted.wanted;
+    let known = Known::Written { fingerprint: wanted.fingerprint.clone(), data_hash: wanted.data_hash.clone() };
+    dist.remember(cc, namespace, Some(Remembered { resource_version: written.resource_version(), known }));
+    if !cc.spec.rollout_restart_targets.is_empty() {
+        let restarts = crate::rollout::restart_consumers(
+            &dist.ctx.client,
+            namespace,
+            &cc.spec.rollout_restart_targets,
+            &minted.token,
+        )
+        .await;
+        for restart in restarts.iter().filter(|r| r.restarted) {
+            info!(namespace, kind = ?restart.status.kind, name = %restart.status.name, "restarted a consumer for the new token");
+        }
+    }
+    Ok(())
+}
+
+/// A namespace's copy: the minter's keys, with the token's annotations and this resource's name.
+fn copy_secret(cc: &ClusterAdobeCredential, namespace: &str, minted: &Minted) -> Secret {
+    let Minted { token, data, wanted } = minted;
+    let mut secret = Secret { data: Some(data.clone()), type_: Some("Opaque".into()), ..Default::default() };
+    let meta = &mut secret.metadata;
+    meta.name = Some(cc.target_name());
+    meta.namespace = Some(namespace.to_owned());
+    meta.labels = Some(BTreeMap::from([
+        (MANAGED_BY_LABEL.to_owned(), FIELD_MANAGER.to_owned()),
+        (CLUSTER_CREDENTIAL_LABEL.to_owned(), target::bounded(&cc.name_any(), 63)),
+    ]));
+    meta.annotations = Some(BTreeMap::from([
+        (annotation::CLUSTER_CREDENTIAL.to_owned(), cc.name_any()),
+        (annotation::TOKEN_FINGERPRINT.to_owned(), wanted.fingerprint.clone()),
+        (annotation::DATA_HASH.to_owned(), wanted.data_hash.clone()),
+        (annotation::ISSUED_AT.to_owned(), token.issued_at.to_string()),
+        (annotation::EXPIRES_AT.to_owned(), token.expires_at.to_string()),
+    ]));
+    if creation_policy(cc) == CreationPolicy::Owner {
+        meta.owner_references = cc.controller_owner_ref(&()).map(|o| vec![o]);
+    }
+    secret
+}
+
+async fn remove_copy(cc: &ClusterAdobeCredential, dist: &Distribution, namespace: &str) -> Result<(), Error> {
+    let secrets: Api<Secret> = Api::namespaced(dist.ctx.client.clone(), namespace);
+    dist.remember(cc, namespace, None);
+    match secrets.delete(&cc.target_name(), &DeleteParams::default()).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+        Err(err) => Err(Error::kube("removing a namespace's copy of the token")(err)),
+    }
+}
+
+/// Deletion: copies removed by policy, the minter deleted, nothing remembered.
+async fn clean_up(cc: &ClusterAdobeCredential, dist: &Distribution) -> Result<Action, Error> {
+    dist.ctx.leadership.check()?;
+    if creation_policy(cc) == CreationPolicy::Owner {
+        let ours: Vec<String> = dist.copies_of(cc).into_iter().filter(|c| c.ours).map(|c| c.namespace).collect();
+        let removals = stream::iter(ours).map(|ns| async move { remove_copy(cc, dist, &ns).await });
+        removals.buffer_unordered(WRITE_CONCURRENCY).try_collect::<Vec<_>>().await?;
+    }
+    let minters: Api<AdobeCredential> = Api::namespaced(dist.ctx.client.clone(), &dist.namespace);
+    match minters.delete(&Distribution::minter_name(cc), &DeleteParams::default()).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(status)) if status.code == 404 => {}
+        Err(err) => return Err(Error::kube("deleting the minting AdobeCredential")(err)),
+    }
+    let name = cc.name_any();
+    dist.known().retain(|(c, _), _| *c != name);
+    dist.ctx.metrics.forget_cluster(&name);
+    Ok(Action::await_change())
+}
+
+/// Status, Events and metrics of one distribution round.
+async fn report(
+    cc: &ClusterAdobeCredential,
+    dist: &Distribution,
+    minter: &AdobeCredential,
+    selected: &BTreeSet<String>,
+    wanted: Option<&Wanted>,
+    failures: &[(String, Error)],
+    steps: &[Step],
+) -> Result<(), Error> {
+    let failed: BTreeSet<&str> = failures.iter().map(|(ns, _)| ns.as_str()).collect();
+    let counts = NamespaceCounts {
+        selected: u32::try_from(selected.len()).unwrap_or(u32::MAX),
+        written: u32::try_from(selected.iter().filter(|ns| wanted.is_some() && !failed.contains(ns.as_str())).count())
+            .unwrap_or(u32::MAX),
+        failed: u32::try_from(failures.len()).unwrap_or(u32::MAX),
+    };
+    dist.ctx.metrics.set_cluster_namespaces(&cc.name_any(), counts.selected, counts.written, counts.failed);
+    let status = desired_status(cc, minter, &dist.namespace, counts, failures, wanted.is_some(), Timestamp::now());
+    let previous = cc.status.as_ref().map(|s| s.failed_namespaces.clone()).unwrap_or_default();
+    patch_status(cc, dist, status).await?;
+    let writes = steps
+        .iter()
+        .filter(|s| matches!(s, Step::Create(ns) | Step::Update(ns) if !failed.contains(ns.as_str())))
+        .count();
+    if writes > 0 {
+        let fingerprint = wanted.map(|w| w.fingerprint.as_str()).unwrap_or_default();
+        let note = format!("wrote token {fingerprint} to {writes} namespaces");
+        publish(cc, dist, EventType::Normal, Reason::TokenDistributed.as_str(), note).await;
+    }
+    for (namespace, error) in failures.iter().take(MAX_LISTED_FAILURES) {
+        if !previous.iter().any(|f| f.namespace == *namespace && f.reason == error.reason()) {
+            publish(cc, dist, EventType::Warning, error.reason(), error.to_string()).await;
+        }
+    }
+    Ok(())
+}
+
+/// The status a distribution round calls for. Ready and the token's facts come from the minter.
+fn desired_status(
+    cc: &ClusterAdobeCredential,
+    minter: &AdobeCredential,
+    minter_namespace: &str,
+    counts: NamespaceCounts,
+    failures: &[(String, Error)],
+    has_token: bool,
+    now: Timestamp,
+) -> ClusterAdobeCredentialStatus {
+    let current = cc.status.clone().unwrap_or_default();
+    let token = minter.status.clone().unwrap_or_default();
+    let minter_ready = token.conditions.iter().find(|c| c.type_ == READY);
+    let (ready, reason, message) = match minter_ready {
+        Some(c) => (c.status == "True", c.reason.clone(), c.message.clone()),
+        None => (
+            false,
+            Reason::TokenPending.as_str().to_owned(),
+            format!("waiting for the first token from AdobeCredential {minter_namespace}/{}", minter.name_any()),
+        ),
+    };
+    let (distributed, dist_reason, dist_message) = match failures.first() {
+        Some((namespace, error)) => (
+            false,
+            error.reason().to_owned(),
+            format!("{} of {} namespaces failed; {namespace}: {error}", counts.failed, counts.selected),
+        ),
+        None if !has_token => {
+            (false, Reason::TokenPending.as_str().to_owned(), "no valid token to distribute yet".to_owned())
+        }
+        None => (
+            true,
+            Reason::AllNamespacesWritten.as_str().to_owned(),
+            format!("{} namespaces hold the current token", counts.written),
+        ),
+    };
+    let condition = |type_: &str, is_true: bool, reason: String, message: String| {
+        let status = if is_true { "True" } else { "False" }.to_owned();
+        let previous = current.conditions.iter().find(|c| c.type_ == type_ && c.status == status);
+        Condition {
+            type_: type_.to_owned(),
+            status,
+            reason,
+            message: one_line(&message, MAX_MESSAGE),
+            observed_generation: cc.metadata.generation,
+            last_transition_time: previous
+                .map_or_else(|| Time(crate::time_format::whole_seconds(now)), |p| p.last_transition_time.clone()),
+        }
+    };
+    ClusterAdobeCredentialStatus {
+        conditions: vec![
+            condition(READY, ready, reason, message),
+            condition(DISTRIBUTED, distributed, dist_reason, dist_message),
+        ],
+        observed_generation: cc.metadata.generation,
+        flow: token.flow,
+        target_secret: Some(cc.target_name()),
+        minted_by: Some(format!("{minter_namespace}/{}", minter.name_any())),
+        expires_at: token.expires_at,
+        renewal_time: token.renewal_time,
+        last_mint_time: token.last_mint_time,
+        token_fingerprint: token.token_fingerprint,
+        namespaces: counts,
+        failed_namespaces: failures
+            .iter()
+            .take(MAX_LISTED_FAILURES)
+            .map(|(namespace, error)| NamespaceFailure {
+                namespace: namespace.clone(),
+                reason: error.reason().to_owned(),
+                message: one_line(&error.to_string(), MAX_MESSAGE),
+            })
+            .collect(),
+    }
+}
+
+fn failed_status(cc: &ClusterAdobeCredential, error: &Error) -> ClusterAdobeCredentialStatus {
+    let mut status = cc.status.clone().unwrap_or_default();
+    let now = Time(crate::time_format::whole_seconds(Timestamp::now()));
+    let ready = Condition {
+        type_: READY.to_owned(),
+        status: "False".to_owned(),
+        reason: error.reason().to_owned(),
+        message: one_line(&error.to_string(), MAX_MESSAGE),
+        observed_generation: cc.metadata.generation,
+        last_transition_time: status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == READY && c.status == "False")
+            .map_or(now, |c| c.last_transition_time.clone()),
+    };
+    status.conditions.retain(|c| c.type_ != READY);
+    status.conditions.insert(0, ready);
+    status.observed_generation = cc.metadata.generation;
+    status
+}
+
+async fn patch_status(
+    cc: &ClusterAdobeCredential,
+    dist: &Distribution,
+    status: ClusterAdobeCredentialStatus,
+) -> Result<(), Error> {
+    let same = cc
+        .status
+        .as_ref()
+        .is_some_and(|current| serde_json::to_value(current).ok() == serde_json::to_value(&status).ok());
+    if same {
+        return Ok(());
+    }
+    dist.ctx.leadership.check()?;
+    let api: Api<ClusterAdobeCredential> = Api::all(dist.ctx.client.clone());
+    let body = json!({
+        "apiVersion": ClusterAdobeCredential::api_version(&()),
+        "kind": ClusterAdobeCredential::kind(&()),
+        "status": status,
+    });
+    api.patch_status(&cc.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&body))
+        .await
+        .map_err(Error::kube("writing status"))?;
+    Ok(())
+}
+
+async fn publish(cc: &ClusterAdobeCredential, dist: &Distribution, type_: EventType, reason: &str, note: String) {
+    let event = Event {
+        type_,
+        reason: reason.to_owned(),
+        note: Some(one_line(&note, MAX_MESSAGE)),
+        action: "Distribute".to_owned(),
+        secondary: None,
+    };
+    if let Err(err) = dist.ctx.recorder.publish(&event, &cc.object_ref(&())).await {
+        warn!(error = %err, "could not publish an Event");
+    }
+}
