@@ -418,6 +418,7 @@ async fn report_success(
         let namespace = cred.namespace().unwrap_or_default();
         rollout::restart_consumers(&ctx.client, &namespace, &cred.spec.rollout_restart_targets, &done.token).await
     };
+    ctx.metrics.consumers_restarted(cred, &restarts);
     status::set_rollout_restarts(&mut desired, cred, &restarts, now);
     let new_revision = cred.status.as_ref().and_then(|s| s.source_revision.as_ref()) != Some(&done.token.revision);
     patch_status_if_changed(cred, ctx, desired).await?;
@@ -678,6 +679,7 @@ async fn patch_status_if_changed(
     ctx: &Context,
     desired: crate::crd::AdobeCredentialStatus,
 ) -> Result<()> {
+    ctx.metrics.set_status(&cred.namespace().unwrap_or_default(), &cred.name_any(), &desired);
     if cred.status.as_ref().is_some_and(|current| status::same_when_written(current, &desired)) {
         return Ok(());
     }
