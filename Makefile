@@ -9,7 +9,7 @@ CARGO ?= cargo
 test: envtest lint crd-check chart-check
 	ENVTEST_BIN_DIR="$$(scripts/envtest-build.sh)" $(CARGO) test --workspace --all-targets --no-fail-fast
 
-## Build (once, then cached) kube-apiserver, etcd, kubectl and helm from Go modules.
+## Build (once, then cached) kube-apiserver, etcd, kubectl, helm and promtool from Go modules.
 envtest:
 	scripts/envtest-build.sh
 
@@ -26,12 +26,16 @@ crd:
 crd-check:
 	diff -u crds/adobecredentials.yaml <($(CARGO) run --quiet -- crd) || { echo "crds/ is stale: run 'make crd'"; exit 1; }
 
-## Fail when the Helm chart's CRD copy differs from crds/, or the chart does not lint.
+## Fail when the Helm chart's CRD copy differs from crds/, or the chart does not lint (defaults, and
+## with alerts, dashboard and ServiceMonitor on; tests/chart.rs lints every option on and off).
 chart-check:
 	cmp -s crds/adobecredentials.yaml charts/adobe-credential-operator/crds/adobecredentials.yaml \
 		|| { echo "the chart's CRD is stale: cp crds/adobecredentials.yaml charts/adobe-credential-operator/crds/"; exit 1; }
 	"$$(scripts/envtest-build.sh)/helm" lint --strict charts/adobe-credential-operator \
 		--kube-version "$$(sed -n 's/^kube_version=v//p' scripts/envtest-build.sh)"
+	"$$(scripts/envtest-build.sh)/helm" lint --strict charts/adobe-credential-operator \
+		--kube-version "$$(sed -n 's/^kube_version=v//p' scripts/envtest-build.sh)" \
+		--set prometheusRule.enabled=true,grafanaDashboard.enabled=true,serviceMonitor.enabled=true
 
 ## The operator's main job on a local default: control plane, fake IMS, CRD, the Firefly example,
 ## the operator minting into a Secret; prints `kubectl get adobecredentials` and the Secret's keys.

@@ -173,11 +173,28 @@ fn env_values(objects: &[Value]) -> BTreeMap<String, Option<String>> {
 const NAMESPACED: &str = "watchNamespaces: [team-a, team-b]\n";
 
 #[tokio::test]
-async fn helm_lint_passes_for_cluster_wide_and_namespace_scoped_values() {
+async fn helm_lint_passes_with_every_option_on_and_off() {
     let ha = "replicaCount: 2\npodDisruptionBudget: {enabled: true}\nrolloutRestart: {enabled: true}\n\
               extraCA: {configMap: proxy-ca}\nserviceMonitor: {enabled: true}\n";
-    let everything = format!("{NAMESPACED}{ha}");
-    for values in ["", NAMESPACED, everything.as_str()] {
+    let observability = "prometheusRule: {enabled: true, runbookUrl: 'https://example.com/runbook', \
+                         labels: {release: prometheus}, alertLabels: {team: platform}}\n\
+                         grafanaDashboard: {enabled: true, labels: {a: b}, annotations: {grafana_folder: Platform}}\n";
+    let everything = format!("{NAMESPACED}{ha}{observability}");
+    let everything_cluster_wide = format!("{ha}{observability}");
+    let alerts = ["tokenExpiringSoon", "notReady", "mintFailureRate", "mintGuardTripped", "operatorAbsent"]
+        .into_iter()
+        .chain(["operatorNotReady", "noLeader"])
+        .map(|a| format!("{a}: {{enabled: false}}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let nothing = format!(
+        "rbac: {{create: false, aggregateClusterRoles: false}}\nserviceAccount: {{create: false, name: given}}\n\
+         metrics: {{service: {{enabled: false}}}}\nleaderElection: {{enabled: false}}\n\
+         livenessProbe: {{enabled: false}}\nreadinessProbe: {{enabled: false}}\n\
+         prometheusRule: {{enabled: true, alerts: {{{alerts}}}}}\ngrafanaDashboard: {{enabled: false}}\n"
+    );
+    let values_sets = ["", NAMESPACED, everything.as_str(), everything_cluster_wide.as_str(), nothing.as_str()];
+    for values in values_sets {
         let output = lint(values).await;
         let stdout = text(&output.stdout);
         assert!(output.status.success(), "helm lint failed for {values:?}:\n{stdout}\n{}", text(&output.stderr));
@@ -777,6 +794,8 @@ async fn service_monitor_and_pod_disruption_budget_select_the_operator() {
     }
     assert_eq!(monitor["spec"]["endpoints"][0]["port"], service["spec"]["ports"][0]["name"]);
     assert_eq!(monitor["spec"]["endpoints"][0]["path"], "/metrics");
+    // The credentials' own `namespace` label survives the scrape (the alerts and dashboard use it).
+    assert_eq!(monitor["spec"]["endpoints"][0]["honorLabels"], true);
 
     let output =
         try_render("aco-system", "serviceMonitor: {enabled: true}\nmetrics: {service: {enabled: false}}", &[]).await;
