@@ -9,7 +9,7 @@ CARGO ?= cargo
 test: envtest lint crd-check chart-check
 	ENVTEST_BIN_DIR="$$(scripts/envtest-build.sh)" $(CARGO) test --workspace --all-targets --no-fail-fast
 
-## Build (once, then cached) kube-apiserver, etcd, kubectl and helm from Go modules.
+## Build (once, then cached) kube-apiserver, etcd, kubectl, helm and promtool from Go modules.
 envtest:
 	scripts/envtest-build.sh
 
@@ -32,7 +32,8 @@ crd-check:
 		diff -u crds/$$crd.yaml <($(CARGO) run --quiet -- crd $$crd) || { echo "crds/ is stale: run 'make crd'"; exit 1; }; \
 	done
 
-## Fail when the Helm chart's CRD copies differ from crds/, or the chart does not lint.
+## Fail when the Helm chart's CRD copies differ from crds/, or the chart does not lint (defaults,
+## and with alerts, dashboard and ServiceMonitor on; tests/chart.rs lints every option on and off).
 chart-check:
 	for crd in $(CRDS); do \
 		cmp -s crds/$$crd.yaml charts/adobe-credential-operator/crds/$$crd.yaml \
@@ -40,6 +41,9 @@ chart-check:
 	done
 	"$$(scripts/envtest-build.sh)/helm" lint --strict charts/adobe-credential-operator \
 		--kube-version "$$(sed -n 's/^kube_version=v//p' scripts/envtest-build.sh)"
+	"$$(scripts/envtest-build.sh)/helm" lint --strict charts/adobe-credential-operator \
+		--kube-version "$$(sed -n 's/^kube_version=v//p' scripts/envtest-build.sh)" \
+		--set prometheusRule.enabled=true,grafanaDashboard.enabled=true,serviceMonitor.enabled=true
 
 ## The operator's main job on a local default: control plane, fake IMS, CRD, the Firefly example,
 ## the operator minting into a Secret; prints `kubectl get adobecredentials` and the Secret's keys.

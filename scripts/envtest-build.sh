@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
-# Builds the control-plane binaries the tests run (kube-apiserver, etcd, kubectl, helm) from the
-# Go modules pinned under tests/envtest/, into a cache keyed by version. Idempotent: binaries that
-# are already cached are not rebuilt. Prints the cache directory on stdout.
+# Builds the binaries the tests run (kube-apiserver, etcd, kubectl, helm, and Prometheus' promtool
+# for the chart's alert rules) from the Go modules pinned under tests/envtest/, into a cache keyed
+# by version. Idempotent: binaries that are already cached are not rebuilt. Prints the cache
+# directory on stdout.
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 kube_version=v1.37.2
 etcd_version=v3.6.16
 helm_version=v3.22.0
+# Prometheus 3.16.0: its Go module github.com/prometheus/prometheus tags 3.x.y as v0.3xx.y.
+prometheus_version=v0.316.0
 cache=${ENVTEST_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/adobe-credential-operator/envtest/${kube_version#v}}
 mkdir -p "$cache"
 
@@ -30,4 +33,7 @@ build etcd etcd go.etcd.io/etcd/server/v3 "-X go.etcd.io/etcd/api/v3/version.Git
 build kube-apiserver kube k8s.io/kubernetes/cmd/kube-apiserver "$kube_ldflags"
 build kubectl kube k8s.io/kubernetes/cmd/kubectl "$kube_ldflags"
 build helm helm helm.sh/helm/v3/cmd/helm "-X helm.sh/helm/v3/internal/version.version=$helm_version"
+prometheus_release=${prometheus_version#v0.}; prometheus_release="3.${prometheus_release#3}"
+build promtool promtool github.com/prometheus/prometheus/cmd/promtool \
+  "-X github.com/prometheus/common/version.Version=$prometheus_release -X github.com/prometheus/common/version.Revision=$prometheus_version"
 echo "$cache"

@@ -54,6 +54,11 @@ impl Health {
     pub fn is_alive(&self) -> bool {
         !self.failed.load(Ordering::SeqCst)
     }
+
+    /// This replica runs the controller (it won the Lease, or runs without leader election).
+    pub fn is_leading(&self) -> bool {
+        self.leading.load(Ordering::SeqCst) && self.is_alive()
+    }
 }
 
 #[derive(Clone)]
@@ -66,6 +71,7 @@ struct AppState {
 pub async fn serve(addr: SocketAddr, health: Arc<Health>, metrics: Arc<Metrics>) -> std::io::Result<SocketAddr> {
     let listener = TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;
+    metrics.observe_health(health.clone());
     let app = Router::new()
         .route("/metrics", get(metrics_handler))
         .route("/healthz", get(healthz))

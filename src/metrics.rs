@@ -1,5 +1,6 @@
 //! Prometheus metrics (prometheus-client), served at `/metrics`. Labels never carry secret
-//! material: flow, outcome (an error reason), and the namespace/name of a credential.
+//! material: flow, outcome (an error reason), the namespace/name of a credential, its Ready
+//! reason, and a workload kind.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -13,6 +14,11 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
+
+use crate::crd::{AdobeCredential, AdobeCredentialStatus, WorkloadKind};
+use crate::http::Health;
+use crate::names::condition::READY;
+use crate::rollout::Restart;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct MintLabels {
@@ -42,6 +48,20 @@ struct CredentialLabels {
     name: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RestartLabels {
+    namespace: String,
+    name: String,
+    kind: String,
+}
+
+const WORKLOAD_KINDS: [WorkloadKind; 3] =
+    [WorkloadKind::Deployment, WorkloadKind::StatefulSet, WorkloadKind::DaemonSet];
+
+fn kind_label(kind: WorkloadKind) -> String {
+    format!("{kind:?}")
+}
+
 /// Every metric of the operator.
 pub struct Metrics {
     registry: Registry,
@@ -51,9 +71,11 @@ pub struct Metrics {
     mints_in_flight: Gauge,
     mints_queued: Gauge,
     mint_guard_trips: Family<CredentialLabels, Counter>,
+    rollout_restarts: Family<RestartLabels, Counter>,
     reconciles: Counter,
     cluster_namespaces: Family<ClusterNamespaceLabels, Gauge>,
-    expiries: Arc<ExpiryCollector>,
+    credentials: Arc<CredentialCollector>,
+    process: Arc<ProcessCollector>,
 }
 
 impl Default for Metrics {
@@ -99,8 +121,16 @@ impl Metrics {
             "Namespaces of a ClusterAdobeCredential by state: selected, written (holding the current token), failed",
             cluster_namespaces.clone(),
         );
-        let expiries = Arc::new(ExpiryCollector::default());
-        registry.register_collector(Box::new(expiries.clone()));
+        let rollout_restarts = Family::<RestartLabels, Counter>::default();
+        registry.register(
+            "rollout_restarts",
+            "Rollout restarts of the workloads (kind) a credential names, for a new token",
+            rollout_restarts.clone(),
+        );
+        let credentials = Arc::new(CredentialCollector::default());
+        registry.register_collector(Box::new(credentials.clone()));
+        let process = Arc::new(ProcessCollector::default());
+        registry.register_collector(Box::new(process.clone()));
         Self {
             cluster_namespaces,
             reconciles,
@@ -111,7 +141,9 @@ impl Metrics {
             mints_in_flight,
             mints_queued,
             mint_guard_trips,
-            expiries,
+            rollout_restarts,
+            credentials,
+            process,
         }
     }
 
@@ -147,7 +179,33 @@ impl Metrics {
     }
 
     pub fn set_expiry(&self, namespace: &str, name: &str, expires_at: Timestamp) {
-        self.expiries.lock().insert((namespace.to_owned(), name.to_owned()), expires_at);
+        self.credentials.lock().entry((namespace.to_owned(), name.to_owned())).or_default().expires_at =
+            Some(expires_at);
+    }
+
+    /// Exports the Ready condition of `status` (the one a reconcile wrote or found unchanged).
+    pub fn set_status(&self, namespace: &str, name: &str, status: &AdobeCredentialStatus) {
+        let Some(ready) = status.conditions.iter().find(|c| c.type_ == READY) else { return };
+        let state = (ready.status == "True", ready.reason.clone());
+        self.credentials.lock().entry((namespace.to_owned(), name.to_owned())).or_default().ready = Some(state);
+    }
+
+    /// Counts the consumers of `cred` restarted for a new token.
+    pub fn consumers_restarted(&self, cred: &AdobeCredential, restarts: &[Restart]) {
+        use kube::ResourceExt;
+        for restart in restarts.iter().filter(|r| r.restarted) {
+            let labels = RestartLabels {
+                namespace: cred.namespace().unwrap_or_default(),
+                name: cred.name_any(),
+                kind: kind_label(restart.status.kind),
+            };
+            self.rollout_restarts.get_or_create(&labels).inc();
+        }
+    }
+
+    /// Exports this replica's readiness and leadership, read from `health` at scrape time.
+    pub fn observe_health(&self, health: Arc<Health>) {
+        *self.process.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(health);
     }
 
     pub fn mint_guard_tripped(&self, namespace: &str, name: &str) {
@@ -173,14 +231,19 @@ impl Metrics {
 
     /// Drops every series of one credential (deleted, or gone while the watch was down).
     pub fn forget(&self, namespace: &str, name: &str) {
-        self.expiries.lock().remove(&(namespace.to_owned(), name.to_owned()));
+        self.credentials.lock().remove(&(namespace.to_owned(), name.to_owned()));
         self.mint_guard_trips.remove(&CredentialLabels { namespace: namespace.to_owned(), name: name.to_owned() });
+        for kind in WORKLOAD_KINDS {
+            let labels =
+                RestartLabels { namespace: namespace.to_owned(), name: name.to_owned(), kind: kind_label(kind) };
+            self.rollout_restarts.remove(&labels);
+        }
     }
 
     /// Keeps the series of the credentials `keep` accepts, by namespace and name (after a relist).
     pub fn retain(&self, keep: impl Fn(&str, &str) -> bool) {
         let gone: Vec<(String, String)> =
-            self.expiries.lock().keys().filter(|(ns, name)| !keep(ns, name)).cloned().collect();
+            self.credentials.lock().keys().filter(|(ns, name)| !keep(ns, name)).cloned().collect();
         for (namespace, name) in gone {
             self.forget(&namespace, &name);
         }
@@ -203,32 +266,80 @@ impl Drop for GaugeGuard {
     }
 }
 
-/// Seconds until each credential's token expires, computed at scrape time (negative once
-/// expired), so an alert needs no `time()` arithmetic.
+/// What is exported per credential: the expiry of its token and its Ready condition.
 #[derive(Debug, Default)]
-struct ExpiryCollector(Mutex<HashMap<(String, String), Timestamp>>);
+struct CredentialState {
+    expires_at: Option<Timestamp>,
+    /// Ready is True, and the condition's reason.
+    ready: Option<(bool, String)>,
+}
 
-impl ExpiryCollector {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), Timestamp>> {
+/// The per-credential gauges, computed at scrape time: seconds until each token expires
+/// (negative once expired, so an alert needs no `time()` arithmetic) and Ready with its reason
+/// (one series per credential: a new reason replaces the old series).
+#[derive(Debug, Default)]
+struct CredentialCollector(Mutex<HashMap<(String, String), CredentialState>>);
+
+impl CredentialCollector {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), CredentialState>> {
         self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
-impl Collector for ExpiryCollector {
+impl Collector for CredentialCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let now = Timestamp::now();
-        let entries: Vec<_> = self.lock().iter().map(|(k, v)| (k.clone(), *v)).collect();
-        let probe = ConstGauge::<f64>::new(0.0);
+        let (mut expiries, mut ready) = (Vec::new(), Vec::new());
+        for ((namespace, name), state) in self.lock().iter() {
+            if let Some(at) = state.expires_at {
+                expiries.push((namespace.clone(), name.clone(), at.duration_since(now).as_secs_f64()));
+            }
+            if let Some((is_ready, reason)) = &state.ready {
+                ready.push((namespace.clone(), name.clone(), reason.clone(), i64::from(*is_ready)));
+            }
+        }
         let mut family = encoder.encode_descriptor(
             "token_expiry_seconds",
             "Seconds until the token in each credential's target Secret expires",
             None,
-            probe.metric_type(),
+            ConstGauge::<f64>::new(0.0).metric_type(),
         )?;
-        for ((namespace, name), expires_at) in entries {
+        for (namespace, name, seconds) in expiries {
             let labels = [("namespace", namespace.as_str()), ("name", name.as_str())];
-            let seconds = expires_at.duration_since(now).as_secs_f64();
             ConstGauge::<f64>::new(seconds).encode(family.encode_family(&labels)?)?;
+        }
+        let mut family = encoder.encode_descriptor(
+            "ready",
+            "1 while a credential's Ready condition is True, else 0; reason: the condition's reason",
+            None,
+            ConstGauge::<i64>::new(0).metric_type(),
+        )?;
+        for (namespace, name, reason, value) in ready {
+            let labels = [("namespace", namespace.as_str()), ("name", name.as_str()), ("reason", reason.as_str())];
+            ConstGauge::<i64>::new(value).encode(family.encode_family(&labels)?)?;
+        }
+        Ok(())
+    }
+}
+
+/// This replica's readiness (`/readyz`) and leadership, read at scrape time.
+#[derive(Debug, Default)]
+struct ProcessCollector(Mutex<Option<Arc<Health>>>);
+
+impl Collector for ProcessCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let Some(health) = self.0.lock().unwrap_or_else(|e| e.into_inner()).clone() else { return Ok(()) };
+        let gauges = [
+            ("operator_ready", "1 while this replica is ready (/readyz answers 200), else 0", health.is_ready()),
+            (
+                "operator_leader",
+                "1 while this replica is the active one (it holds the Lease, or runs without leader election), else 0",
+                health.is_leading(),
+            ),
+        ];
+        for (name, help, value) in gauges {
+            let gauge = ConstGauge::<i64>::new(i64::from(value));
+            gauge.encode(encoder.encode_descriptor(name, help, None, gauge.metric_type())?)?;
         }
         Ok(())
     }
@@ -274,5 +385,61 @@ mod tests {
         let text = metrics.encode();
         assert!(text.contains("adobe_credential_mints_in_flight 0"));
         assert!(!text.contains(r#"name="firefly""#), "{text}");
+    }
+
+    fn status(ready: &str, reason: &str) -> AdobeCredentialStatus {
+        serde_json::from_value(serde_json::json!({ "conditions": [{
+            "type": "Ready", "status": ready, "reason": reason, "message": "m",
+            "lastTransitionTime": "2026-01-01T00:00:00Z",
+        }] }))
+        .expect("status")
+    }
+
+    #[test]
+    fn exposes_ready_by_reason_restarts_and_leadership() {
+        let metrics = Metrics::new();
+        metrics.set_status("team-a", "firefly", &status("True", "TokenMinted"));
+        metrics.set_status("team-a", "akeneo", &status("False", "InvalidClient"));
+        let text = metrics.encode();
+        assert!(text.contains(r#"adobe_credential_ready{namespace="team-a",name="firefly",reason="TokenMinted"} 1"#));
+        assert!(text.contains(r#"adobe_credential_ready{namespace="team-a",name="akeneo",reason="InvalidClient"} 0"#));
+        // A new reason replaces the series: one per credential.
+        metrics.set_status("team-a", "akeneo", &status("False", "TokenExpired"));
+        let text = metrics.encode();
+        assert_eq!(text.matches(r#"name="akeneo""#).count(), 1, "{text}");
+        assert!(text.contains(r#"adobe_credential_ready{namespace="team-a",name="akeneo",reason="TokenExpired"} 0"#));
+
+        let mut cred = AdobeCredential::new("firefly", Default::default());
+        cred.metadata.namespace = Some("team-a".into());
+        let restart = |kind, restarted| Restart {
+            status: crate::crd::RolloutRestartStatus { kind, name: "app".into(), restarted_at: None, message: None },
+            restarted,
+            problem: None,
+        };
+        let restarts = [restart(WorkloadKind::Deployment, true), restart(WorkloadKind::StatefulSet, false)];
+        metrics.consumers_restarted(&cred, &restarts);
+        metrics.consumers_restarted(&cred, &restarts[..1]);
+        let text = metrics.encode();
+        let line = r#"adobe_credential_rollout_restarts_total{namespace="team-a",name="firefly",kind="Deployment"} 2"#;
+        assert!(text.contains(line), "{text}");
+        assert!(!text.contains(r#"kind="StatefulSet""#), "only restarts are counted: {text}");
+
+        assert!(!text.contains("adobe_credential_operator_"), "nothing before the health is known");
+        let health = Arc::new(Health::default());
+        metrics.observe_health(health.clone());
+        let text = metrics.encode();
+        assert!(
+            text.contains("adobe_credential_operator_ready 0") && text.contains("adobe_credential_operator_leader 0")
+        );
+        health.start_leading(0);
+        let text = metrics.encode();
+        assert!(
+            text.contains("adobe_credential_operator_ready 1") && text.contains("adobe_credential_operator_leader 1")
+        );
+
+        metrics.retain(|_, name| name != "firefly");
+        let text = metrics.encode();
+        assert!(!text.contains(r#"name="firefly""#), "{text}");
+        assert!(text.contains(r#"name="akeneo""#), "{text}");
     }
 }

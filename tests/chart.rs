@@ -6,11 +6,14 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
-use std::process::{Output, Stdio};
+use std::path::Path;
 use std::time::Duration;
 
 use adobe_credential_operator::crd::AdobeCredential;
+use common::tools::{
+    CHART, RELEASE, apply, documents, helm, kind, kubectl, lint, one, render, render_objects, text, try_render,
+    values_file,
+};
 use common::{Operator, WAIT, key};
 use fake_token_server::{AdobeClient, FakeTokenServer};
 use futures::TryStreamExt;
@@ -18,141 +21,22 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ObjectReference, Secret, ServiceAccount};
 use k8s_openapi::api::events::v1::Event;
+use k8s_openapi::api::rbac::v1::{ClusterRole, PolicyRule, RoleBinding};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client};
-use serde::Deserialize as _;
 use serde_json::{Value, json};
-use test_support::{KUBERNETES_VERSION, TestNamespace};
+use test_support::TestNamespace;
 
-const CHART: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/charts/adobe-credential-operator");
 const CHART_CRD: &str =
     concat!(env!("CARGO_MANIFEST_DIR"), "/charts/adobe-credential-operator/crds/adobecredentials.yaml");
 const REPO_CRD: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/crds/adobecredentials.yaml");
 const CRD_NAME: &str = "adobecredentials.credentials.adobe-operator.io";
-/// Release name of every install; the chart names its objects `<release>-adobe-credential-operator`.
-const RELEASE: &str = "aco";
 const FULLNAME: &str = "aco-adobe-credential-operator";
 const API_VERSION: &str = "credentials.adobe-operator.io/v1alpha1";
 
 // ---- helm and kubectl -------------------------------------------------------------------------
-
-/// Home of helm's and kubectl's caches and configuration, so the tests never touch the user's.
-fn tool_home() -> &'static Path {
-    Path::new(concat!(env!("CARGO_TARGET_TMPDIR"), "/chart-tools"))
-}
-
-/// A binary of the envtest build (`scripts/envtest-build.sh`); a missing one fails the test.
-fn tool(name: &str) -> PathBuf {
-    let path = test_support::bin_dir().expect("envtest binary directory").join(name);
-    assert!(path.is_file(), "{} is missing: build it with scripts/envtest-build.sh", path.display());
-    path
-}
-
-fn helm_command() -> tokio::process::Command {
-    let mut command = tokio::process::Command::new(tool("helm"));
-    let home = tool_home();
-    command
-        .env("HELM_CACHE_HOME", home.join("helm-cache"))
-        .env("HELM_CONFIG_HOME", home.join("helm-config"))
-        .env("HELM_DATA_HOME", home.join("helm-data"))
-        .env_remove("KUBECONFIG");
-    command
-}
-
-async fn run(mut command: tokio::process::Command, stdin: Option<&str>) -> Output {
-    command.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() });
-    command.stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true);
-    let mut child = command.spawn().unwrap_or_else(|e| panic!("spawning {command:?}: {e}"));
-    if let Some(text) = stdin {
-        use tokio::io::AsyncWriteExt;
-        let mut pipe = child.stdin.take().expect("stdin pipe");
-        pipe.write_all(text.as_bytes()).await.expect("writing stdin");
-    }
-    tokio::time::timeout(WAIT, child.wait_with_output())
-        .await
-        .unwrap_or_else(|_| panic!("{command:?} did not finish within {WAIT:?}"))
-        .expect("waiting for the command")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-/// Runs helm and returns its output, whether it succeeded or not.
-async fn helm(args: &[&str]) -> Output {
-    let mut command = helm_command();
-    command.args(args);
-    run(command, None).await
-}
-
-/// A values file holding `values` (YAML), for helm's `-f`.
-fn values_file(values: &str) -> tempfile::NamedTempFile {
-    let file = tempfile::NamedTempFile::new().expect("values file");
-    std::fs::write(file.path(), values).expect("writing values");
-    file
-}
-
-/// `helm lint --strict` of the chart with `values` (YAML) on top of the defaults. The envtest
-/// helm is built without Kubernetes version ldflags (it would assume 1.20, below the chart's
-/// kubeVersion), hence `--kube-version` here and in `helm template`.
-async fn lint(values: &str) -> Output {
-    let file = values_file(values);
-    let path = file.path().to_str().expect("utf-8 path");
-    helm(&["lint", "--strict", CHART, "--kube-version", KUBERNETES_VERSION, "-f", path]).await
-}
-
-/// `helm template` of the chart for `namespace` with `values` (YAML); the raw output.
-async fn try_render(namespace: &str, values: &str, extra: &[&str]) -> Output {
-    let file = values_file(values);
-    let path = file.path().to_str().expect("utf-8 path");
-    let mut args =
-        vec!["template", RELEASE, CHART, "--namespace", namespace, "--kube-version", KUBERNETES_VERSION, "-f", path];
-    args.extend_from_slice(extra);
-    helm(&args).await
-}
-
-/// The rendered manifests as YAML; fails the test when helm fails.
-async fn render(namespace: &str, values: &str) -> String {
-    let output = try_render(namespace, values, &[]).await;
-    assert!(output.status.success(), "helm template failed:\n{}", text(&output.stderr));
-    text(&output.stdout)
-}
-
-/// The rendered objects, parsed.
-async fn render_objects(namespace: &str, values: &str) -> Vec<Value> {
-    documents(&render(namespace, values).await)
-}
-
-fn documents(yaml: &str) -> Vec<Value> {
-    serde_yaml::Deserializer::from_str(yaml)
-        .map(|doc| serde_yaml::Value::deserialize(doc).expect("rendered YAML parses"))
-        .filter(|doc| !doc.is_null())
-        .map(|doc| serde_json::to_value(doc).expect("YAML as JSON"))
-        .collect()
-}
-
-/// kubectl with the admin kubeconfig, or with `kubeconfig` when given.
-async fn kubectl(kubeconfig: Option<&Path>, args: &[&str], stdin: Option<&str>) -> Output {
-    let kubeconfig = kubeconfig.unwrap_or_else(|| test_support::control_plane().kubeconfig_path());
-    let mut command = tokio::process::Command::new(tool("kubectl"));
-    command
-        .arg("--kubeconfig")
-        .arg(kubeconfig)
-        .arg("--cache-dir")
-        .arg(tool_home().join("kube-cache"))
-        .args(args)
-        .env_remove("KUBECONFIG");
-    run(command, stdin).await
-}
-
-/// Server-side applies `manifests` as admin; fails the test with kubectl's message otherwise.
-async fn apply(manifests: &str) {
-    let output =
-        kubectl(None, &["apply", "--server-side", "--field-manager=chart-test", "-f", "-"], Some(manifests)).await;
-    assert!(output.status.success(), "kubectl apply rejected the manifests:\n{}", text(&output.stderr));
-}
 
 /// Applies the chart's own CRD file once per test binary, as a user would, and waits until the
 /// API server serves the resource.
@@ -194,16 +78,6 @@ async fn client_for(kubeconfig: &Path) -> Client {
 }
 
 // ---- rendered objects ------------------------------------------------------------------------
-
-fn kind<'a>(objects: &'a [Value], kind: &str) -> Vec<&'a Value> {
-    objects.iter().filter(|o| o["kind"] == kind).collect()
-}
-
-fn one<'a>(objects: &'a [Value], wanted: &str) -> &'a Value {
-    let found = kind(objects, wanted);
-    assert_eq!(found.len(), 1, "expected exactly one {wanted}");
-    found[0]
-}
 
 /// A rule's target: API group, resource and its resourceNames (comma-joined, empty for all).
 type RuleKey = (String, String, String);
@@ -257,6 +131,22 @@ fn operator_rules(rollout_restart: bool) -> BTreeMap<RuleKey, BTreeSet<String>> 
     expected
 }
 
+/// The ClusterRole of the operator itself (not the tenant roles).
+fn operator_cluster_role(objects: &[Value]) -> &Value {
+    let found: Vec<&Value> =
+        kind(objects, "ClusterRole").into_iter().filter(|r| r["metadata"]["name"] == FULLNAME).collect();
+    assert_eq!(found.len(), 1, "expected exactly one ClusterRole {FULLNAME}");
+    found[0]
+}
+
+fn cluster_role_names(objects: &[Value]) -> BTreeSet<String> {
+    kind(objects, "ClusterRole").iter().map(|r| r["metadata"]["name"].as_str().expect("name").to_owned()).collect()
+}
+
+fn tenant_role_names() -> BTreeSet<String> {
+    [format!("{FULLNAME}-view"), format!("{FULLNAME}-edit")].into()
+}
+
 fn subjects_are_the_service_account(binding: &Value, release_namespace: &str) {
     assert_eq!(
         binding["subjects"],
@@ -283,11 +173,28 @@ fn env_values(objects: &[Value]) -> BTreeMap<String, Option<String>> {
 const NAMESPACED: &str = "watchNamespaces: [team-a, team-b]\n";
 
 #[tokio::test]
-async fn helm_lint_passes_for_cluster_wide_and_namespace_scoped_values() {
+async fn helm_lint_passes_with_every_option_on_and_off() {
     let ha = "replicaCount: 2\npodDisruptionBudget: {enabled: true}\nrolloutRestart: {enabled: true}\n\
               extraCA: {configMap: proxy-ca}\nserviceMonitor: {enabled: true}\n";
-    let everything = format!("{NAMESPACED}{ha}");
-    for values in ["", NAMESPACED, everything.as_str()] {
+    let observability = "prometheusRule: {enabled: true, runbookUrl: 'https://example.com/runbook', \
+                         labels: {release: prometheus}, alertLabels: {team: platform}}\n\
+                         grafanaDashboard: {enabled: true, labels: {a: b}, annotations: {grafana_folder: Platform}}\n";
+    let everything = format!("{NAMESPACED}{ha}{observability}");
+    let everything_cluster_wide = format!("{ha}{observability}");
+    let alerts = ["tokenExpiringSoon", "notReady", "mintFailureRate", "mintGuardTripped", "operatorAbsent"]
+        .into_iter()
+        .chain(["operatorNotReady", "noLeader"])
+        .map(|a| format!("{a}: {{enabled: false}}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let nothing = format!(
+        "rbac: {{create: false, aggregateClusterRoles: false}}\nserviceAccount: {{create: false, name: given}}\n\
+         metrics: {{service: {{enabled: false}}}}\nleaderElection: {{enabled: false}}\n\
+         livenessProbe: {{enabled: false}}\nreadinessProbe: {{enabled: false}}\n\
+         prometheusRule: {{enabled: true, alerts: {{{alerts}}}}}\ngrafanaDashboard: {{enabled: false}}\n"
+    );
+    let values_sets = ["", NAMESPACED, everything.as_str(), everything_cluster_wide.as_str(), nothing.as_str()];
+    for values in values_sets {
         let output = lint(values).await;
         let stdout = text(&output.stdout);
         assert!(output.status.success(), "helm lint failed for {values:?}:\n{stdout}\n{}", text(&output.stderr));
@@ -344,7 +251,7 @@ fn chart_crds_are_the_generated_crds() {
 #[tokio::test]
 async fn cluster_wide_rbac_is_a_cluster_role_with_only_what_the_operator_needs() {
     let objects = render_objects("aco-system", "").await;
-    assert_eq!(rules(one(&objects, "ClusterRole")), operator_rules(false));
+    assert_eq!(rules(operator_cluster_role(&objects)), operator_rules(false));
     subjects_are_the_service_account(one(&objects, "ClusterRoleBinding"), "aco-system");
     // Leader election: the release's own Lease, only in the release namespace.
     let lease_role = one(&objects, "Role");
@@ -361,7 +268,7 @@ async fn cluster_wide_rbac_is_a_cluster_role_with_only_what_the_operator_needs()
 
     let objects =
         render_objects("aco-system", "rolloutRestart: {enabled: true}\nleaderElection: {enabled: false}").await;
-    assert_eq!(rules(one(&objects, "ClusterRole")), operator_rules(true));
+    assert_eq!(rules(operator_cluster_role(&objects)), operator_rules(true));
     assert!(kind(&objects, "Role").is_empty() && kind(&objects, "RoleBinding").is_empty(), "no Lease access");
     let env = env_values(&objects);
     assert_eq!(env["ACO_LEADER_ELECTION"].as_deref(), Some("false"));
@@ -376,7 +283,9 @@ async fn cluster_wide_rbac_is_a_cluster_role_with_only_what_the_operator_needs()
 #[tokio::test]
 async fn namespace_scoped_rbac_is_a_role_per_watched_namespace_and_nothing_cluster_wide() {
     let objects = render_objects("aco-system", NAMESPACED).await;
-    assert!(kind(&objects, "ClusterRole").is_empty() && kind(&objects, "ClusterRoleBinding").is_empty());
+    // The only cluster-wide objects are the tenant roles, which grant the operator nothing.
+    assert_eq!(cluster_role_names(&objects), tenant_role_names());
+    assert!(kind(&objects, "ClusterRoleBinding").is_empty());
     let roles: BTreeMap<&str, &Value> = kind(&objects, "Role")
         .into_iter()
         .map(|r| (r["metadata"]["namespace"].as_str().expect("namespace"), r))
@@ -542,7 +451,10 @@ async fn cluster_wide_install_is_accepted_by_the_api_server() {
 /// An install with `watchNamespaces: [watched]` into `release`, applied as admin.
 async fn install_namespace_scoped(release: &str, watched: &str) {
     install_chart_crd().await;
-    let manifests = render(release, &format!("watchNamespaces: [{watched}]\n")).await;
+    // Without the tenant ClusterRoles: cluster-scoped, they would clash with those of the
+    // cluster-wide install test (same release name), which `helm install` must not find.
+    let values = format!("watchNamespaces: [{watched}]\nrbac: {{aggregateClusterRoles: false}}\n");
+    let manifests = render(release, &values).await;
     apply(&manifests).await;
     assert_all_exist(&manifests).await;
     let accounts: Api<ServiceAccount> = Api::namespaced(test_support::control_plane().client(), release);
@@ -891,8 +803,176 @@ async fn service_monitor_and_pod_disruption_budget_select_the_operator() {
     }
     assert_eq!(monitor["spec"]["endpoints"][0]["port"], service["spec"]["ports"][0]["name"]);
     assert_eq!(monitor["spec"]["endpoints"][0]["path"], "/metrics");
+    // The credentials' own `namespace` label survives the scrape (the alerts and dashboard use it).
+    assert_eq!(monitor["spec"]["endpoints"][0]["honorLabels"], true);
 
     let output =
         try_render("aco-system", "serviceMonitor: {enabled: true}\nmetrics: {service: {enabled: false}}", &[]).await;
     assert!(!output.status.success(), "a ServiceMonitor without its Service was rendered");
+}
+
+// ---- roles for tenants -------------------------------------------------------------------------
+
+const TENANT_GROUP: &str = "credentials.adobe-operator.io";
+
+#[tokio::test]
+async fn tenant_roles_are_labelled_for_aggregation_into_view_edit_and_admin() {
+    for values in ["", NAMESPACED] {
+        let objects = render_objects("aco-system", values).await;
+        let role = |suffix: &str| {
+            let name = format!("{FULLNAME}-{suffix}");
+            *kind(&objects, "ClusterRole").iter().find(|r| r["metadata"]["name"] == name.as_str()).expect("tenant role")
+        };
+        let aggregate_to = |role: &Value| -> BTreeSet<String> {
+            let labels = role["metadata"]["labels"].as_object().expect("labels");
+            labels
+                .iter()
+                .filter_map(|(k, v)| k.strip_prefix("rbac.authorization.k8s.io/aggregate-to-").filter(|_| v == "true"))
+                .map(str::to_owned)
+                .collect()
+        };
+        let (view, edit) = (role("view"), role("edit"));
+        assert_eq!(aggregate_to(view), ["admin", "edit", "view"].map(String::from).into());
+        assert_eq!(aggregate_to(edit), ["admin", "edit"].map(String::from).into());
+        assert_eq!(rules(view), rule_set(&[(TENANT_GROUP, "adobecredentials", "", &["get", "list", "watch"])]));
+        assert_eq!(
+            rules(edit),
+            rule_set(&[(
+                TENANT_GROUP,
+                "adobecredentials",
+                "",
+                &["create", "update", "patch", "delete", "deletecollection"]
+            )])
+        );
+    }
+    let objects = render_objects("aco-system", "rbac: {aggregateClusterRoles: false}").await;
+    assert_eq!(cluster_role_names(&objects), [FULLNAME.to_owned()].into(), "only the operator's ClusterRole");
+}
+
+/// What kube-controller-manager's clusterrole-aggregation controller does, which this control
+/// plane does not run: the rules of `name` become the union of the rules of every ClusterRole its
+/// `aggregationRule` selects.
+async fn aggregate(client: &Client, name: &str) {
+    let roles: Api<ClusterRole> = Api::all(client.clone());
+    let mut role = roles.get(name).await.expect("built-in ClusterRole");
+    let selectors =
+        role.aggregation_rule.as_ref().and_then(|a| a.cluster_role_selectors.clone()).expect("an aggregationRule");
+    let selects = |labels: &BTreeMap<String, String>| {
+        selectors.iter().any(|selector| {
+            assert!(selector.match_expressions.is_none(), "only matchLabels selectors are emulated");
+            selector.match_labels.iter().flatten().all(|(k, v)| labels.get(k) == Some(v))
+        })
+    };
+    let mut union: Vec<PolicyRule> = Vec::new();
+    for other in roles.list(&ListParams::default()).await.expect("list ClusterRoles").items {
+        if other.metadata.name.as_deref() == Some(name)
+            || !selects(other.metadata.labels.as_ref().unwrap_or(&BTreeMap::new()))
+        {
+            continue;
+        }
+        for rule in other.rules.unwrap_or_default() {
+            if !union.contains(&rule) {
+                union.push(rule);
+            }
+        }
+    }
+    role.rules = Some(union);
+    roles.replace(name, &PostParams::default(), &role).await.expect("write the aggregated rules");
+}
+
+/// A RoleBinding of `user` to the ClusterRole `role` in `namespace`.
+async fn bind(client: &Client, namespace: &str, user: &str, role: &str) {
+    let binding: RoleBinding = serde_json::from_value(json!({
+        "metadata": { "name": format!("{user}-{role}") },
+        "roleRef": { "apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role },
+        "subjects": [{ "apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user }],
+    }))
+    .expect("binding");
+    Api::<RoleBinding>::namespaced(client.clone(), namespace)
+        .create(&PostParams::default(), &binding)
+        .await
+        .expect("create RoleBinding");
+}
+
+/// Namespace editors (and admins) manage AdobeCredentials, viewers read them, through the
+/// built-in roles and the chart's tenant roles; nobody gets their status or another namespace.
+/// The chart's rendered tenant roles are applied to the real API server; their aggregation into
+/// `view`/`edit`/`admin` is done by [`aggregate`] (no controller-manager runs here), and the
+/// tenant roles are also bound directly, which needs no aggregation.
+#[tokio::test]
+async fn namespace_editors_manage_and_viewers_read_adobecredentials() {
+    install_chart_crd().await;
+    let admin = test_support::control_plane().client();
+    let (tenant, other) = (namespace("tenant").await, namespace("tenant-other").await);
+    let (ns, other) = (tenant.name(), other.name());
+    // Named apart from the other tests' installs: ClusterRoles are cluster-scoped.
+    let fullname = "tenant-test";
+    let (view_role, edit_role) = (format!("{fullname}-view"), format!("{fullname}-edit"));
+    let tenant_roles: Vec<Value> = render_objects(ns, &format!("fullnameOverride: {fullname}"))
+        .await
+        .into_iter()
+        .filter(|o| {
+            o["kind"] == "ClusterRole" && [&view_role, &edit_role].iter().any(|n| o["metadata"]["name"] == n.as_str())
+        })
+        .collect();
+    assert_eq!(tenant_roles.len(), 2);
+    let manifests: Vec<String> = tenant_roles.iter().map(|r| serde_yaml::to_string(r).expect("YAML")).collect();
+    apply(&manifests.join("---\n")).await;
+    for built_in in ["view", "edit", "admin"] {
+        aggregate(&admin, built_in).await;
+    }
+    bind(&admin, ns, "ed", "edit").await;
+    bind(&admin, ns, "ad", "admin").await;
+    bind(&admin, ns, "vi", "view").await;
+    bind(&admin, ns, "direct-editor", &edit_role).await;
+    bind(&admin, ns, "direct-editor", &view_role).await;
+    bind(&admin, ns, "direct-viewer", &view_role).await;
+
+    let kubeconfig = test_support::control_plane().kubeconfig_path();
+    let can = |user: &str, verb: &str, namespace: &str, extra: Option<&str>| {
+        let mut args = vec![verb, "adobecredentials.credentials.adobe-operator.io", "-n", namespace, "--as", user];
+        args.extend(extra);
+        let args: Vec<String> = args.into_iter().map(str::to_owned).collect();
+        async move { can_i(kubeconfig, &args.iter().map(String::as_str).collect::<Vec<_>>()).await }
+    };
+    let write = ["create", "update", "patch", "delete", "deletecollection"];
+    let read = ["get", "list", "watch"];
+    for user in ["ed", "ad", "direct-editor"] {
+        for verb in read.iter().chain(&write) {
+            assert!(can(user, verb, ns, None).await, "{user} cannot {verb} AdobeCredentials in its namespace");
+            assert!(!can(user, verb, other, None).await, "{user} can {verb} AdobeCredentials in another namespace");
+        }
+        let status = Some("--subresource=status");
+        assert!(!can(user, "patch", ns, status).await, "{user} can patch the operator's status");
+        assert!(!can(user, "update", ns, status).await, "{user} can update the operator's status");
+    }
+    for user in ["vi", "direct-viewer"] {
+        for verb in read {
+            assert!(can(user, verb, ns, None).await, "{user} cannot {verb} AdobeCredentials in its namespace");
+            assert!(!can(user, verb, other, None).await, "{user} can {verb} AdobeCredentials in another namespace");
+        }
+        for verb in write {
+            assert!(!can(user, verb, ns, None).await, "viewer {user} can {verb} AdobeCredentials");
+        }
+    }
+    // The tenant roles grant nothing else: a viewer of the chart's role alone reads no Secret.
+    assert!(!can_i(kubeconfig, &["get", "secrets", "-n", ns, "--as", "direct-viewer"]).await);
+    assert!(!can_i(kubeconfig, &["get", "secrets", "-n", ns, "--as", "direct-editor"]).await);
+
+    // And real requests, as kubectl makes them for these users.
+    let credential = format!(
+        "apiVersion: {API_VERSION}\nkind: AdobeCredential\nmetadata: {{name: firefly, namespace: {ns}}}\n\
+         spec: {{oauthServerToServer: {{clientSecretRef: {{name: firefly-client}}, scopes: [openid]}}}}\n"
+    );
+    let output = kubectl(None, &["apply", "-f", "-", "--as", "vi"], Some(&credential)).await;
+    assert!(!output.status.success() && text(&output.stderr).contains("forbidden"), "a viewer created a credential");
+    let output = kubectl(None, &["apply", "-f", "-", "--as", "ed"], Some(&credential)).await;
+    assert!(output.status.success(), "an editor could not create a credential:\n{}", text(&output.stderr));
+    let output = kubectl(None, &["get", "adobecredentials", "-n", ns, "-o", "name", "--as", "vi"], None).await;
+    assert!(output.status.success(), "a viewer could not list credentials:\n{}", text(&output.stderr));
+    assert_eq!(text(&output.stdout).trim(), "adobecredential.credentials.adobe-operator.io/firefly");
+    let output = kubectl(None, &["delete", "adobecredential", "firefly", "-n", ns, "--as", "vi"], None).await;
+    assert!(!output.status.success() && text(&output.stderr).contains("forbidden"), "a viewer deleted a credential");
+    let output = kubectl(None, &["delete", "adobecredential", "firefly", "-n", ns, "--as", "ad"], None).await;
+    assert!(output.status.success(), "an admin could not delete a credential:\n{}", text(&output.stderr));
 }

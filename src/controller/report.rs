@@ -55,6 +55,7 @@ pub(super) async fn success(
     let outcome = Outcome::Valid { token: &done.token, renewal: done.renewal, fallback_secret_key, notes: &done.notes };
     let mut desired = status::desired(cred, &outcome, now);
     let restarts = restart_consumers(cred, ctx, &done.token).await;
+    ctx.metrics.consumers_restarted(cred, &restarts);
     status::set_rollout_restarts(&mut desired, cred, &restarts, now);
     let notices = success_notices(cred, &done, &restarts);
     patch_status_if_changed(cred, ctx, desired).await?;
@@ -186,6 +187,7 @@ async fn patch_status_if_changed(
     ctx: &Context,
     desired: AdobeCredentialStatus,
 ) -> Result<(), Error> {
+    ctx.metrics.set_status(&cred.namespace().unwrap_or_default(), &cred.name_any(), &desired);
     if cred.status.as_ref().is_some_and(|current| status::same_when_written(current, &desired)) {
         return Ok(());
     }

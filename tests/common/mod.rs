@@ -2,6 +2,8 @@
 //! IMS served over TLS with its own CA, and the operator binary scoped to that namespace.
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub mod tools;
+
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::path::{Path, PathBuf};
