@@ -101,6 +101,9 @@ pub enum Error {
     #[error("{}", mint_refusal(.retry_at, .budget_spent))]
     MintRateLimited { retry_at: jiff::Timestamp, budget_spent: bool, wait: Duration },
 
+    #[error("the operator is still listing namespaces and copies; it acts once it has seen them all")]
+    CachesNotSynced,
+
     #[error(
         "this replica could not confirm its leader Lease within the renew deadline; it neither mints nor writes until it leads again"
     )]
@@ -188,6 +191,7 @@ impl Error {
             | Error::MalformedTokenResponse { .. }
             | Error::MintRateLimited { .. }
             | Error::LeadershipLost
+            | Error::CachesNotSynced
             | Error::Kube { .. } => Retry::Transient,
             _ => Retry::Permanent,
         }

@@ -180,7 +180,8 @@ async fn helm_lint_passes_with_every_option_on_and_off() {
                          labels: {release: prometheus}, alertLabels: {team: platform}}\n\
                          grafanaDashboard: {enabled: true, labels: {a: b}, annotations: {grafana_folder: Platform}}\n";
     let everything = format!("{NAMESPACED}{ha}{observability}");
-    let everything_cluster_wide = format!("{ha}{observability}");
+    let everything_cluster_wide =
+        format!("{ha}{observability}clusterCredentials: {{enabled: true, namespace: platform}}\n");
     let alerts = ["tokenExpiringSoon", "notReady", "mintFailureRate", "mintGuardTripped", "operatorAbsent"]
         .into_iter()
         .chain(["operatorNotReady", "noLeader"])
@@ -208,7 +209,7 @@ async fn values_schema_and_guards_reject_bad_values() {
     // The same invocation succeeds with good values, so each failure below is the bad value's.
     let good = try_render("aco-system", "", &[]).await;
     assert!(good.status.success(), "{}", text(&good.stderr));
-    let cases: [(&str, &str); 9] = [
+    let cases: [(&str, &str); 11] = [
         ("replicaCount: two", "/replicaCount"),
         ("replicaCount: 0", "/replicaCount"),
         ("replicas: 2", "additional properties 'replicas' not allowed"),
@@ -218,6 +219,8 @@ async fn values_schema_and_guards_reject_bad_values() {
         ("image: {pullPolicy: Sometimes}", "/image/pullPolicy"),
         ("extraCA: {configMap: a, secret: b}", "set either configMap or secret, not both"),
         ("replicaCount: 2\nleaderElection: {enabled: false}", "needs leaderElection.enabled=true"),
+        ("clusterCredentials: {enabled: true}\nwatchNamespaces: [team-a]", "needs watchNamespaces empty"),
+        ("clusterCredentials: {enabled: true, namespace: Platform}", "/clusterCredentials/namespace"),
     ];
     for (values, message) in cases {
         let output = try_render("aco-system", values, &[]).await;

@@ -89,19 +89,21 @@ async fn wait_copies(env: &TestEnv, namespaces: &[&str], token: &str) {
     .await;
 }
 
-/// Waits until the status says `written` namespaces hold the token and `failed` failed.
+/// Waits until the status says the token is Ready, `written` namespaces hold it and `failed`
+/// failed. (The minter's status may come a moment after the copies.)
 async fn wait_counts(env: &TestEnv, name: &str, written: u32, failed: u32) -> ClusterAdobeCredential {
-    eventually(&format!("{name}: {written} written, {failed} failed"), WAIT, || async {
+    eventually(&format!("{name}: Ready, {written} written, {failed} failed"), WAIT, || async {
         let cc = cluster_api(env).get(name).await.ok()?;
         let counts = cc.status.as_ref()?.namespaces;
-        (counts.written == written && counts.failed == failed).then_some(cc)
+        let ready = condition(&cc, "Ready").0 == "True";
+        (ready && counts.written == written && counts.failed == failed).then_some(cc)
     })
     .await
 }
 
 fn condition<'a>(cc: &'a ClusterAdobeCredential, type_: &str) -> (&'a str, &'a str) {
-    let c = cc.status.as_ref().and_then(|s| s.conditions.iter().find(|c| c.type_ == type_)).expect("condition");
-    (c.status.as_str(), c.reason.as_str())
+    let c = cc.status.as_ref().and_then(|s| s.conditions.iter().find(|c| c.type_ == type_));
+    c.map_or(("", ""), |c| (c.status.as_str(), c.reason.as_str()))
 }
 
 /// Deletes the cluster credential and waits until the operator has cleaned up and let it go.
@@ -302,3 +304,66 @@ async fn deleted_and_edited_copies_are_restored_without_a_mint() {
     delete_and_wait(&env, "cm").await;
     env.assert_no_mint_loop(&[]);
 }
+
+/// The chart with `clusterCredentials.enabled`, applied to the real API server, and the operator
+/// running as the chart's ServiceAccount: what the chart grants is enough to serve a
+/// ClusterAdobeCredential end to end (finalizer, minter, copies, status, cleanup), and no more.
+#[tokio::test]
+async fn the_chart_grants_what_cluster_credentials_need_and_no_more() {
+    use common::tools::{apply, kubectl, render};
+    let _serial = SERIAL.lock().await;
+    let mut env = TestEnv::new("cc-chart").await;
+    env.kill_operator().await;
+    let release = env.ns().to_owned();
+    let values = "clusterCredentials: {enabled: true}\nrbac: {aggregateClusterRoles: false}\n";
+    apply(&render(&release, values).await).await;
+    let sa = env.control_plane.service_account_kubeconfig(&release, FULLNAME).await.expect("kubeconfig");
+    let log = env.dir.path().join("operator.log");
+    let flags = ["--cluster-credential-namespace", release.as_str()];
+    env.operator = Some(common::Operator::start_with("", &sa, &env.ca_file(), log, &flags).await);
+    env.register_client("ccx-client", "p8e-ccx-secret", DAY);
+    env.put_source("ccx-client-src", "ccx-client", "p8e-ccx-secret").await;
+    let label = "aco-test/cc-chart";
+    let team = tenant(&env, "ccx-team", &[(label, "chart")]).await;
+    cluster_api(&env)
+        .create(&PostParams::default(), &cluster_credential(&env, "chart", "ccx-client", label))
+        .await
+        .expect("create cluster credential");
+    let token = eventually("a token", WAIT, || async { env.ims.issued_tokens("ccx-client").first().cloned() }).await;
+    wait_copies(&env, &[team.name()], &token).await;
+    let cc = wait_counts(&env, "chart", 1, 0).await;
+    assert_eq!(condition(&cc, "Distributed"), ("True", "AllNamespacesWritten"));
+
+    // No more than that: minters only in the cluster-credential namespace, namespaces read-only.
+    let can_i = |args: Vec<String>| {
+        let sa = sa.clone();
+        async move {
+            let mut full = vec!["auth".to_string(), "can-i".to_string()];
+            full.extend(args);
+            let refs: Vec<&str> = full.iter().map(String::as_str).collect();
+            kubectl(Some(&sa), &refs, None).await.status.success()
+        }
+    };
+    let args = |verb: &str, resource: &str, ns: Option<&str>| -> Vec<String> {
+        let mut a = vec![verb.to_string(), resource.to_string()];
+        if let Some(ns) = ns {
+            a.extend(["-n".to_string(), ns.to_string()]);
+        }
+        a
+    };
+    assert!(can_i(args("create", "adobecredentials", Some(&release))).await);
+    assert!(
+        !can_i(args("create", "adobecredentials", Some(team.name()))).await,
+        "minters only where the platform keeps them"
+    );
+    assert!(!can_i(args("delete", "adobecredentials", Some(team.name()))).await);
+    assert!(!can_i(args("patch", "namespaces", None)).await);
+    assert!(!can_i(args("create", "clusteradobecredentials", None)).await, "the operator never creates its own input");
+
+    delete_and_wait(&env, "chart").await;
+    assert!(copy(&env, team.name()).await.is_none(), "cleaned up with the chart's permissions");
+    env.assert_no_leaks(&["ccx-client"]).await;
+    env.assert_no_mint_loop(&[]);
+}
+
+const FULLNAME: &str = "aco-adobe-credential-operator";

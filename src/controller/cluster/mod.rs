@@ -9,6 +9,7 @@
 mod plan;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -46,6 +47,27 @@ const WRITE_CONCURRENCY: usize = 16;
 /// Field manager of the copies.
 const COPY_MANAGER: &str = "adobe-credential-operator/cluster";
 
+/// Whether the namespace and copy caches hold a complete list. Until both do, a distribution
+/// would take every namespace for unselected and every copy for missing.
+#[derive(Default)]
+struct Synced {
+    namespaces: AtomicBool,
+    copies: AtomicBool,
+}
+
+/// Raises `flag` once a watch has delivered its first complete list.
+fn mark_listed<K>(event: &watcher::Event<K>, flag: &AtomicBool) {
+    if matches!(event, watcher::Event::InitDone) {
+        flag.store(true, Ordering::Release);
+    }
+}
+
+impl Synced {
+    fn both(&self) -> bool {
+        self.namespaces.load(Ordering::Acquire) && self.copies.load(Ordering::Acquire)
+    }
+}
+
 /// What the distribution shares between reconciles.
 struct Distribution {
     ctx: Arc<Context>,
@@ -53,6 +75,7 @@ struct Distribution {
     namespace: String,
     namespaces: Store<PartialObjectMeta<Namespace>>,
     copies: Store<PartialObjectMeta<Secret>>,
+    synced: Arc<Synced>,
     /// `(cluster credential, namespace)` → what this replica wrote there and its resourceVersion.
     known: Mutex<HashMap<(String, String), Remembered>>,
 }
@@ -66,25 +89,48 @@ struct Minted {
 
 #[derive(Debug, Clone)]
 struct Remembered {
+    /// The version this replica's write produced; None while the write is under way.
     resource_version: Option<String>,
     known: Known,
+}
+
+impl Remembered {
+    /// Whether `meta` is the copy this replica wrote: its version, or (while the write is under
+    /// way) the token and keys it is writing.
+    fn is_echo(&self, meta: &PartialObjectMeta<Secret>) -> bool {
+        let Known::Written { fingerprint, data_hash } = &self.known else { return false };
+        match &self.resource_version {
+            Some(version) => meta.resource_version().as_ref() == Some(version),
+            None => {
+                let note = |key: &str| meta.annotations().get(key);
+                note(annotation::TOKEN_FINGERPRINT) == Some(fingerprint)
+                    && note(annotation::DATA_HASH) == Some(data_hash)
+            }
+        }
+    }
 }
 
 /// Runs the ClusterAdobeCredential controller until shutdown.
 pub async fn run(ctx: Arc<Context>, namespace: String, concurrency: u16) {
     let client = ctx.client.clone();
+    let synced = Arc::new(Synced::default());
     let (namespaces, namespace_writer) = reflector::store();
-    let namespace_events =
-        watcher(Api::<PartialObjectMeta<Namespace>>::all(client.clone()), watcher::Config::default())
-            .default_backoff()
-            .reflect(namespace_writer)
-            .touched_objects();
+    let namespaces_listed = synced.clone();
+    let all_namespaces = Api::<PartialObjectMeta<Namespace>>::all(client.clone());
+    let namespace_events = watcher(all_namespaces, watcher::Config::default())
+        .default_backoff()
+        .reflect(namespace_writer)
+        .inspect_ok(move |event| mark_listed(event, &namespaces_listed.namespaces))
+        .touched_objects();
     let (copies, copy_writer) = reflector::store();
     let copy_config = watcher::Config::default().labels(CLUSTER_CREDENTIAL_LABEL);
+    let copies_listed = synced.clone();
     let copy_events = watcher(Api::<PartialObjectMeta<Secret>>::all(client.clone()), copy_config)
         .default_backoff()
-        .reflect(copy_writer);
-    let dist = Arc::new(Distribution { ctx: ctx.clone(), namespace, namespaces, copies, known: Mutex::default() });
+        .reflect(copy_writer)
+        .inspect_ok(move |event| mark_listed(event, &copies_listed.copies));
+    let known = Mutex::default();
+    let dist = Arc::new(Distribution { ctx: ctx.clone(), namespace, namespaces, copies, synced, known });
 
     let controller = Controller::new(Api::<ClusterAdobeCredential>::all(client.clone()), watcher::Config::default());
     let all_credentials = controller.store();
@@ -133,13 +179,15 @@ impl Distribution {
         let Some(owner) = meta.annotations().get(annotation::CLUSTER_CREDENTIAL).cloned() else { return Vec::new() };
         let key = (owner.clone(), meta.namespace().unwrap_or_default());
         let mut known = self.known();
-        let own_echo = matches!(event, watcher::Event::Apply(_))
-            && meta.resource_version().is_some()
-            && known.get(&key).is_some_and(|r| r.resource_version == meta.resource_version());
-        if own_echo {
+        if let (watcher::Event::Apply(_), Some(remembered)) = (event, known.get_mut(&key))
+            && remembered.is_echo(meta)
+        {
+            // The event of a write under way may come before the write returns: learn its version.
+            remembered.resource_version = meta.resource_version();
             return Vec::new();
         }
         if after_start {
+            debug!(namespace = %key.1, version = ?meta.resource_version(), "a copy was changed by someone else");
             known.insert(key, Remembered { resource_version: None, known: Known::Foreign });
         }
         vec![ObjectRef::new(&owner)]
@@ -173,6 +221,9 @@ fn error_policy(cc: Arc<ClusterAdobeCredential>, err: &finalizer::Error<Error>, 
 
 /// Read → decide → act → report, for one cluster credential.
 async fn distribute(cc: &ClusterAdobeCredential, dist: &Distribution) -> Result<Action, Error> {
+    if !dist.synced.both() {
+        return Ok(Action::requeue(Duration::from_millis(200)));
+    }
     let minter = match ensure_minter(cc, dist).await {
         Ok(minter) => minter,
         Err(error) => {
@@ -364,20 +415,30 @@ async fn write_copy(
     let secrets: Api<Secret> = Api::namespaced(dist.ctx.client.clone(), namespace);
     let copy = copy_secret(cc, namespace, minted);
     let name = cc.target_name();
-    let written = if create {
-        let params = PostParams { field_manager: Some(COPY_MANAGER.into()), ..Default::default() };
-        match secrets.create(&params, &copy).await {
-            Err(kube::Error::Api(status)) if status.code == 409 => {
-                return Err(Error::NamespaceConflict { namespace: namespace.to_owned(), name });
-            }
-            other => other,
-        }
-    } else {
-        secrets.patch(&name, &PatchParams::apply(COPY_MANAGER).force(), &Patch::Apply(&copy)).await
-    }
-    .map_err(Error::kube("writing a namespace's copy of the token"))?;
     let wanted = &minted.wanted;
     let known = Known::Written { fingerprint: wanted.fingerprint.clone(), data_hash: wanted.data_hash.clone() };
+    dist.remember(cc, namespace, Some(Remembered { resource_version: None, known: known.clone() }));
+    let written = if create {
+        let params = PostParams { field_manager: Some(COPY_MANAGER.into()), ..Default::default() };
+        secrets.create(&params, &copy).await
+    } else {
+        secrets.patch(&name, &PatchParams::apply(COPY_MANAGER).force(), &Patch::Apply(&copy)).await
+    };
+    let written = match written {
+        Ok(written) => {
+            debug!(namespace, create, version = ?written.resource_version(), "wrote a namespace's copy");
+            written
+        }
+        Err(err) => {
+            dist.remember(cc, namespace, None);
+            return Err(match err {
+                kube::Error::Api(status) if create && status.code == 409 => {
+                    Error::NamespaceConflict { namespace: namespace.to_owned(), name }
+                }
+                other => Error::kube("writing a namespace's copy of the token")(other),
+            });
+        }
+    };
     dist.remember(cc, namespace, Some(Remembered { resource_version: written.resource_version(), known }));
     if !cc.spec.rollout_restart_targets.is_empty() {
         let restarts = crate::rollout::restart_consumers(
@@ -430,6 +491,9 @@ async fn remove_copy(cc: &ClusterAdobeCredential, dist: &Distribution, namespace
 
 /// Deletion: copies removed by policy, the minter deleted, nothing remembered.
 async fn clean_up(cc: &ClusterAdobeCredential, dist: &Distribution) -> Result<Action, Error> {
+    if !dist.synced.both() {
+        return Err(Error::CachesNotSynced);
+    }
     dist.ctx.leadership.check()?;
     if creation_policy(cc) == CreationPolicy::Owner {
         let ours: Vec<String> = dist.copies_of(cc).into_iter().filter(|c| c.ours).map(|c| c.namespace).collect();
