@@ -3,7 +3,7 @@ SHELL := /bin/bash
 .SHELLFLAGS := -euo pipefail -c
 CARGO ?= cargo
 
-.PHONY: test envtest lint crd crd-check chart-check unit demo bench
+.PHONY: test envtest lint crd crd-check chart-check unit demo bench bench-cluster
 
 ## Everything CI checks: control-plane binaries, formatting, lints, generated files, all tests.
 test: envtest lint crd-check chart-check
@@ -59,6 +59,12 @@ BENCH_ARGS ?=
 bench:
 	$(CARGO) build --release --bin adobe-credential-operator
 	ENVTEST_BIN_DIR="$$(scripts/envtest-build.sh)" $(CARGO) run --release --example bench_scale -- --credentials $(N) $(BENCH_ARGS)
+
+## One ClusterAdobeCredential serving N namespaces (release builds): time until all hold the
+## token, mints, copy writes, rotation latency per namespace, restart, operator RSS.
+bench-cluster:
+	$(CARGO) build --release --bin adobe-credential-operator
+	ENVTEST_BIN_DIR="$$(scripts/envtest-build.sh)" $(CARGO) run --release --example bench_cluster -- --namespaces $(N)
 
 ## Unit tests only (no control plane).
 unit:
