@@ -683,3 +683,145 @@ async fn publish(cc: &ClusterAdobeCredential, dist: &Distribution, type_: EventT
         warn!(error = %err, "could not publish an Event");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::AdobeCredentialStatus;
+
+    fn ts(s: &str) -> Timestamp {
+        s.parse().expect("timestamp")
+    }
+
+    fn cluster() -> ClusterAdobeCredential {
+        let mut cc = ClusterAdobeCredential::new("firefly", Default::default());
+        cc.metadata.generation = Some(3);
+        cc
+    }
+
+    fn minter(ready: Option<(&str, &str)>) -> AdobeCredential {
+        let mut minter = AdobeCredential::new("cluster-firefly", Default::default());
+        minter.status = ready.map(|(status, reason)| AdobeCredentialStatus {
+            conditions: vec![Condition {
+                type_: READY.into(),
+                status: status.into(),
+                reason: reason.into(),
+                message: "token valid".into(),
+                observed_generation: Some(1),
+                last_transition_time: Time(ts("2026-12-01T00:00:00Z")),
+            }],
+            flow: Some("oauthServerToServer".into()),
+            token_fingerprint: Some("sha256:0123456789abcdef".into()),
+            ..Default::default()
+        });
+        minter
+    }
+
+    fn counts(selected: u32, written: u32, failed: u32) -> NamespaceCounts {
+        NamespaceCounts { selected, written, failed }
+    }
+
+    fn conditions(status: &ClusterAdobeCredentialStatus) -> Vec<(&str, &str, &str)> {
+        status.conditions.iter().map(|c| (c.type_.as_str(), c.status.as_str(), c.reason.as_str())).collect()
+    }
+
+    #[test]
+    fn ready_mirrors_the_minter_and_distributed_says_where_the_token_is() {
+        let now = ts("2026-12-01T01:00:00Z");
+        let all = desired_status(
+            &cluster(),
+            &minter(Some(("True", "TokenMinted"))),
+            "platform",
+            counts(3, 3, 0),
+            &[],
+            true,
+            now,
+        );
+        assert_eq!(
+            conditions(&all),
+            [("Ready", "True", "TokenMinted"), ("Distributed", "True", "AllNamespacesWritten")]
+        );
+        assert_eq!(all.minted_by.as_deref(), Some("platform/cluster-firefly"));
+        assert_eq!(all.token_fingerprint.as_deref(), Some("sha256:0123456789abcdef"));
+        assert_eq!(all.observed_generation, Some(3));
+
+        let pending = desired_status(&cluster(), &minter(None), "platform", counts(3, 0, 0), &[], false, now);
+        assert_eq!(
+            conditions(&pending),
+            [("Ready", "False", "TokenPending"), ("Distributed", "False", "TokenPending")]
+        );
+    }
+
+    #[test]
+    fn failures_are_counted_and_listed_up_to_a_bound_in_one_line() {
+        let failures: Vec<(String, Error)> = (0..25)
+            .map(|i| {
+                let ns = format!("team-{i}");
+                (ns.clone(), Error::NamespaceConflict { namespace: ns, name: "adobe-token".into() })
+            })
+            .collect();
+        let status = desired_status(
+            &cluster(),
+            &minter(Some(("True", "TokenMinted"))),
+            "platform",
+            counts(30, 5, 25),
+            &failures,
+            true,
+            ts("2026-12-01T01:00:00Z"),
+        );
+        assert_eq!(conditions(&status)[1], ("Distributed", "False", "NamespaceConflict"));
+        assert_eq!(status.failed_namespaces.len(), MAX_LISTED_FAILURES);
+        assert_eq!(status.namespaces, counts(30, 5, 25));
+        let message = &status.conditions[1].message;
+        assert!(message.starts_with("25 of 30 namespaces failed; team-0:"), "{message}");
+        assert!(!message.contains('\n'));
+    }
+
+    #[test]
+    fn the_transition_time_moves_only_when_a_condition_flips() {
+        let mut cc = cluster();
+        let first = desired_status(
+            &cc,
+            &minter(Some(("True", "TokenMinted"))),
+            "p",
+            counts(1, 1, 0),
+            &[],
+            true,
+            ts("2026-12-01T01:00:00Z"),
+        );
+        cc.status = Some(first.clone());
+        let later = desired_status(
+            &cc,
+            &minter(Some(("True", "TokenMinted"))),
+            "p",
+            counts(2, 2, 0),
+            &[],
+            true,
+            ts("2026-12-01T02:00:00Z"),
+        );
+        assert_eq!(later.conditions[1].last_transition_time, first.conditions[1].last_transition_time);
+    }
+
+    fn copy_meta(version: &str, fingerprint: &str) -> PartialObjectMeta<Secret> {
+        let mut meta = PartialObjectMeta::<Secret>::default();
+        meta.metadata.resource_version = Some(version.into());
+        meta.metadata.annotations = Some(BTreeMap::from([
+            (annotation::TOKEN_FINGERPRINT.to_owned(), fingerprint.to_owned()),
+            (annotation::DATA_HASH.to_owned(), "sha256:d".to_owned()),
+        ]));
+        meta
+    }
+
+    #[test]
+    fn an_echo_is_the_written_version_or_while_writing_the_written_content() {
+        let known = Known::Written { fingerprint: "fp2".into(), data_hash: "sha256:d".into() };
+        let writing = Remembered { resource_version: None, known: known.clone() };
+        assert!(writing.is_echo(&copy_meta("7", "fp2")), "the write's own event, before the write returned");
+        assert!(!writing.is_echo(&copy_meta("6", "fp1")), "an older write's event");
+        let written = Remembered { resource_version: Some("7".into()), known };
+        assert!(written.is_echo(&copy_meta("7", "fp2")));
+        assert!(!written.is_echo(&copy_meta("8", "fp2")), "a tenant's edit keeps the annotations but not the version");
+        let foreign = Remembered { resource_version: None, known: Known::Foreign };
+        assert!(!foreign.is_echo(&copy_meta("7", "fp2")));
+    }
+}
