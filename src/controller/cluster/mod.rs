@@ -7,6 +7,7 @@
 //! in step with the spec and copies the minter's target Secret into every selected namespace.
 
 mod plan;
+mod report;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -17,10 +18,8 @@ use futures::{StreamExt, TryStreamExt, stream};
 use jiff::Timestamp;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::{DeleteParams, PartialObjectMeta, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Config as ControllerConfig};
-use kube::runtime::events::{Event, EventType};
 use kube::runtime::finalizer::{self, finalizer};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{Controller, WatchStreamExt, watcher};
@@ -29,14 +28,10 @@ use serde_json::json;
 use tracing::{debug, info, instrument, warn};
 
 use super::Context;
-use crate::crd::{
-    AdobeCredential, AdobeCredentialSpec, ClusterAdobeCredential, ClusterAdobeCredentialStatus, CreationPolicy,
-    NamespaceCounts, NamespaceFailure, TargetSpec,
-};
+use crate::crd::{AdobeCredential, AdobeCredentialSpec, ClusterAdobeCredential, CreationPolicy, TargetSpec};
 use crate::decision;
-use crate::error::{Error, MAX_MESSAGE, one_line};
-use crate::names::condition::{DISTRIBUTED, READY};
-use crate::names::{CLUSTER_CREDENTIAL_LABEL, CLUSTER_FINALIZER, FIELD_MANAGER, MANAGED_BY_LABEL, Reason, annotation};
+use crate::error::Error;
+use crate::names::{CLUSTER_CREDENTIAL_LABEL, CLUSTER_FINALIZER, FIELD_MANAGER, MANAGED_BY_LABEL, annotation};
 use crate::target::{self, StoredToken, TargetState};
 use plan::{Copy, Known, Step, Wanted};
 
@@ -227,8 +222,8 @@ async fn distribute(cc: &ClusterAdobeCredential, dist: &Distribution) -> Result<
     let minter = match ensure_minter(cc, dist).await {
         Ok(minter) => minter,
         Err(error) => {
-            let status = failed_status(cc, &error);
-            patch_status(cc, dist, status).await?;
+            let status = report::failed_status(cc, &error);
+            report::patch_status(cc, dist, status).await?;
             return Ok(Action::requeue(Duration::from_secs(300)));
         }
     };
@@ -240,7 +235,7 @@ async fn distribute(cc: &ClusterAdobeCredential, dist: &Distribution) -> Result<
     let known = dist.known_of(cc);
     let steps = plan::steps(&selected, &copies, wanted, &known, remove_unselected);
     let failures = execute(cc, dist, &steps, minted.as_ref()).await?;
-    report(cc, dist, &minter, &selected, wanted, &failures, &steps).await?;
+    report::report(cc, dist, &minter, &selected, wanted, &failures, &steps).await?;
     Ok(Action::requeue(Duration::from_secs(3600)))
 }
 
@@ -440,19 +435,20 @@ async fn write_copy(
         }
     };
     dist.remember(cc, namespace, Some(Remembered { resource_version: written.resource_version(), known }));
-    if !cc.spec.rollout_restart_targets.is_empty() {
-        let restarts = crate::rollout::restart_consumers(
-            &dist.ctx.client,
-            namespace,
-            &cc.spec.rollout_restart_targets,
-            &minted.token,
-        )
-        .await;
-        for restart in restarts.iter().filter(|r| r.restarted) {
-            info!(namespace, kind = ?restart.status.kind, name = %restart.status.name, "restarted a consumer for the new token");
-        }
-    }
+    restart_consumers(cc, dist, namespace, &minted.token).await;
     Ok(())
+}
+
+/// The rollout restart targets that exist in `namespace`, restarted for a new token.
+async fn restart_consumers(cc: &ClusterAdobeCredential, dist: &Distribution, namespace: &str, token: &StoredToken) {
+    let targets = &cc.spec.rollout_restart_targets;
+    if targets.is_empty() {
+        return;
+    }
+    let restarts = crate::rollout::restart_consumers(&dist.ctx.client, namespace, targets, token).await;
+    for restart in restarts.iter().filter(|r| r.restarted) {
+        info!(namespace, kind = ?restart.status.kind, name = %restart.status.name, "restarted a consumer for the new token");
+    }
 }
 
 /// A namespace's copy: the minter's keys, with the token's annotations and this resource's name.
@@ -512,295 +508,9 @@ async fn clean_up(cc: &ClusterAdobeCredential, dist: &Distribution) -> Result<Ac
     Ok(Action::await_change())
 }
 
-/// Status, Events and metrics of one distribution round.
-async fn report(
-    cc: &ClusterAdobeCredential,
-    dist: &Distribution,
-    minter: &AdobeCredential,
-    selected: &BTreeSet<String>,
-    wanted: Option<&Wanted>,
-    failures: &[(String, Error)],
-    steps: &[Step],
-) -> Result<(), Error> {
-    let failed: BTreeSet<&str> = failures.iter().map(|(ns, _)| ns.as_str()).collect();
-    let counts = NamespaceCounts {
-        selected: u32::try_from(selected.len()).unwrap_or(u32::MAX),
-        written: u32::try_from(selected.iter().filter(|ns| wanted.is_some() && !failed.contains(ns.as_str())).count())
-            .unwrap_or(u32::MAX),
-        failed: u32::try_from(failures.len()).unwrap_or(u32::MAX),
-    };
-    dist.ctx.metrics.set_cluster_namespaces(&cc.name_any(), counts.selected, counts.written, counts.failed);
-    let status = desired_status(cc, minter, &dist.namespace, counts, failures, wanted.is_some(), Timestamp::now());
-    let previous = cc.status.as_ref().map(|s| s.failed_namespaces.clone()).unwrap_or_default();
-    patch_status(cc, dist, status).await?;
-    let writes = steps
-        .iter()
-        .filter(|s| matches!(s, Step::Create(ns) | Step::Update(ns) if !failed.contains(ns.as_str())))
-        .count();
-    if writes > 0 {
-        let fingerprint = wanted.map(|w| w.fingerprint.as_str()).unwrap_or_default();
-        let note = format!("wrote token {fingerprint} to {writes} namespaces");
-        publish(cc, dist, EventType::Normal, Reason::TokenDistributed.as_str(), note).await;
-    }
-    for (namespace, error) in failures.iter().take(MAX_LISTED_FAILURES) {
-        if !previous.iter().any(|f| f.namespace == *namespace && f.reason == error.reason()) {
-            publish(cc, dist, EventType::Warning, error.reason(), error.to_string()).await;
-        }
-    }
-    Ok(())
-}
-
-/// The status a distribution round calls for. Ready and the token's facts come from the minter.
-fn desired_status(
-    cc: &ClusterAdobeCredential,
-    minter: &AdobeCredential,
-    minter_namespace: &str,
-    counts: NamespaceCounts,
-    failures: &[(String, Error)],
-    has_token: bool,
-    now: Timestamp,
-) -> ClusterAdobeCredentialStatus {
-    let current = cc.status.clone().unwrap_or_default();
-    let token = minter.status.clone().unwrap_or_default();
-    let minter_ready = token.conditions.iter().find(|c| c.type_ == READY);
-    let (ready, reason, message) = match minter_ready {
-        Some(c) => (c.status == "True", c.reason.clone(), c.message.clone()),
-        None => (
-            false,
-            Reason::TokenPending.as_str().to_owned(),
-            format!("waiting for the first token from AdobeCredential {minter_namespace}/{}", minter.name_any()),
-        ),
-    };
-    let (distributed, dist_reason, dist_message) = match failures.first() {
-        Some((namespace, error)) => (
-            false,
-            error.reason().to_owned(),
-            format!("{} of {} namespaces failed; {namespace}: {error}", counts.failed, counts.selected),
-        ),
-        None if !has_token => {
-            (false, Reason::TokenPending.as_str().to_owned(), "no valid token to distribute yet".to_owned())
-        }
-        None => (
-            true,
-            Reason::AllNamespacesWritten.as_str().to_owned(),
-            format!("{} namespaces hold the current token", counts.written),
-        ),
-    };
-    let condition = |type_: &str, is_true: bool, reason: String, message: String| {
-        let status = if is_true { "True" } else { "False" }.to_owned();
-        let previous = current.conditions.iter().find(|c| c.type_ == type_ && c.status == status);
-        Condition {
-            type_: type_.to_owned(),
-            status,
-            reason,
-            message: one_line(&message, MAX_MESSAGE),
-            observed_generation: cc.metadata.generation,
-            last_transition_time: previous
-                .map_or_else(|| Time(crate::time_format::whole_seconds(now)), |p| p.last_transition_time.clone()),
-        }
-    };
-    ClusterAdobeCredentialStatus {
-        conditions: vec![
-            condition(READY, ready, reason, message),
-            condition(DISTRIBUTED, distributed, dist_reason, dist_message),
-        ],
-        observed_generation: cc.metadata.generation,
-        flow: token.flow,
-        target_secret: Some(cc.target_name()),
-        minted_by: Some(format!("{minter_namespace}/{}", minter.name_any())),
-        expires_at: token.expires_at,
-        renewal_time: token.renewal_time,
-        last_mint_time: token.last_mint_time,
-        token_fingerprint: token.token_fingerprint,
-        namespaces: counts,
-        failed_namespaces: failures
-            .iter()
-            .take(MAX_LISTED_FAILURES)
-            .map(|(namespace, error)| NamespaceFailure {
-                namespace: namespace.clone(),
-                reason: error.reason().to_owned(),
-                message: one_line(&error.to_string(), MAX_MESSAGE),
-            })
-            .collect(),
-    }
-}
-
-fn failed_status(cc: &ClusterAdobeCredential, error: &Error) -> ClusterAdobeCredentialStatus {
-    let mut status = cc.status.clone().unwrap_or_default();
-    let now = Time(crate::time_format::whole_seconds(Timestamp::now()));
-    let ready = Condition {
-        type_: READY.to_owned(),
-        status: "False".to_owned(),
-        reason: error.reason().to_owned(),
-        message: one_line(&error.to_string(), MAX_MESSAGE),
-        observed_generation: cc.metadata.generation,
-        last_transition_time: status
-            .conditions
-            .iter()
-            .find(|c| c.type_ == READY && c.status == "False")
-            .map_or(now, |c| c.last_transition_time.clone()),
-    };
-    status.conditions.retain(|c| c.type_ != READY);
-    status.conditions.insert(0, ready);
-    status.observed_generation = cc.metadata.generation;
-    status
-}
-
-async fn patch_status(
-    cc: &ClusterAdobeCredential,
-    dist: &Distribution,
-    status: ClusterAdobeCredentialStatus,
-) -> Result<(), Error> {
-    let same = cc
-        .status
-        .as_ref()
-        .is_some_and(|current| serde_json::to_value(current).ok() == serde_json::to_value(&status).ok());
-    if same {
-        return Ok(());
-    }
-    dist.ctx.leadership.check()?;
-    let api: Api<ClusterAdobeCredential> = Api::all(dist.ctx.client.clone());
-    let body = json!({
-        "apiVersion": ClusterAdobeCredential::api_version(&()),
-        "kind": ClusterAdobeCredential::kind(&()),
-        "status": status,
-    });
-    api.patch_status(&cc.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&body))
-        .await
-        .map_err(Error::kube("writing status"))?;
-    Ok(())
-}
-
-async fn publish(cc: &ClusterAdobeCredential, dist: &Distribution, type_: EventType, reason: &str, note: String) {
-    let event = Event {
-        type_,
-        reason: reason.to_owned(),
-        note: Some(one_line(&note, MAX_MESSAGE)),
-        action: "Distribute".to_owned(),
-        secondary: None,
-    };
-    if let Err(err) = dist.ctx.recorder.publish(&event, &cc.object_ref(&())).await {
-        warn!(error = %err, "could not publish an Event");
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::crd::AdobeCredentialStatus;
-
-    fn ts(s: &str) -> Timestamp {
-        s.parse().expect("timestamp")
-    }
-
-    fn cluster() -> ClusterAdobeCredential {
-        let mut cc = ClusterAdobeCredential::new("firefly", Default::default());
-        cc.metadata.generation = Some(3);
-        cc
-    }
-
-    fn minter(ready: Option<(&str, &str)>) -> AdobeCredential {
-        let mut minter = AdobeCredential::new("cluster-firefly", Default::default());
-        minter.status = ready.map(|(status, reason)| AdobeCredentialStatus {
-            conditions: vec![Condition {
-                type_: READY.into(),
-                status: status.into(),
-                reason: reason.into(),
-                message: "token valid".into(),
-                observed_generation: Some(1),
-                last_transition_time: Time(ts("2026-12-01T00:00:00Z")),
-            }],
-            flow: Some("oauthServerToServer".into()),
-            token_fingerprint: Some("sha256:0123456789abcdef".into()),
-            ..Default::default()
-        });
-        minter
-    }
-
-    fn counts(selected: u32, written: u32, failed: u32) -> NamespaceCounts {
-        NamespaceCounts { selected, written, failed }
-    }
-
-    fn conditions(status: &ClusterAdobeCredentialStatus) -> Vec<(&str, &str, &str)> {
-        status.conditions.iter().map(|c| (c.type_.as_str(), c.status.as_str(), c.reason.as_str())).collect()
-    }
-
-    #[test]
-    fn ready_mirrors_the_minter_and_distributed_says_where_the_token_is() {
-        let now = ts("2026-12-01T01:00:00Z");
-        let all = desired_status(
-            &cluster(),
-            &minter(Some(("True", "TokenMinted"))),
-            "platform",
-            counts(3, 3, 0),
-            &[],
-            true,
-            now,
-        );
-        assert_eq!(
-            conditions(&all),
-            [("Ready", "True", "TokenMinted"), ("Distributed", "True", "AllNamespacesWritten")]
-        );
-        assert_eq!(all.minted_by.as_deref(), Some("platform/cluster-firefly"));
-        assert_eq!(all.token_fingerprint.as_deref(), Some("sha256:0123456789abcdef"));
-        assert_eq!(all.observed_generation, Some(3));
-
-        let pending = desired_status(&cluster(), &minter(None), "platform", counts(3, 0, 0), &[], false, now);
-        assert_eq!(
-            conditions(&pending),
-            [("Ready", "False", "TokenPending"), ("Distributed", "False", "TokenPending")]
-        );
-    }
-
-    #[test]
-    fn failures_are_counted_and_listed_up_to_a_bound_in_one_line() {
-        let failures: Vec<(String, Error)> = (0..25)
-            .map(|i| {
-                let ns = format!("team-{i}");
-                (ns.clone(), Error::NamespaceConflict { namespace: ns, name: "adobe-token".into() })
-            })
-            .collect();
-        let status = desired_status(
-            &cluster(),
-            &minter(Some(("True", "TokenMinted"))),
-            "platform",
-            counts(30, 5, 25),
-            &failures,
-            true,
-            ts("2026-12-01T01:00:00Z"),
-        );
-        assert_eq!(conditions(&status)[1], ("Distributed", "False", "NamespaceConflict"));
-        assert_eq!(status.failed_namespaces.len(), MAX_LISTED_FAILURES);
-        assert_eq!(status.namespaces, counts(30, 5, 25));
-        let message = &status.conditions[1].message;
-        assert!(message.starts_with("25 of 30 namespaces failed; team-0:"), "{message}");
-        assert!(!message.contains('\n'));
-    }
-
-    #[test]
-    fn the_transition_time_moves_only_when_a_condition_flips() {
-        let mut cc = cluster();
-        let first = desired_status(
-            &cc,
-            &minter(Some(("True", "TokenMinted"))),
-            "p",
-            counts(1, 1, 0),
-            &[],
-            true,
-            ts("2026-12-01T01:00:00Z"),
-        );
-        cc.status = Some(first.clone());
-        let later = desired_status(
-            &cc,
-            &minter(Some(("True", "TokenMinted"))),
-            "p",
-            counts(2, 2, 0),
-            &[],
-            true,
-            ts("2026-12-01T02:00:00Z"),
-        );
-        assert_eq!(later.conditions[1].last_transition_time, first.conditions[1].last_transition_time);
-    }
 
     fn copy_meta(version: &str, fingerprint: &str) -> PartialObjectMeta<Secret> {
         let mut meta = PartialObjectMeta::<Secret>::default();
