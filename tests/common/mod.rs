@@ -347,6 +347,7 @@ impl TestEnv {
                     scopes: FIREFLY_SCOPES.iter().map(|s| s.to_string()).collect(),
                     ims_endpoint: self.ims.url().to_owned(),
                     org_id: Some("1234ABCD@AdobeOrg".into()),
+                    client_secret_rotation: None,
                 }),
                 ..Default::default()
             },
