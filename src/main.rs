@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use adobe_credential_operator::cli::{Cli, Command, RunArgs};
-use adobe_credential_operator::controller::{self, Context, ContextParts};
+use adobe_credential_operator::controller::{self, Context, ContextParts, RotationConfig};
 use adobe_credential_operator::crd::{self, AdobeCredential};
 use adobe_credential_operator::http::{self, Health};
 use adobe_credential_operator::leader::{Leadership, LeaseConfig, LeaseThread};
@@ -93,6 +93,10 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         shutdown: stopped.clone(),
         min_mint_interval: args.min_mint_interval,
         shutdown_timeout: args.shutdown_timeout,
+        rotation: RotationConfig {
+            enabled: args.client_secret_rotation,
+            verify_timeout: args.client_secret_verify_timeout,
+        },
     });
     let namespaces = args.namespaces();
     info!(namespaces = ?namespaces, identity = %identity, "starting the AdobeCredential controller");

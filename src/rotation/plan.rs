@@ -20,8 +20,13 @@ pub const MAX_GRACE: SignedDuration = SignedDuration::from_hours(30 * 24);
 pub const DEFAULT_GRACE: SignedDuration = SignedDuration::from_hours(1);
 /// A scheduled rotation whose new secret failed verification is not tried again sooner.
 pub const RETRY_AFTER_FAILED_ROTATION: SignedDuration = SignedDuration::from_hours(1);
-/// Clock difference tolerated between Adobe's timestamps and ours.
+/// Clock difference tolerated between Adobe's timestamps and ours where a larger value is the
+/// safe side (which secret a lost add created, which secret was just used).
 pub const CLOCK_SKEW: SignedDuration = SignedDuration::from_secs(60);
+/// A use of the previous secret later than this after the switch is someone else's. Small on
+/// purpose: mistaking a late-stamped use of ours for someone else's only delays the deletion
+/// (a hold), the other mistake would cut someone off.
+pub const FOREIGN_USE_SLACK: SignedDuration = SignedDuration::from_secs(5);
 
 /// The rotation settings of a spec, checked.
 #[derive(Debug, Clone, PartialEq)]
@@ -139,9 +144,9 @@ pub enum Step {
     /// must accept it before it is used (a new secret may take a moment to work).
     #[serde(rename_all = "camelCase")]
     Verifying { new: SecretRef, old: Option<String>, added_at: Timestamp, cause: Cause, started_at: Timestamp },
-    /// The new secret never worked: it is deleted, the current one stays.
+    /// The new secret never worked (`message` says how): it is deleted, the current one stays.
     #[serde(rename_all = "camelCase")]
-    Abandoning { new_uuid: String, reason: String, cause: Cause },
+    Abandoning { new_uuid: String, message: String, cause: Cause },
     /// The source Secret holds the new secret first and the previous one under the secondary
     /// key, since `written_at`; a token minted with the new secret must reach the target.
     #[serde(rename_all = "camelCase")]
@@ -184,7 +189,10 @@ impl Step {
 #[serde(rename_all = "camelCase")]
 pub struct FailedRotation {
     pub at: Timestamp,
+    /// The status reason, e.g. `NewSecretVerificationFailed`.
     pub reason: String,
+    #[serde(default)]
+    pub message: String,
 }
 
 /// Everything the procedure persists besides the new secret's value.
@@ -429,7 +437,7 @@ pub fn old_secret(
     grace: SignedDuration,
     now: Timestamp,
 ) -> OldSecret {
-    let after_switch = switched_at.checked_add(CLOCK_SKEW).unwrap_or(Timestamp::MAX);
+    let after_switch = switched_at.checked_add(FOREIGN_USE_SLACK).unwrap_or(Timestamp::MAX);
     match last_used.filter(|used| *used > after_switch) {
         Some(used) => {
             let until = used.checked_add(grace).unwrap_or(Timestamp::MAX);
@@ -553,7 +561,11 @@ mod tests {
         let failed_at = ts("2026-01-01T10:00:00Z");
         let p = Procedure {
             current: Some(secret("a", "2025-01-01T00:00:00Z")),
-            last_failure: Some(FailedRotation { at: failed_at, reason: "NewSecretVerificationFailed".into() }),
+            last_failure: Some(FailedRotation {
+                at: failed_at,
+                reason: "NewSecretVerificationFailed".into(),
+                message: String::new(),
+            }),
             ..Default::default()
         };
         let retry = ts("2026-01-01T11:00:00Z");
@@ -579,7 +591,7 @@ mod tests {
         assert_eq!(next(Some(&with(verifying.clone())), &s, None, VERIFY, t), Next::Verify { give_up: false });
         let late = ts("2026-01-01T00:02:00Z");
         assert_eq!(next(Some(&with(verifying)), &s, None, VERIFY, late), Next::Verify { give_up: true });
-        let abandoning = Step::Abandoning { new_uuid: "b".into(), reason: "x".into(), cause: Cause::OnDemand };
+        let abandoning = Step::Abandoning { new_uuid: "b".into(), message: "x".into(), cause: Cause::OnDemand };
         assert_eq!(next(Some(&with(abandoning)), &s, None, VERIFY, t), Next::Abandon);
         let written =
             Step::SourceWritten { new: secret("b", "2026-01-01T00:00:00Z"), old: None, written_at: t, started_at: t };
@@ -663,9 +675,9 @@ mod tests {
         assert_eq!(old_secret(None, switched, grace, now), OldSecret::Delete);
         assert_eq!(old_secret(Some(ts("2025-12-31T23:59:00Z")), switched, grace, now), OldSecret::Delete);
         assert_eq!(
-            old_secret(Some(ts("2026-01-01T00:00:30Z")), switched, grace, now),
+            old_secret(Some(ts("2026-01-01T00:00:03Z")), switched, grace, now),
             OldSecret::Delete,
-            "within the skew"
+            "within the slack: a late stamp of the operator's own last use"
         );
         let used = ts("2026-01-01T00:30:00Z");
         let until = ts("2026-01-01T01:30:00Z");
@@ -708,7 +720,7 @@ mod tests {
                 0 => Step::Idle,
                 1 => Step::Adding { before: vec![], requested_at: a, cause: Cause::Scheduled, started_at: b },
                 2 => Step::Verifying { new, old: None, added_at: c, cause: Cause::OnDemand, started_at: b },
-                3 => Step::Abandoning { new_uuid: "n".into(), reason: String::new(), cause: Cause::Scheduled },
+                3 => Step::Abandoning { new_uuid: "n".into(), message: String::new(), cause: Cause::Scheduled },
                 4 => Step::SourceWritten { new, old: Some("o".into()), written_at: b, started_at: c },
                 _ => Step::Switched { new, old: Some("o".into()), switched_at: b, started_at: c },
             }
@@ -742,7 +754,7 @@ mod tests {
                 observed_at: None,
                 last_rotation,
                 handled_trigger: Some("h".into()),
-                last_failure: failure.map(|at| FailedRotation { at, reason: "x".into() }),
+                last_failure: failure.map(|at| FailedRotation { at, reason: "x".into(), message: String::new() }),
                 step: step.clone(),
             };
             let decided = next(Some(&p), &s, Some("h"), VERIFY, now);

@@ -161,10 +161,17 @@ pub struct TestEnv {
     /// Every Ready condition any credential of the namespace went through, in order.
     ready_history: Arc<Mutex<Vec<(String, String, String)>>>,
     history_task: tokio::task::JoinHandle<()>,
+    /// Flags every operator this environment starts gets (also after restarts).
+    operator_flags: Vec<String>,
 }
 
 impl TestEnv {
     pub async fn new(prefix: &str) -> Self {
+        Self::with_flags(prefix, &[]).await
+    }
+
+    /// A test world whose operators (the first and every restarted one) run with `flags`.
+    pub async fn with_flags(prefix: &str, flags: &[&str]) -> Self {
         let control_plane = test_support::control_plane();
         let client = control_plane.client();
         install_crd(control_plane).await;
@@ -189,6 +196,7 @@ impl TestEnv {
             lifetimes: HashMap::new(),
             ready_history,
             history_task,
+            operator_flags: flags.iter().map(|f| f.to_string()).collect(),
         };
         env.start_operator().await;
         env
@@ -200,9 +208,9 @@ impl TestEnv {
 
     pub async fn start_operator(&mut self) {
         let log = self.dir.path().join("operator.log");
-        let operator =
-            Operator::start(self.ns(), self.control_plane.kubeconfig_path(), &self.dir.path().join("ca.pem"), log)
-                .await;
+        let flags: Vec<&str> = self.operator_flags.iter().map(String::as_str).collect();
+        let (kubeconfig, ca) = (self.control_plane.kubeconfig_path(), self.dir.path().join("ca.pem"));
+        let operator = Operator::start_with(self.ns(), kubeconfig, &ca, log, &flags).await;
         self.operator = Some(operator);
     }
 
