@@ -140,6 +140,11 @@ pub enum Error {
     NewSecretVerificationFailed { uuid: String, timeout_secs: u64, last_error: String },
 
     #[error(
+        "the operator may not update Secret {name:?}, into which a rotation writes the new client secret: grant it update on Secrets (chart: clientSecretRotation.enabled=true); nothing was changed at Adobe"
+    )]
+    SourceSecretNotWritable { name: String },
+
+    #[error(
         "source Secret {name:?} no longer holds the new client secret under key {key:?} (did something rewrite it, such as GitOps or External Secrets?); the previous client secret is not deleted"
     )]
     SourceSecretReverted { name: String, key: String },

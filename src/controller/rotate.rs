@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 use k8s_openapi::ByteString;
+use k8s_openapi::api::authorization::v1::{ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec};
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::PostParams;
@@ -490,6 +491,9 @@ impl Run<'_> {
     }
 
     async fn start(&mut self, cause: Cause) -> Result<()> {
+        // Before anything changes at Adobe: a new secret that cannot reach the source Secret
+        // would only sit there.
+        self.check_source_writable().await?;
         let (client, _) = self.client().await?;
         let (token, minted_at) = self.management_token(&client, Self::primary(&client)?).await?;
         let api = self.api(&client, &token)?;
@@ -528,6 +532,36 @@ impl Run<'_> {
             ),
         );
         self.add(&client, &token).await
+    }
+
+    /// Asks the API server whether this operator may update the source Secret. An answer that
+    /// cannot be had is no refusal: the write itself will tell.
+    async fn check_source_writable(&self) -> Result<()> {
+        let name = self.flow.client_secret_ref.name.clone();
+        let review = SelfSubjectAccessReview {
+            spec: SelfSubjectAccessReviewSpec {
+                resource_attributes: Some(ResourceAttributes {
+                    namespace: self.cred.namespace(),
+                    verb: Some("update".into()),
+                    resource: Some("secrets".into()),
+                    name: Some(name.clone()),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let reviews: Api<SelfSubjectAccessReview> = Api::all(self.ctx.client.clone());
+        match reviews.create(&PostParams::default(), &review).await {
+            Ok(answer) if answer.status.as_ref().is_some_and(|s| !s.allowed) => {
+                Err(Error::SourceSecretNotWritable { name })
+            }
+            Ok(_) => Ok(()),
+            Err(err) => {
+                warn!(error = %err, "could not ask whether the source Secret may be updated; trying anyway");
+                Ok(())
+            }
+        }
     }
 
     /// Adds a secret and persists it at once: Adobe shows its value only in this answer.
