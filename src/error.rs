@@ -145,6 +145,16 @@ pub enum Error {
     SourceSecretNotWritable { name: String },
 
     #[error(
+        "source Secret {name:?} is immutable, so a rotation could not write the new client secret into it; recreate it without immutable: true"
+    )]
+    SourceSecretImmutable { name: String },
+
+    #[error(
+        "the new client secret {uuid} is no longer listed by the I/O Management API (deleted in the Developer Console?); the previous client secret is not deleted"
+    )]
+    NewSecretMissing { uuid: String },
+
+    #[error(
         "source Secret {name:?} no longer holds the new client secret under key {key:?} (did something rewrite it, such as GitOps or External Secrets?); the previous client secret is not deleted"
     )]
     SourceSecretReverted { name: String, key: String },

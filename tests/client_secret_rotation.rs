@@ -330,3 +330,41 @@ async fn api_server_rejects_invalid_rotation_blocks() {
     }
     env.assert_no_mint_loop(&[]);
 }
+
+/// An immutable source Secret cannot take the new secret: refused before anything changes at
+/// Adobe.
+#[tokio::test]
+async fn an_immutable_source_secret_is_refused_before_adobe_is_touched() {
+    let mut env = TestEnv::with_flags("rot-immutable", &ROTATION_FLAGS).await;
+    let (r, cred) = rotating(&mut env, "frozen", "0s", None).await;
+    let freeze = serde_json::json!({ "immutable": true });
+    env.secrets().patch(&r.source, &PatchParams::default(), &Patch::Merge(&freeze)).await.expect("freeze");
+    env.create(&cred).await;
+    wait_observed(&env, &r).await;
+    trigger(&env, "frozen", "go").await;
+    let (_, condition) = wait_rotation_reason(&env, "frozen", "SourceSecretImmutable").await;
+    assert!(condition.message.contains(&r.source), "{}", condition.message);
+    assert!(env.ims.requests_to(EndpointKind::ManagementAdd, &r.client).is_empty(), "nothing added");
+    assert_no_leaks(&mut env, &r.client).await;
+    env.assert_no_mint_loop(&[(&r.client, 1)]);
+}
+
+/// The new secret deleted in the console during the grace period: the previous one is kept (the
+/// token path falls back to it through the secondary key), and the status says why.
+#[tokio::test]
+async fn a_new_secret_deleted_during_the_grace_period_keeps_the_old_one() {
+    let mut env = TestEnv::with_flags("rot-vanished", &ROTATION_FLAGS).await;
+    let (r, cred) = rotating(&mut env, "vanished", "3s", None).await;
+    env.create(&cred).await;
+    wait_observed(&env, &r).await;
+    trigger(&env, "vanished", "go").await;
+    wait_rotation(&env, "vanished", "the switch", |s, _| s.step == "WaitingForGrace").await;
+    let new_value = source_key(&env, &r, "client_secret").await.expect("new secret");
+    env.ims.remove_adobe_client_secret(&r.client, &new_value).expect("deleted in the console");
+    let (_, condition) = wait_rotation_reason(&env, "vanished", "NewSecretMissing").await;
+    assert_eq!(condition.status, "False");
+    let left = env.ims.client_secrets(&r.client);
+    assert_eq!(left.len(), 1);
+    assert_eq!(Some(&left[0].uuid), env.ims.client_secret_uuid(&r.client, &r.original).as_ref(), "the old one stays");
+    assert_no_leaks(&mut env, &r.client).await;
+}

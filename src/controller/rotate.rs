@@ -538,6 +538,10 @@ impl Run<'_> {
     /// cannot be had is no refusal: the write itself will tell.
     async fn check_source_writable(&self) -> Result<()> {
         let name = self.flow.client_secret_ref.name.clone();
+        let source = self.secrets.get_opt(&name).await.map_err(Error::kube("reading the source Secret"))?;
+        if source.is_some_and(|s| s.immutable == Some(true)) {
+            return Err(Error::SourceSecretImmutable { name });
+        }
         let review = SelfSubjectAccessReview {
             spec: SelfSubjectAccessReviewSpec {
                 resource_attributes: Some(ResourceAttributes {
@@ -762,6 +766,9 @@ impl Run<'_> {
         let (token, _) = self.management_token(&client, &secret).await?;
         let api = self.api(&client, &token)?;
         let listed = self.call("list", api.list()).await?;
+        if !listed.iter().any(|l| l.uuid == new.uuid) {
+            return Err(Error::NewSecretMissing { uuid: new.uuid });
+        }
         let now = Timestamp::now();
         if let Some(previous) = old.as_deref().and_then(|uuid| listed.iter().find(|l| l.uuid == uuid)) {
             match plan::old_secret(previous.last_used_at, switched_at, self.settings.grace, now) {
