@@ -547,6 +547,7 @@ fn credential(i: usize, ims_url: &str) -> AdobeCredential {
                 scopes: SCOPES.iter().map(|s| s.to_string()).collect(),
                 ims_endpoint: ims_url.to_owned(),
                 org_id: Some("BENCH0RG@AdobeOrg".into()),
+                client_secret_rotation: None,
             }),
             ..Default::default()
         },

@@ -36,8 +36,14 @@ pub struct RunArgs {
     #[arg(long, env = "ACO_NAMESPACES", value_delimiter = ',', num_args = 0..)]
     pub namespaces: Vec<String>,
 
-    /// Hosts token requests may go to: exact names or `*.domain` patterns (SSRF guard).
-    #[arg(long, env = "ACO_ALLOWED_TOKEN_HOSTS", value_delimiter = ',', default_value = "*.adobelogin.com")]
+    /// Hosts token requests and I/O Management API calls may go to: exact names or `*.domain`
+    /// patterns (SSRF guard).
+    #[arg(
+        long,
+        env = "ACO_ALLOWED_TOKEN_HOSTS",
+        value_delimiter = ',',
+        default_value = "*.adobelogin.com,api.adobe.io"
+    )]
     pub allowed_token_hosts: Vec<String>,
 
     /// PEM file of extra CA certificates trusted for token endpoints, besides the built-in roots.
@@ -119,6 +125,16 @@ pub struct RunArgs {
     /// Token requests allowed at once per host before the rate limit applies.
     #[arg(long, env = "ACO_TOKEN_RATE_LIMIT_BURST", default_value_t = 20)]
     pub token_rate_limit_burst: u32,
+
+    /// Rotate client secrets of credentials with `clientSecretRotation` (this writes their source
+    /// Secrets, which needs the `update` verb on Secrets: chart value clientSecretRotation.enabled).
+    #[arg(long, env = "ACO_CLIENT_SECRET_ROTATION", default_value_t = false, num_args = 0..=1, default_missing_value = "true", action = ArgAction::Set)]
+    pub client_secret_rotation: bool,
+
+    /// How long a new client secret may take before IMS accepts it; past it, the rotation
+    /// deletes the new secret and keeps the current one.
+    #[arg(long, env = "ACO_CLIENT_SECRET_VERIFY_TIMEOUT", default_value = "2m", value_parser = duration_arg)]
+    pub client_secret_verify_timeout: Duration,
 }
 
 impl RunArgs {
@@ -141,7 +157,9 @@ mod tests {
         let cli = Cli::try_parse_from(["aco", "run", "--namespaces", "a,b"]).expect("parses");
         let Command::Run(args) = cli.command else { panic!("run expected") };
         assert!(matches!(args.namespaces(), Namespaces::List(l) if l == ["a", "b"]));
-        assert_eq!(args.allowed_token_hosts, ["*.adobelogin.com"]);
+        assert_eq!(args.allowed_token_hosts, ["*.adobelogin.com", "api.adobe.io"]);
+        assert!(!args.client_secret_rotation, "rotation is opt-in");
+        assert_eq!(args.client_secret_verify_timeout, Duration::from_secs(120));
         assert_eq!(args.token_request_timeout, Duration::from_secs(30));
         assert!(!args.leader_election);
         assert_eq!(args.min_mint_interval, crate::schedule::DEFAULT_MIN_MINT_INTERVAL);

@@ -114,6 +114,7 @@ pub struct RolloutRestartStatus {
 
 /// Adobe OAuth Server-to-Server credential.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[x_kube(validation = Rule::new("!has(self.clientSecretRotation) || (has(self.clientSecretRef.secondaryClientSecretKey) && self.clientSecretRef.secondaryClientSecretKey != self.clientSecretRef.clientSecretKey)").message("clientSecretRotation needs clientSecretRef.secondaryClientSecretKey (a key other than clientSecretKey): the previous client secret is kept there until the new one is in use"))]
 #[serde(rename_all = "camelCase")]
 pub struct OAuthServerToServer {
     /// Secret (same namespace) holding the client ID and client secret from the Adobe Developer
@@ -137,6 +138,57 @@ pub struct OAuthServerToServer {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^[A-Za-z0-9]+@AdobeOrg$"))]
     pub org_id: Option<String>,
+
+    /// Rotates the client secret through Adobe's I/O Management API, on a schedule (`every`)
+    /// and on demand (annotation `credentials.adobe-operator.io/rotate-client-secret` set to a
+    /// new value): a new secret is added, verified, written to the source Secret (the previous
+    /// one kept under `secondaryClientSecretKey`), used for a token, and the previous one is
+    /// deleted after the grace period. Needs the operator's rotation switch
+    /// (`--client-secret-rotation`) and the I/O Management API in the credential's project.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_secret_rotation: Option<ClientSecretRotation>,
+}
+
+/// Default base URL of Adobe's I/O Management API.
+pub const DEFAULT_MANAGEMENT_ENDPOINT: &str = "https://api.adobe.io";
+
+/// Rotation of an OAuth Server-to-Server client secret through the I/O Management API.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ClientSecretRotation {
+    /// Numeric organization ID from the Developer Console URL
+    /// `…/console/projects/{orgId}/{projectId}/credentials/{credentialId}/details/…` (not the
+    /// `…@AdobeOrg` ID).
+    #[schemars(regex(pattern = r"^[0-9]{1,32}$"))]
+    pub org_id: String,
+    /// Numeric credential ID from the same URL.
+    #[schemars(regex(pattern = r"^[0-9]{1,32}$"))]
+    pub credential_id: String,
+    /// Rotate when the client secret is this old (its creation time at Adobe, then the last
+    /// rotation), e.g. `90d`, `30d12h`; between 1h and 3650d. Without it, only on demand.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^([0-9]{1,7}(d|h|m|s))+$"), length(max = 32))]
+    pub every: Option<String>,
+    /// How long the previous client secret stays after the new one is in use, for other readers
+    /// of the source Secret to pick the new one up; it is deleted only when nothing used it for
+    /// this long (default `1h`, at most `30d`; `0s` deletes at once).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^([0-9]{1,7}(d|h|m|s))+$"), length(max = 32))]
+    pub grace_period: Option<String>,
+    /// Base URL of the I/O Management API; its host must be on the operator's allowlist.
+    #[serde(default = "default_management_endpoint")]
+    #[x_kube(validation = Rule::new("self.startsWith('https://')").message("managementEndpoint must be an https:// URL"))]
+    #[schemars(length(max = 512))]
+    pub management_endpoint: String,
+    /// When the credential already has two client secrets and one is not the source Secret's,
+    /// delete that other one to make room (irreversible; whoever uses it loses access). Without
+    /// it, such a rotation is refused with reason `TwoClientSecretsExist`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub delete_other_secret: bool,
+}
+
+fn default_management_endpoint() -> String {
+    DEFAULT_MANAGEMENT_ENDPOINT.to_owned()
 }
 
 /// Adobe Service Account (JWT) credential, legacy.
@@ -373,6 +425,34 @@ pub struct AdobeCredentialStatus {
     /// The rollout restart targets and when each was last restarted.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub rollout_restarts: Vec<RolloutRestartStatus>,
+    /// Client secret rotation (`spec.oauthServerToServer.clientSecretRotation`); the condition
+    /// `ClientSecretRotation` says whether it works.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_secret_rotation: Option<ClientSecretRotationStatus>,
+}
+
+/// Where the client secret rotation stands. Secret values never appear here, only uuids.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ClientSecretRotationStatus {
+    /// The step in progress: `Idle`, `Adding`, `Verifying`, `Abandoning`, `SwitchingSource`,
+    /// `WaitingForGrace` (the previous secret is deleted next).
+    pub step: String,
+    /// The Developer Console uuid of the client secret the source Secret holds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_secret_uuid: Option<String>,
+    /// When that secret was created.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_secret_created_at: Option<Time>,
+    /// The uuid of the secret being rotated in, during a rotation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub new_secret_uuid: Option<String>,
+    /// When the last rotation completed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_rotation_time: Option<Time>,
+    /// When the next scheduled rotation starts (absent without `every`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_rotation_time: Option<Time>,
 }
 
 // The printcolumn(...) arguments repeat `type_ = "string"` by design.

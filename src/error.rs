@@ -109,6 +109,79 @@ pub enum Error {
     )]
     LeadershipLost,
 
+    #[error(
+        "client secret rotation is not enabled in this operator: run it with --client-secret-rotation (chart: clientSecretRotation.enabled=true), which also grants it the right to update source Secrets"
+    )]
+    ClientSecretRotationDisabled,
+
+    #[error("clientSecretRotation.{field} {reason}")]
+    InvalidRotationSpec { field: &'static str, reason: String },
+
+    #[error(
+        "the I/O Management API refused access (HTTP 403: {description}); add the I/O Management API to the credential's project in the Adobe Developer Console"
+    )]
+    ManagementApiNotInProject { description: String },
+
+    #[error(
+        "the I/O Management API knows no credential {credential_id} in organization {org_id} (HTTP 404): check clientSecretRotation.orgId and credentialId, the numbers in the Developer Console URL …/console/projects/<orgId>/<projectId>/credentials/<credentialId>/details"
+    )]
+    ManagementCredentialNotFound { org_id: String, credential_id: String },
+
+    #[error("the I/O Management API rejected the access token (HTTP 401: {description})")]
+    ManagementUnauthorized { description: String },
+
+    #[error("the I/O Management API throttled the request (HTTP {status}){after}", after = retry_after_suffix(.retry_after))]
+    ManagementApiThrottled { status: u16, retry_after: Option<Duration> },
+
+    #[error("the I/O Management API is unavailable: {detail}")]
+    ManagementApiUnavailable { detail: String, retry_after: Option<Duration> },
+
+    #[error("the I/O Management API refused the request (HTTP {status}: {description})")]
+    ManagementRequestRejected { status: u16, description: String },
+
+    #[error("the I/O Management API answered with an unusable response: {detail}")]
+    MalformedManagementResponse { detail: String },
+
+    #[error(
+        "the credential already has two client secrets ({detail}); Adobe allows two at a time, so no new one can be added: delete the unused one in the Developer Console, or set clientSecretRotation.deleteOtherSecret: true"
+    )]
+    TwoClientSecretsExist { detail: String },
+
+    #[error(
+        "IMS did not accept the new client secret {uuid} within {timeout_secs}s ({last_error}); the new secret is deleted and the current one stays in use"
+    )]
+    NewSecretVerificationFailed { uuid: String, timeout_secs: u64, last_error: String },
+
+    #[error(
+        "the operator may not update Secret {name:?}, into which a rotation writes the new client secret: grant it update on Secrets (chart: clientSecretRotation.enabled=true); nothing was changed at Adobe"
+    )]
+    SourceSecretNotWritable { name: String },
+
+    #[error(
+        "source Secret {name:?} is immutable, so a rotation could not write the new client secret into it; recreate it without immutable: true"
+    )]
+    SourceSecretImmutable { name: String },
+
+    #[error(
+        "the new client secret {uuid} is no longer listed by the I/O Management API (deleted in the Developer Console?); the previous client secret is not deleted"
+    )]
+    NewSecretMissing { uuid: String },
+
+    #[error(
+        "source Secret {name:?} no longer holds the new client secret under key {key:?} (did something rewrite it, such as GitOps or External Secrets?); the previous client secret is not deleted"
+    )]
+    SourceSecretReverted { name: String, key: String },
+
+    #[error(
+        "Secret {name:?} (the client secret rotation state of this credential) exists and was not created by the operator; delete or rename it"
+    )]
+    RotationStateConflict { name: String },
+
+    #[error(
+        "Secret {name:?} (the client secret rotation state) is unusable: {detail}; the rotation holds: fix or delete that Secret (deleting it forgets a rotation in progress)"
+    )]
+    RotationStateInvalid { name: String, detail: String },
+
     #[strum(serialize = "KubernetesApiError")]
     #[error("Kubernetes API error while {action}: {}", kube_summary(.source))]
     Kube {
@@ -192,6 +265,9 @@ impl Error {
             | Error::MintRateLimited { .. }
             | Error::LeadershipLost
             | Error::CachesNotSynced
+            | Error::ManagementApiThrottled { .. }
+            | Error::ManagementApiUnavailable { .. }
+            | Error::MalformedManagementResponse { .. }
             | Error::Kube { .. } => Retry::Transient,
             _ => Retry::Permanent,
         }
@@ -200,7 +276,10 @@ impl Error {
     /// The least time the server asked us to wait before the next attempt.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
-            Error::Throttled { retry_after, .. } | Error::TokenEndpointUnavailable { retry_after, .. } => *retry_after,
+            Error::Throttled { retry_after, .. }
+            | Error::TokenEndpointUnavailable { retry_after, .. }
+            | Error::ManagementApiThrottled { retry_after, .. }
+            | Error::ManagementApiUnavailable { retry_after, .. } => *retry_after,
             Error::MintRateLimited { wait, .. } => Some(*wait),
             _ => None,
         }

@@ -102,6 +102,7 @@ mod tests {
                     scopes: vec!["openid".into()],
                     ims_endpoint: "https://ims-na1.adobelogin.com".into(),
                     org_id: None,
+                    client_secret_rotation: None,
                 }),
                 ..Default::default()
             },

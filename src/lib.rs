@@ -18,6 +18,7 @@ pub mod names;
 pub mod rate_limit;
 pub mod refresh_state;
 pub mod rollout;
+pub mod rotation;
 pub mod schedule;
 pub mod scope;
 pub mod secret_value;

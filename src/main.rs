@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use adobe_credential_operator::cli::{Cli, Command, RunArgs};
-use adobe_credential_operator::controller::{self, Context, ContextParts};
+use adobe_credential_operator::controller::{self, Context, ContextParts, RotationConfig};
 use adobe_credential_operator::crd::{self, AdobeCredential};
 use adobe_credential_operator::http::{self, Health};
 use adobe_credential_operator::leader::{Leadership, LeaseConfig, LeaseThread};
@@ -101,6 +101,10 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         min_mint_interval: args.min_mint_interval,
         shutdown_timeout: args.shutdown_timeout,
         cluster_namespace,
+        rotation: RotationConfig {
+            enabled: args.client_secret_rotation,
+            verify_timeout: args.client_secret_verify_timeout,
+        },
     });
     let namespaces = args.namespaces();
     info!(namespaces = ?namespaces, identity = %identity, "starting the AdobeCredential controller");

@@ -43,6 +43,17 @@ struct ClusterNamespaceLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RotationRequestLabels {
+    request: String,
+    outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct CredentialLabels {
     namespace: String,
     name: String,
@@ -76,6 +87,10 @@ pub struct Metrics {
     cluster_namespaces: Family<ClusterNamespaceLabels, Gauge>,
     credentials: Arc<CredentialCollector>,
     process: Arc<ProcessCollector>,
+    rotation_requests: Family<RotationRequestLabels, Counter>,
+    rotations: Family<OutcomeLabels, Counter>,
+    rotation_errors: Family<ReasonLabels, Counter>,
+    secret_ages: Arc<SecretAgeCollector>,
 }
 
 impl Default for Metrics {
@@ -131,8 +146,32 @@ impl Metrics {
         registry.register_collector(Box::new(credentials.clone()));
         let process = Arc::new(ProcessCollector::default());
         registry.register_collector(Box::new(process.clone()));
+        let rotation_requests = Family::<RotationRequestLabels, Counter>::default();
+        registry.register(
+            "client_secret_rotation_requests",
+            "Requests of client secret rotations: management_token and verify (IMS), list, add and delete (I/O Management API), by outcome (ok or a reason)",
+            rotation_requests.clone(),
+        );
+        let rotations = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "client_secret_rotations",
+            "Client secret rotations that ended: completed, or abandoned (the new secret never worked and was deleted)",
+            rotations.clone(),
+        );
+        let rotation_errors = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "client_secret_rotation_errors",
+            "Failed or refused client secret rotation steps by reason (retried with backoff)",
+            rotation_errors.clone(),
+        );
+        let secret_ages = Arc::new(SecretAgeCollector::default());
+        registry.register_collector(Box::new(secret_ages.clone()));
         Self {
             cluster_namespaces,
+            rotation_requests,
+            rotations,
+            rotation_errors,
+            secret_ages,
             reconciles,
             registry,
             mint_requests,
@@ -229,9 +268,37 @@ impl Metrics {
         }
     }
 
+    /// One request of a client secret rotation (`management_token`, `verify`, `list`, `add`,
+    /// `delete`) and its outcome.
+    pub fn rotation_request(&self, request: &str, outcome: &str) {
+        let labels = RotationRequestLabels { request: request.to_owned(), outcome: outcome.to_owned() };
+        self.rotation_requests.get_or_create(&labels).inc();
+    }
+
+    /// A rotation ended: `completed` or `abandoned`.
+    pub fn rotation_ended(&self, outcome: &str) {
+        self.rotations.get_or_create(&OutcomeLabels { outcome: outcome.to_owned() }).inc();
+    }
+
+    pub fn rotation_failed(&self, reason: &str) {
+        self.rotation_errors.get_or_create(&ReasonLabels { reason: reason.to_owned() }).inc();
+    }
+
+    /// The creation time of the client secret a credential's source Secret holds (`None`:
+    /// unknown, the series is dropped).
+    pub fn set_client_secret_created(&self, namespace: &str, name: &str, created_at: Option<Timestamp>) {
+        let key = (namespace.to_owned(), name.to_owned());
+        let mut ages = self.secret_ages.0.lock().unwrap_or_else(|e| e.into_inner());
+        match created_at {
+            Some(at) => ages.insert(key, at),
+            None => ages.remove(&key),
+        };
+    }
+
     /// Drops every series of one credential (deleted, or gone while the watch was down).
     pub fn forget(&self, namespace: &str, name: &str) {
         self.credentials.lock().remove(&(namespace.to_owned(), name.to_owned()));
+        self.set_client_secret_created(namespace, name, None);
         self.mint_guard_trips.remove(&CredentialLabels { namespace: namespace.to_owned(), name: name.to_owned() });
         for kind in WORKLOAD_KINDS {
             let labels =
@@ -345,6 +412,31 @@ impl Collector for ProcessCollector {
     }
 }
 
+/// Seconds since each rotating credential's client secret was created, at scrape time.
+#[derive(Debug, Default)]
+struct SecretAgeCollector(Mutex<HashMap<(String, String), Timestamp>>);
+
+impl Collector for SecretAgeCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let now = Timestamp::now();
+        let entries: Vec<_> =
+            self.0.lock().unwrap_or_else(|e| e.into_inner()).iter().map(|(k, v)| (k.clone(), *v)).collect();
+        let probe = ConstGauge::<f64>::new(0.0);
+        let mut family = encoder.encode_descriptor(
+            "client_secret_age_seconds",
+            "Seconds since the client secret in use was created (credentials with clientSecretRotation)",
+            None,
+            probe.metric_type(),
+        )?;
+        for ((namespace, name), created_at) in entries {
+            let labels = [("namespace", namespace.as_str()), ("name", name.as_str())];
+            let seconds = now.duration_since(created_at).as_secs_f64();
+            ConstGauge::<f64>::new(seconds).encode(family.encode_family(&labels)?)?;
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -380,6 +472,29 @@ mod tests {
                 .encode()
                 .contains(r#"adobe_credential_mint_guard_trips_total{namespace="team-a",name="firefly"} 1"#)
         );
+        metrics.rotation_request("add", "ok");
+        metrics.rotation_ended("completed");
+        metrics.rotation_failed("TwoClientSecretsExist");
+        metrics.set_client_secret_created(
+            "team-a",
+            "firefly",
+            Some(Timestamp::now() - jiff::SignedDuration::from_hours(1)),
+        );
+        let text = metrics.encode();
+        assert!(
+            text.contains(r#"adobe_credential_client_secret_rotation_requests_total{request="add",outcome="ok"} 1"#),
+            "{text}"
+        );
+        assert!(text.contains(r#"adobe_credential_client_secret_rotations_total{outcome="completed"} 1"#), "{text}");
+        assert!(
+            text.contains(r#"adobe_credential_client_secret_rotation_errors_total{reason="TwoClientSecretsExist"} 1"#)
+        );
+        let age = text
+            .lines()
+            .find(|l| l.starts_with("adobe_credential_client_secret_age_seconds{"))
+            .unwrap_or_else(|| panic!("{text}"));
+        let seconds: f64 = age.rsplit(' ').next().and_then(|v| v.parse().ok()).expect("value");
+        assert!((3600.0..3610.0).contains(&seconds), "{seconds}");
         drop(guard);
         metrics.forget("team-a", "firefly");
         let text = metrics.encode();

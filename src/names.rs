@@ -29,6 +29,8 @@ pub mod annotation {
     pub const RESTARTED_AT: &str = "kubectl.kubernetes.io/restartedAt";
     /// Pod-template annotation naming the token the pods were restarted for.
     pub const RESTARTED_FOR: &str = "credentials.adobe-operator.io/restarted-for-token";
+    /// On an AdobeCredential: set to a new value to rotate its client secret now.
+    pub const ROTATE_CLIENT_SECRET: &str = "credentials.adobe-operator.io/rotate-client-secret";
 }
 
 /// Condition types in `status.conditions`.
@@ -38,6 +40,7 @@ pub mod condition {
     pub const ROLLOUT_RESTART: &str = "RolloutRestart";
     /// ClusterAdobeCredential: every selected namespace holds the current token.
     pub const DISTRIBUTED: &str = "Distributed";
+    pub const CLIENT_SECRET_ROTATION: &str = "ClientSecretRotation";
 }
 
 /// Reasons of conditions and Events that are not failures (failures take theirs from
@@ -68,6 +71,29 @@ pub enum Reason {
     AllNamespacesWritten,
     /// Event: a new token was written to namespaces.
     TokenDistributed,
+    /// ClientSecretRotation True: no rotation in progress (the message says when the next is).
+    RotationIdle,
+    /// ClientSecretRotation True: a rotation is under way (the message names the step).
+    RotationInProgress,
+    /// Event: a rotation started.
+    RotationStarted,
+    /// Event: a leftover secret of an interrupted add (its value never seen) was deleted.
+    OrphanedSecretDeleted,
+    /// Event: the other, foreign secret was deleted because `deleteOtherSecret` allows it.
+    OtherSecretDeleted,
+    /// Event: a new client secret was added (and persisted).
+    ClientSecretAdded,
+    /// Event: IMS accepted the new secret; it was written to the source Secret.
+    SourceSecretUpdated,
+    /// Event: a token minted with the new secret is in the target.
+    ClientSecretSwitched,
+    /// Event: the previous secret was deleted; the rotation is complete.
+    RotationCompleted,
+    /// Event: the new secret that never worked was deleted.
+    NewSecretDeleted,
+    /// ClientSecretRotation False, Warning Event: the previous secret is still used by someone
+    /// else; it is kept.
+    OldSecretStillInUse,
 }
 
 impl Reason {

@@ -4,11 +4,11 @@
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
-use crate::crd::{AdobeCredential, AdobeCredentialStatus};
+use crate::crd::{AdobeCredential, AdobeCredentialStatus, ClientSecretRotationStatus};
 use crate::error::{Error, MAX_MESSAGE, one_line};
 use crate::flows;
 use crate::names::Reason;
-use crate::names::condition::{DEPRECATED, READY, ROLLOUT_RESTART};
+use crate::names::condition::{CLIENT_SECRET_ROTATION, DEPRECATED, READY, ROLLOUT_RESTART};
 use crate::rollout::Restart;
 use crate::schedule::Renewal;
 use crate::target::StoredToken;
@@ -81,6 +81,12 @@ pub fn desired(cred: &AdobeCredential, outcome: &Outcome<'_>, now: Timestamp) ->
     // The rollout restart outcome is decided only after a token is written (see
     // `set_rollout_restarts`); a failed reconcile leaves it as it was.
     conditions.extend(current.conditions.iter().find(|c| c.type_ == ROLLOUT_RESTART).cloned());
+    // The rotation reports after the token (`set_client_secret_rotation`); until then, and when
+    // it had nothing new to say, what it said last stays while the spec asks for rotation.
+    let rotating = cred.spec.oauth_server_to_server.as_ref().is_some_and(|f| f.client_secret_rotation.is_some());
+    if rotating {
+        conditions.extend(current.conditions.iter().find(|c| c.type_ == CLIENT_SECRET_ROTATION).cloned());
+    }
     let mut status = AdobeCredentialStatus {
         conditions,
         observed_generation: cred.metadata.generation,
@@ -88,6 +94,7 @@ pub fn desired(cred: &AdobeCredential, outcome: &Outcome<'_>, now: Timestamp) ->
         target_secret: Some(cred.target_name()),
         consecutive_failures: failures,
         rollout_restarts: current.rollout_restarts.clone(),
+        client_secret_rotation: current.client_secret_rotation.clone().filter(|_| rotating),
         ..Default::default()
     };
     if let Some((token, renewal)) = described {
@@ -156,6 +163,25 @@ pub fn set_rollout_restarts(
     };
     let previous = cred.status.as_ref().and_then(|s| s.conditions.iter().find(|c| c.type_ == ROLLOUT_RESTART));
     status.conditions.push(condition(cred, previous, ROLLOUT_RESTART, ok, reason, message, now));
+}
+
+/// Where the client secret rotation stands and its condition: True while it works (idle or
+/// under way), False with the reason when it is refused, failing or holding. The Ready condition
+/// is not affected: the token path keeps a working secret throughout.
+pub fn set_client_secret_rotation(
+    status: &mut AdobeCredentialStatus,
+    cred: &AdobeCredential,
+    rotation: ClientSecretRotationStatus,
+    healthy: bool,
+    reason: &str,
+    message: String,
+    now: Timestamp,
+) {
+    status.client_secret_rotation = Some(rotation);
+    status.conditions.retain(|c| c.type_ != CLIENT_SECRET_ROTATION);
+    let previous = cred.status.as_ref().and_then(|s| s.conditions.iter().find(|c| c.type_ == CLIENT_SECRET_ROTATION));
+    let condition = condition(cred, previous, CLIENT_SECRET_ROTATION, healthy, reason.to_owned(), message, now);
+    status.conditions.push(condition);
 }
 
 /// Whether two statuses are the same once written. Compared as serialized: `Time` fields are

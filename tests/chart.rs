@@ -147,6 +147,14 @@ fn tenant_role_names() -> BTreeSet<String> {
     [format!("{FULLNAME}-view"), format!("{FULLNAME}-edit")].into()
 }
 
+/// With `clientSecretRotation.enabled`: the same, and `update` on Secrets.
+fn operator_rules_with_rotation() -> BTreeMap<RuleKey, BTreeSet<String>> {
+    let mut expected = operator_rules(false);
+    let secrets = ("".to_owned(), "secrets".to_owned(), "".to_owned());
+    expected.entry(secrets).or_default().insert("update".to_owned());
+    expected
+}
+
 fn subjects_are_the_service_account(binding: &Value, release_namespace: &str) {
     assert_eq!(
         binding["subjects"],
@@ -277,6 +285,14 @@ async fn cluster_wide_rbac_is_a_cluster_role_with_only_what_the_operator_needs()
     assert_eq!(env["ACO_LEADER_ELECTION"].as_deref(), Some("false"));
     assert!(!env.contains_key("ACO_LEASE_NAMESPACE") && !env.contains_key("ACO_LEASE_NAME"));
 
+    let objects = render_objects("aco-system", "clientSecretRotation: {enabled: true}").await;
+    assert_eq!(rules(operator_cluster_role(&objects)), operator_rules_with_rotation());
+    assert_eq!(env_values(&objects)["ACO_CLIENT_SECRET_ROTATION"].as_deref(), Some("true"));
+    let objects = render_objects("aco-system", &format!("{NAMESPACED}clientSecretRotation: {{enabled: true}}")).await;
+    for role in kind(&objects, "Role").into_iter().filter(|r| r["metadata"]["name"] == FULLNAME) {
+        assert_eq!(rules(role), operator_rules_with_rotation(), "the same in each watched namespace");
+    }
+
     let objects = render_objects("aco-system", "rbac: {create: false}").await;
     for absent in ["ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"] {
         assert!(kind(&objects, absent).is_empty(), "rbac.create=false still renders a {absent}");
@@ -334,9 +350,10 @@ async fn deployment_is_hardened_and_configured_through_env() {
 
     let env = env_values(&objects);
     assert!(!env.contains_key("ACO_NAMESPACES"), "empty watchNamespaces must mean all namespaces");
-    let expected: [(&str, Option<&str>); 16] = [
+    let expected: [(&str, Option<&str>); 17] = [
         ("POD_NAME", None),
-        ("ACO_ALLOWED_TOKEN_HOSTS", Some("*.adobelogin.com")),
+        ("ACO_ALLOWED_TOKEN_HOSTS", Some("*.adobelogin.com,api.adobe.io")),
+        ("ACO_CLIENT_SECRET_ROTATION", Some("false")),
         ("ACO_TOKEN_REQUEST_TIMEOUT", Some("30s")),
         ("ACO_CONCURRENCY", Some("16")),
         ("ACO_LOG_FORMAT", Some("json")),
@@ -453,10 +470,15 @@ async fn cluster_wide_install_is_accepted_by_the_api_server() {
 
 /// An install with `watchNamespaces: [watched]` into `release`, applied as admin.
 async fn install_namespace_scoped(release: &str, watched: &str) {
+    install_namespace_scoped_with(release, watched, "").await;
+}
+
+/// The same, with more `values`.
+async fn install_namespace_scoped_with(release: &str, watched: &str, values: &str) {
     install_chart_crd().await;
     // Without the tenant ClusterRoles: cluster-scoped, they would clash with those of the
     // cluster-wide install test (same release name), which `helm install` must not find.
-    let values = format!("watchNamespaces: [{watched}]\nrbac: {{aggregateClusterRoles: false}}\n");
+    let values = format!("watchNamespaces: [{watched}]\nrbac: {{aggregateClusterRoles: false}}\n{values}");
     let manifests = render(release, &values).await;
     apply(&manifests).await;
     assert_all_exist(&manifests).await;
@@ -664,11 +686,16 @@ struct ChartOperator {
 
 impl ChartOperator {
     async fn start(prefix: &str) -> Self {
+        Self::start_with(prefix, "", &[]).await
+    }
+
+    /// The same with more chart `values` and operator `flags`.
+    async fn start_with(prefix: &str, values: &str, flags: &[&str]) -> Self {
         let control_plane = test_support::control_plane();
         let admin = control_plane.client();
         let release = namespace(&format!("{prefix}-release")).await;
         let watched = namespace(&format!("{prefix}-watched")).await;
-        install_namespace_scoped(release.name(), watched.name()).await;
+        install_namespace_scoped_with(release.name(), watched.name(), values).await;
         let sa = control_plane.service_account_kubeconfig(release.name(), FULLNAME).await.expect("kubeconfig");
 
         let tls = test_support::LoopbackTls::generate().expect("TLS");
@@ -684,7 +711,8 @@ impl ChartOperator {
         let log = dir.path().join("operator.log");
         // Leader election as the chart configures it: the release's Lease in the release namespace.
         let election = ["--leader-election=true", "--lease-namespace", release.name(), "--lease-name", FULLNAME];
-        let operator = Operator::start_with(watched.name(), &sa, &dir.path().join("ca.pem"), log, &election).await;
+        let flags: Vec<&str> = election.iter().chain(flags).copied().collect();
+        let operator = Operator::start_with(watched.name(), &sa, &dir.path().join("ca.pem"), log, &flags).await;
 
         let source: Secret = serde_json::from_value(secret(
             "chart-client",
@@ -783,6 +811,93 @@ async fn rollout_restart_forbidden_by_the_chart_defaults_is_reported() {
     // No failure loop: the status settles (no consecutive failures) on one mint.
     assert_eq!(status.consecutive_failures, 0);
     assert_eq!(chart.ims.mint_count("chart-client"), 1);
+    chart.operator.kill().await;
+}
+
+/// A credential that rotates its client secret at once (trigger set), on the fake's management
+/// API, with its source Secret.
+async fn apply_rotating_credential(chart: &ChartOperator) {
+    let scopes: Vec<&str> = common::FIREFLY_SCOPES
+        .iter()
+        .copied()
+        .chain(["AdobeID", "openid", "read_organizations", "additional_info.projectedProductContext"])
+        .chain(["additional_info.roles", "adobeio_api", "read_client_secret", "manage_client_secrets"])
+        .collect();
+    chart
+        .ims
+        .register_adobe_client(
+            AdobeClient::new("rot-client", "p8e-rot-original")
+                .with_scopes(scopes)
+                .with_token_lifetime(Duration::from_secs(86_400))
+                .with_management("4242", "777"),
+        )
+        .expect("register client");
+    let source: Secret = serde_json::from_value(secret(
+        "rot-client",
+        &[("client_id", "rot-client"), ("client_secret", "p8e-rot-original")],
+    ))
+    .expect("secret");
+    let secrets = Api::<Secret>::namespaced(chart.admin.clone(), chart.watched.name());
+    secrets.create(&PostParams::default(), &source).await.expect("create source");
+    let credential = json!({
+        "apiVersion": API_VERSION, "kind": "AdobeCredential",
+        "metadata": { "name": "rotating", "annotations": { "credentials.adobe-operator.io/rotate-client-secret": "now" } },
+        "spec": { "oauthServerToServer": {
+            "clientSecretRef": { "name": "rot-client", "secondaryClientSecretKey": "client_secret_previous" },
+            "scopes": common::FIREFLY_SCOPES,
+            "imsEndpoint": chart.ims.url(),
+            "clientSecretRotation": { "orgId": "4242", "credentialId": "777", "gracePeriod": "0s", "managementEndpoint": chart.ims.url() },
+        } },
+    });
+    let ssa = PatchParams::apply("chart-test");
+    chart.credentials().patch("rotating", &ssa, &Patch::Apply(&credential)).await.expect("apply credential");
+}
+
+/// Rotation as the chart's ServiceAccount with `clientSecretRotation.enabled`: the `update` it
+/// grants is all the rotation needs.
+#[tokio::test]
+async fn client_secret_rotation_works_with_the_chart_identity_when_enabled() {
+    let chart = ChartOperator::start_with(
+        "chart-rot",
+        "clientSecretRotation: {enabled: true}\n",
+        &["--client-secret-rotation"],
+    )
+    .await;
+    apply_rotating_credential(&chart).await;
+    chart.wait_ready("rotating").await;
+    let secrets = Api::<Secret>::namespaced(chart.admin.clone(), chart.watched.name());
+    common::eventually("the rotation to complete as the chart's ServiceAccount", WAIT, || async {
+        let listed = chart.ims.client_secrets("rot-client");
+        let source = secrets.get("rot-client").await.ok()?;
+        let in_use = key(&source, "client_secret")?;
+        let only_new =
+            listed.len() == 1 && chart.ims.client_secret_uuid("rot-client", &in_use) == Some(listed[0].uuid.clone());
+        (only_new && in_use != "p8e-rot-original").then_some(())
+    })
+    .await;
+    let source = secrets.get("rot-client").await.expect("source");
+    assert_eq!(key(&source, "client_secret_previous").as_deref(), Some("p8e-rot-original"));
+    let logs = chart.operator.logs();
+    assert!(!logs.to_lowercase().contains("forbidden"), "the operator hit an RBAC denial:\n{logs}");
+    chart.operator.kill().await;
+}
+
+/// The chart's defaults grant no `update` on Secrets: a rotation is refused before anything
+/// changes at Adobe, with a reason that names the chart value.
+#[tokio::test]
+async fn client_secret_rotation_under_the_chart_defaults_is_refused_before_adobe_is_touched() {
+    let chart = ChartOperator::start_with("chart-norot", "", &["--client-secret-rotation"]).await;
+    apply_rotating_credential(&chart).await;
+    chart.wait_ready("rotating").await;
+    let condition = common::eventually("the rotation refusal", WAIT, || async {
+        let cred = chart.credentials().get("rotating").await.ok()?;
+        let c = cred.status?.conditions.into_iter().find(|c| c.type_ == "ClientSecretRotation")?;
+        (c.reason == "SourceSecretNotWritable").then_some(c)
+    })
+    .await;
+    assert!(condition.message.contains("clientSecretRotation.enabled=true"), "{}", condition.message);
+    assert!(chart.ims.requests_to(fake_token_server::EndpointKind::ManagementAdd, "rot-client").is_empty());
+    assert_eq!(chart.ims.client_secrets("rot-client").len(), 1);
     chart.operator.kill().await;
 }
 

@@ -13,6 +13,7 @@
 mod cluster;
 mod provide;
 mod report;
+mod rotate;
 mod state;
 mod watch;
 
@@ -59,6 +60,17 @@ pub struct Context {
     cluster_namespace: Option<String>,
     /// Credentials being reconciled right now (named when a shutdown deadline passes).
     in_flight: Mutex<HashSet<String>>,
+    rotation: RotationConfig,
+}
+
+/// Client secret rotation settings of the process.
+#[derive(Debug, Clone, Copy)]
+pub struct RotationConfig {
+    /// Whether credentials may rotate their client secret (the operator then writes source
+    /// Secrets).
+    pub enabled: bool,
+    /// How long a new secret may take before IMS accepts it.
+    pub verify_timeout: Duration,
 }
 
 /// Everything the controller needs from the process.
@@ -79,6 +91,7 @@ pub struct ContextParts {
     /// Where ClusterAdobeCredentials keep their source Secrets and minters; without it they are
     /// not served.
     pub cluster_namespace: Option<String>,
+    pub rotation: RotationConfig,
 }
 
 impl Context {
@@ -98,6 +111,7 @@ impl Context {
             shutdown_timeout: parts.shutdown_timeout,
             cluster_namespace: parts.cluster_namespace,
             in_flight: Mutex::default(),
+            rotation: parts.rotation,
         })
     }
 
@@ -139,6 +153,7 @@ pub fn display_name(cred: &AdobeCredential) -> String {
 async fn reconcile(cred: Arc<AdobeCredential>, ctx: Arc<Context>) -> Result<Action> {
     let key = ObjectRef::from_obj(&*cred);
     let now = Timestamp::now();
+    ctx.states.update(&key, |s| s.trigger_seen(crate::rotation::trigger_hash(&cred)));
     if let Some(wait) = ctx.states.read(&key, |s| s.quiet_for(cred.metadata.generation, now)).flatten() {
         return Ok(Action::requeue(wait));
     }
@@ -148,9 +163,15 @@ async fn reconcile(cred: Arc<AdobeCredential>, ctx: Arc<Context>) -> Result<Acti
     debug!("inspecting inputs and target");
     ctx.metrics.reconcile_started();
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &cred.namespace().unwrap_or_default());
-    match provide::ensure_token(&cred, &secrets, &ctx, now).await {
-        Ok(done) => report::success(&cred, &ctx, done, now).await,
-        Err(failure) => report::failure(&cred, &ctx, failure, failures_so_far, now).await,
+    // The rotation goes first: when it writes a new client secret to the source Secret, the
+    // token path below mints with it in the same reconcile; then it sees that token.
+    let rotation = rotate::before_token(&cred, &secrets, &ctx, now).await;
+    let outcome = provide::ensure_token(&cred, &secrets, &ctx, now).await;
+    let token = outcome.as_ref().ok().map(|done| &done.token);
+    let rotation = rotate::after_token(&cred, &secrets, &ctx, rotation, token).await;
+    match outcome {
+        Ok(done) => report::success(&cred, &ctx, done, rotation, now).await,
+        Err(failure) => report::failure(&cred, &ctx, failure, rotation, failures_so_far, now).await,
     }
 }
 

@@ -14,6 +14,7 @@ use tracing::{info, warn};
 
 use super::Context;
 use super::provide::{Done, Failure};
+use super::rotate::{self, Rotation};
 use crate::crd::{AdobeCredential, AdobeCredentialStatus};
 use crate::decision;
 use crate::error::{Error, MAX_MESSAGE, one_line};
@@ -34,11 +35,11 @@ pub(super) struct Notice {
 }
 
 impl Notice {
-    fn normal(reason: Reason, action: &'static str, note: String) -> Self {
+    pub(super) fn normal(reason: Reason, action: &'static str, note: String) -> Self {
         Self { type_: EventType::Normal, reason: reason.as_str(), action, note }
     }
 
-    fn warning(reason: &'static str, action: &'static str, note: String) -> Self {
+    pub(super) fn warning(reason: &'static str, action: &'static str, note: String) -> Self {
         Self { type_: EventType::Warning, reason, action, note }
     }
 }
@@ -48,6 +49,7 @@ pub(super) async fn success(
     cred: &AdobeCredential,
     ctx: &Context,
     done: Done,
+    rotation: Rotation,
     now: Timestamp,
 ) -> Result<Action, Error> {
     let fallback_secret_key =
@@ -57,14 +59,16 @@ pub(super) async fn success(
     let restarts = restart_consumers(cred, ctx, &done.token).await;
     ctx.metrics.consumers_restarted(cred, &restarts);
     status::set_rollout_restarts(&mut desired, cred, &restarts, now);
-    let notices = success_notices(cred, &done, &restarts);
+    let mut notices = success_notices(cred, &done, &restarts);
+    // The next look: the renewal, or sooner for the rotation.
+    let wake_at = rotation.wake_at().map_or(done.renewal.at, |at| at.min(done.renewal.at));
+    notices.extend(rotate::apply(&mut desired, cred, ctx, rotation, now));
     patch_status_if_changed(cred, ctx, desired).await?;
     for notice in notices {
         publish(cred, ctx, notice).await;
     }
-    let renewal_time = done.renewal.at;
-    ctx.finish(cred, Some(done.token.expires_at), |s| s.succeeded(cred.metadata.generation, renewal_time));
-    Ok(Action::requeue(renewal_time.duration_since(Timestamp::now()).unsigned_abs()))
+    ctx.finish(cred, Some(done.token.expires_at), |s| s.succeeded(cred.metadata.generation, wake_at));
+    Ok(Action::requeue(wake_at.duration_since(Timestamp::now()).unsigned_abs()))
 }
 
 /// Only once the token is in the target may its consumers restart.
@@ -82,6 +86,7 @@ pub(super) async fn failure(
     cred: &AdobeCredential,
     ctx: &Context,
     failure: Failure,
+    rotation: Rotation,
     failures_so_far: u32,
     now: Timestamp,
 ) -> Result<Action, Error> {
@@ -103,19 +108,25 @@ pub(super) async fn failure(
         current_inputs: failure.current_inputs,
         consecutive_failures: failures,
     };
-    let desired = status::desired(cred, &outcome, now);
+    let mut desired = status::desired(cred, &outcome, now);
     let previous_reason = status::ready_condition(cred).map(|c| c.reason.clone());
+    let rotation_wake = rotation.wake_at();
+    let rotation_notices = rotate::apply(&mut desired, cred, ctx, rotation, now);
     patch_status_if_changed(cred, ctx, desired).await?;
     if let Some(notice) = failure_notice(error, failures, previous_reason.as_deref()) {
+        publish(cred, ctx, notice).await;
+    }
+    for notice in rotation_notices {
         publish(cred, ctx, notice).await;
     }
     // Counted from now, after the response: Retry-After is relative to its arrival.
     let failed_at = Timestamp::now();
     let not_before = error.retry_after().map(|wait| failed_at + wait);
+    let retry_at = rotation_wake.map_or(failed_at + delay, |at| at.min(failed_at + delay));
     ctx.finish(cred, failure.last_good.as_ref().map(|t| t.expires_at), |s| {
-        s.failed(cred.metadata.generation, failures, failed_at + delay, not_before)
+        s.failed(cred.metadata.generation, failures, retry_at, not_before)
     });
-    Ok(Action::requeue(delay))
+    Ok(Action::requeue(retry_at.duration_since(Timestamp::now()).unsigned_abs()))
 }
 
 /// A reconcile that failed before it could report: counted and logged, retried with backoff.

@@ -32,14 +32,18 @@ struct ErrorBody {
 }
 
 pub fn transport_error(err: reqwest::Error) -> Error {
-    let detail = if err.is_timeout() {
+    Error::TokenEndpointUnavailable { detail: transport_detail(&err), retry_after: None, debug_id: None }
+}
+
+/// What went wrong with a request that got no response, in one short line.
+pub fn transport_detail(err: &reqwest::Error) -> String {
+    if err.is_timeout() {
         "request timed out".to_owned()
     } else if err.is_connect() {
-        format!("cannot connect: {}", root_cause(&err))
+        format!("cannot connect: {}", root_cause(err))
     } else {
-        format!("request failed: {}", root_cause(&err))
-    };
-    Error::TokenEndpointUnavailable { detail, retry_after: None, debug_id: None }
+        format!("request failed: {}", root_cause(err))
+    }
 }
 
 fn root_cause(err: &(dyn std::error::Error + 'static)) -> String {
@@ -50,7 +54,8 @@ fn root_cause(err: &(dyn std::error::Error + 'static)) -> String {
     truncate(&current.to_string())
 }
 
-fn truncate(text: &str) -> String {
+/// `text` cut at the length server-provided text may take in a message.
+pub fn truncate(text: &str) -> String {
     match text.char_indices().nth(MAX_DESCRIPTION) {
         Some((cut, _)) => format!("{}…", &text[..cut]),
         None => text.to_owned(),

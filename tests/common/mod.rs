@@ -163,10 +163,17 @@ pub struct TestEnv {
     /// Every Ready condition any credential of the namespace went through, in order.
     ready_history: Arc<Mutex<Vec<(String, String, String)>>>,
     history_task: tokio::task::JoinHandle<()>,
+    /// Flags every operator this environment starts gets (also after restarts).
+    operator_flags: Vec<String>,
 }
 
 impl TestEnv {
     pub async fn new(prefix: &str) -> Self {
+        Self::with_flags(prefix, &[]).await
+    }
+
+    /// A test world whose operators (the first and every restarted one) run with `flags`.
+    pub async fn with_flags(prefix: &str, flags: &[&str]) -> Self {
         let control_plane = test_support::control_plane();
         let client = control_plane.client();
         install_crd(control_plane).await;
@@ -191,6 +198,7 @@ impl TestEnv {
             lifetimes: HashMap::new(),
             ready_history,
             history_task,
+            operator_flags: flags.iter().map(|f| f.to_string()).collect(),
         };
         env.start_operator().await;
         env
@@ -202,9 +210,9 @@ impl TestEnv {
 
     pub async fn start_operator(&mut self) {
         let log = self.dir.path().join("operator.log");
-        let operator =
-            Operator::start(self.ns(), self.control_plane.kubeconfig_path(), &self.dir.path().join("ca.pem"), log)
-                .await;
+        let flags: Vec<&str> = self.operator_flags.iter().map(String::as_str).collect();
+        let (kubeconfig, ca) = (self.control_plane.kubeconfig_path(), self.dir.path().join("ca.pem"));
+        let operator = Operator::start_with(self.ns(), kubeconfig, &ca, log, &flags).await;
         self.operator = Some(operator);
     }
 
@@ -349,6 +357,7 @@ impl TestEnv {
                     scopes: FIREFLY_SCOPES.iter().map(|s| s.to_string()).collect(),
                     ims_endpoint: self.ims.url().to_owned(),
                     org_id: Some("1234ABCD@AdobeOrg".into()),
+                    client_secret_rotation: None,
                 }),
                 ..Default::default()
             },

@@ -133,4 +133,13 @@ Secrets it owns are removed by the garbage collector through their ownerReferenc
   resources: ["deployments", "statefulsets", "daemonsets"]
   verbs: ["get", "patch"]
 {{- end }}
+{{- if .Values.clientSecretRotation.enabled }}
+# Client secret rotation: write the new client secret into a credential's source Secret (and the
+# previous one under its secondary key) with an update conditioned on the resourceVersion read,
+# so an edit made in between is never overwritten. RBAC cannot tell source from other Secrets by
+# name; the operator updates no other Secret (targets and its own state use server-side apply).
+- apiGroups: [""]
+  resources: ["secrets"]
+  verbs: ["update"]
+{{- end }}
 {{- end }}

@@ -1,10 +1,10 @@
 //! The methods a test uses to set up, disturb and observe a running server.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use crate::{
-    AdobeClient, Error, FakeTokenServer, Fault, FaultId,
-    log::{Outcome, RequestRecord},
+    AdobeClient, ClientSecretInfo, Error, FakeTokenServer, Fault, FaultId,
+    log::{EndpointKind, Outcome, RequestRecord},
 };
 
 impl FakeTokenServer {
@@ -48,6 +48,45 @@ impl FakeTokenServer {
     /// Changes the lifetime of tokens issued to this client from now on.
     pub fn set_adobe_token_lifetime(&self, client_id: &str, lifetime: Duration) -> Result<(), Error> {
         self.state.registry().adobe.set_token_lifetime(client_id, lifetime)
+    }
+
+    /// Adds or removes the I/O Management API from the client's project; without it the API
+    /// answers 403.
+    pub fn set_management_api_in_project(&self, client_id: &str, in_project: bool) -> Result<(), Error> {
+        self.state.registry().adobe.set_api_in_project(client_id, in_project)
+    }
+
+    /// How long a secret added through the I/O Management API takes before IMS accepts it.
+    pub fn set_secret_activation_delay(&self, client_id: &str, delay: Duration) -> Result<(), Error> {
+        self.state.registry().adobe.set_activation_delay(client_id, delay)
+    }
+
+    /// Backdates (or postdates) a secret's creation, e.g. to make it older than a rotation
+    /// period.
+    pub fn set_client_secret_created_at(&self, client_id: &str, uuid: &str, at: SystemTime) -> Result<(), Error> {
+        self.state.registry().adobe.set_secret_created_at(client_id, uuid, at)
+    }
+
+    /// The client's secrets as the I/O Management API lists them, oldest first.
+    pub fn client_secrets(&self, client_id: &str) -> Vec<ClientSecretInfo> {
+        self.state.registry().adobe.secret_infos(client_id)
+    }
+
+    /// The uuid of the client's secret with this value, if the client has it.
+    pub fn client_secret_uuid(&self, client_id: &str, value: &str) -> Option<String> {
+        self.state.registry().adobe.uuid_of(client_id, value)
+    }
+
+    /// The values of every secret the I/O Management API created for the client, also deleted
+    /// ones, oldest first (for leak checks).
+    pub fn created_client_secrets(&self, client_id: &str) -> Vec<String> {
+        self.state.registry().adobe.created_secret_values(client_id)
+    }
+
+    /// Answers the I/O Management API's POST and DELETE with 200, as Adobe's API description
+    /// lists them, instead of the 201 and 204 its guides show.
+    pub fn answer_management_with_200(&self, answer_200: bool) {
+        self.state.registry().adobe.management.answer_200 = answer_200;
     }
 
     /// Registers an Akeneo API connection, or replaces its secret.
@@ -130,6 +169,27 @@ impl FakeTokenServer {
         self.state
             .wait_for("arrived requests", client_id, count, timeout, |registry| registry.arrivals(client_id))
             .await
+    }
+
+    /// Waits until at least `count` requests to `endpoint` claiming this client id have arrived,
+    /// including ones still being answered.
+    pub async fn wait_for_endpoint_arrivals(
+        &self,
+        endpoint: EndpointKind,
+        client_id: &str,
+        count: usize,
+        timeout: Duration,
+    ) -> Result<(), Error> {
+        self.state
+            .wait_for("arrived requests at the endpoint", client_id, count, timeout, |registry| {
+                registry.endpoint_arrivals(endpoint, client_id)
+            })
+            .await
+    }
+
+    /// The requests to `endpoint` that claimed this client id, oldest first.
+    pub fn requests_to(&self, endpoint: EndpointKind, client_id: &str) -> Vec<RequestRecord> {
+        self.requests_for(client_id).into_iter().filter(|record| record.endpoint == endpoint).collect()
     }
 
     /// Waits until at least `count` requests (of any outcome) have claimed this client id and

@@ -27,6 +27,10 @@ pub enum Error {
     /// The secret to remove is not one of the client's secrets.
     #[error("client {0:?} has no such secret")]
     UnknownSecret(String),
+    /// The client was registered without a Developer Console credential
+    /// ([`AdobeClient::with_management`](crate::AdobeClient::with_management)).
+    #[error("client {0:?} is not reachable through the I/O Management API")]
+    NotManaged(String),
     /// The client was registered without a service account (JWT) binding.
     #[error("client {0:?} has no service account (JWT) binding")]
     NotServiceAccount(String),

@@ -47,6 +47,9 @@ pub enum FaultKind {
     MissingFields(Vec<String>),
     /// Close the connection without sending any response.
     DropConnection,
+    /// Process the request normally (a token is issued, a secret created or deleted), then never
+    /// answer: the client cannot know that it happened, as when it dies waiting for the answer.
+    HangAfterProcessing,
 }
 
 /// Identifies an injected fault so that a test can clear it.
@@ -72,13 +75,14 @@ pub struct Fault {
     kind: FaultKind,
     client_id: Option<String>,
     endpoint: Option<EndpointKind>,
+    scope: Option<String>,
     remaining: Option<u32>,
 }
 
 impl Fault {
     /// A fault of any kind, applying to every request until cleared.
     pub fn new(kind: FaultKind) -> Self {
-        Self { kind, client_id: None, endpoint: None, remaining: None }
+        Self { kind, client_id: None, endpoint: None, scope: None, remaining: None }
     }
 
     /// Answer with `status` and a JSON `body`.
@@ -141,6 +145,19 @@ impl Fault {
         Self::new(FaultKind::DropConnection)
     }
 
+    /// Do what the request asks, then never answer (a request hold for crash tests: the server
+    /// has acted, the client never learns it).
+    pub fn hang_after_processing() -> Self {
+        Self::new(FaultKind::HangAfterProcessing)
+    }
+
+    /// Apply only to token requests whose comma-separated `scope` includes `scope` (e.g.
+    /// `manage_client_secrets` for management tokens, `firefly_api` for a workload's tokens).
+    pub fn for_scope(mut self, scope: impl Into<String>) -> Self {
+        self.scope = Some(scope.into());
+        self
+    }
+
     /// Apply only to requests that claim this client id.
     pub fn for_client(mut self, client_id: impl Into<String>) -> Self {
         self.client_id = Some(client_id.into());
@@ -160,10 +177,15 @@ impl Fault {
         self
     }
 
-    fn matches(&self, endpoint: EndpointKind, client_id: Option<&str>) -> bool {
+    fn matches(&self, endpoint: EndpointKind, client_id: Option<&str>, scope: Option<&str>) -> bool {
+        let scope_matches = self
+            .scope
+            .as_deref()
+            .is_none_or(|wanted| scope.is_some_and(|requested| requested.split(',').any(|item| item.trim() == wanted)));
         self.remaining != Some(0)
             && self.endpoint.is_none_or(|wanted| wanted == endpoint)
             && self.client_id.as_deref().is_none_or(|wanted| Some(wanted) == client_id)
+            && scope_matches
     }
 }
 
@@ -194,8 +216,13 @@ impl FaultQueue {
 
     /// The first fault (in injection order) that applies to this request; counts it against the
     /// fault's remaining uses and drops the fault once they are used up.
-    pub(crate) fn take(&mut self, endpoint: EndpointKind, client_id: Option<&str>) -> Option<FaultKind> {
-        let index = self.active.iter().position(|(_, fault)| fault.matches(endpoint, client_id))?;
+    pub(crate) fn take(
+        &mut self,
+        endpoint: EndpointKind,
+        client_id: Option<&str>,
+        scope: Option<&str>,
+    ) -> Option<FaultKind> {
+        let index = self.active.iter().position(|(_, fault)| fault.matches(endpoint, client_id, scope))?;
         let fault = &mut self.active[index].1;
         let kind = fault.kind.clone();
         if let Some(remaining) = fault.remaining.as_mut() {
@@ -216,28 +243,28 @@ mod tests {
     fn counted_fault_clears_itself() {
         let mut queue = FaultQueue::default();
         queue.insert(Fault::hang().times(2));
-        assert_eq!(queue.take(EndpointKind::ClientCredentials, None), Some(FaultKind::Hang));
-        assert_eq!(queue.take(EndpointKind::JwtExchange, Some("c")), Some(FaultKind::Hang));
-        assert_eq!(queue.take(EndpointKind::ClientCredentials, None), None);
+        assert_eq!(queue.take(EndpointKind::ClientCredentials, None, None), Some(FaultKind::Hang));
+        assert_eq!(queue.take(EndpointKind::JwtExchange, Some("c"), None), Some(FaultKind::Hang));
+        assert_eq!(queue.take(EndpointKind::ClientCredentials, None, None), None);
     }
 
     #[test]
     fn zero_times_never_applies() {
         let mut queue = FaultQueue::default();
         queue.insert(Fault::hang().times(0));
-        assert_eq!(queue.take(EndpointKind::ClientCredentials, None), None);
+        assert_eq!(queue.take(EndpointKind::ClientCredentials, None, None), None);
     }
 
     #[test]
     fn narrowed_fault_only_matches_its_client_and_endpoint() {
         let mut queue = FaultQueue::default();
         queue.insert(Fault::malformed_json().for_client("a").for_endpoint(EndpointKind::AkeneoRefresh));
-        assert_eq!(queue.take(EndpointKind::AkeneoRefresh, Some("b")), None);
-        assert_eq!(queue.take(EndpointKind::AkeneoRefresh, None), None);
-        assert_eq!(queue.take(EndpointKind::AkeneoPassword, Some("a")), None);
-        assert_eq!(queue.take(EndpointKind::AkeneoRefresh, Some("a")), Some(FaultKind::MalformedJson));
+        assert_eq!(queue.take(EndpointKind::AkeneoRefresh, Some("b"), None), None);
+        assert_eq!(queue.take(EndpointKind::AkeneoRefresh, None, None), None);
+        assert_eq!(queue.take(EndpointKind::AkeneoPassword, Some("a"), None), None);
+        assert_eq!(queue.take(EndpointKind::AkeneoRefresh, Some("a"), None), Some(FaultKind::MalformedJson));
         // Not counted: applies until cleared.
-        assert!(queue.take(EndpointKind::AkeneoRefresh, Some("a")).is_some());
+        assert!(queue.take(EndpointKind::AkeneoRefresh, Some("a"), None).is_some());
     }
 
     #[test]
@@ -245,13 +272,24 @@ mod tests {
         let mut queue = FaultQueue::default();
         let first = queue.insert(Fault::hang().for_client("a"));
         queue.insert(Fault::drop_connection());
-        assert_eq!(queue.take(EndpointKind::JwtExchange, Some("a")), Some(FaultKind::Hang));
-        assert_eq!(queue.take(EndpointKind::JwtExchange, Some("b")), Some(FaultKind::DropConnection));
+        assert_eq!(queue.take(EndpointKind::JwtExchange, Some("a"), None), Some(FaultKind::Hang));
+        assert_eq!(queue.take(EndpointKind::JwtExchange, Some("b"), None), Some(FaultKind::DropConnection));
         assert!(queue.remove(first));
         assert!(!queue.remove(first));
-        assert_eq!(queue.take(EndpointKind::JwtExchange, Some("a")), Some(FaultKind::DropConnection));
+        assert_eq!(queue.take(EndpointKind::JwtExchange, Some("a"), None), Some(FaultKind::DropConnection));
         queue.clear();
-        assert_eq!(queue.take(EndpointKind::JwtExchange, Some("a")), None);
+        assert_eq!(queue.take(EndpointKind::JwtExchange, Some("a"), None), None);
+    }
+
+    #[test]
+    fn scope_filter_matches_one_item_of_the_requested_scopes() {
+        let mut queue = FaultQueue::default();
+        queue.insert(Fault::hang().for_scope("manage_client_secrets"));
+        let cc = EndpointKind::ClientCredentials;
+        assert_eq!(queue.take(cc, Some("c"), Some("openid,firefly_api")), None);
+        assert_eq!(queue.take(cc, Some("c"), None), None);
+        assert_eq!(queue.take(cc, Some("c"), Some("manage_client_secrets_x")), None);
+        assert_eq!(queue.take(cc, Some("c"), Some("openid,manage_client_secrets")), Some(FaultKind::Hang));
     }
 
     #[test]

@@ -16,9 +16,16 @@
 //! - **Credentials:** [`AdobeClient`] (up to two secrets, allowed scopes, token lifetime,
 //!   optionally a [`ServiceAccount`] with its RSA public key and metascopes), Akeneo clients and
 //!   users, secret and key rotation, Akeneo refresh token revocation.
+//! - **I/O Management API:** `GET`/`POST /console/organizations/{org}/credentials/{credential}/
+//!   secrets` and `DELETE …/secrets/{uuid}` for clients registered
+//!   [`with_management`](AdobeClient::with_management), tied to the fake IMS: a secret added
+//!   there is accepted by IMS (after an optional activation delay), a deleted one is refused,
+//!   each successful token request updates its `last_used_at`, at most two secrets; 401/403/404
+//!   like Adobe's gateway (see the `adobe::management` module).
 //! - **Faults:** [`Fault`] makes matching requests fail (status and body, `Retry-After`, delay,
-//!   hang, malformed JSON, missing fields, dropped connection), globally or per client or
-//!   endpoint, until cleared or for the next N requests.
+//!   hang, malformed JSON, missing fields, dropped connection) or holds them (hang, or hang after
+//!   doing what they asked), globally or per client, endpoint or requested scope, until cleared
+//!   or for the next N requests.
 //! - **Observation:** a request log ([`RequestRecord`]), mint counts, the issued access tokens,
 //!   and `wait_for_*` helpers with deadlines. Neither the log, nor `Debug` output, nor the
 //!   tracing events (targets under `fake_token_server`) contain secrets, passwords, JWTs or
@@ -60,7 +67,7 @@ mod state;
 pub mod test_keys;
 mod tls;
 
-pub use adobe::{AdobeClient, ServiceAccount};
+pub use adobe::{AdobeClient, ClientSecretInfo, ServiceAccount};
 /// The status type of faults and the request log; the same type as `reqwest::StatusCode`.
 pub use axum::http::StatusCode;
 pub use error::Error;

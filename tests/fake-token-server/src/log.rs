@@ -21,6 +21,12 @@ pub enum EndpointKind {
     AkeneoPassword,
     /// Akeneo `POST /api/oauth/v1/token` with `grant_type=refresh_token`.
     AkeneoRefresh,
+    /// I/O Management API: `GET /console/organizations/{org}/credentials/{credential}/secrets`.
+    ManagementList,
+    /// I/O Management API: `POST /console/organizations/{org}/credentials/{credential}/secrets`.
+    ManagementAdd,
+    /// I/O Management API: `DELETE …/secrets/{uuid}`.
+    ManagementDelete,
 }
 
 impl EndpointKind {
@@ -43,6 +49,8 @@ pub enum Outcome {
     Rejected(String),
     /// An injected fault answered instead of the endpoint (or kept it from answering at all).
     Faulted,
+    /// An endpoint that issues no token answered successfully (the I/O Management API).
+    Served,
 }
 
 /// One request as the server saw it.
@@ -52,7 +60,8 @@ pub struct RequestRecord {
     pub endpoint: EndpointKind,
     /// The request path, e.g. `/ims/token/v3`.
     pub path: String,
-    /// The client id the request claimed (form field for Adobe, Basic auth user for Akeneo).
+    /// The client id the request claimed (form field for Adobe, Basic auth user for Akeneo,
+    /// `x-api-key` header for the I/O Management API).
     pub client_id: Option<String>,
     /// The `grant_type` parameter as sent.
     pub grant_type: Option<String>,
@@ -69,4 +78,8 @@ pub struct RequestRecord {
     pub debug_id: Option<String>,
     /// When the request arrived.
     pub received_at: SystemTime,
+    /// The client secret involved, by uuid (never its value): the one an Adobe token request
+    /// presented, if the client has it (active or not), or the one the I/O Management API
+    /// created or deleted.
+    pub secret_uuid: Option<String>,
 }

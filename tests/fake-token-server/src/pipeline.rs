@@ -15,7 +15,7 @@ use serde_json::Value;
 use crate::{
     faults::FaultKind,
     log::{EndpointKind, Outcome, RequestRecord},
-    state::{Registry, Secret, ServerState},
+    state::{Bearer, Registry, Secret, ServerState},
 };
 
 /// Marks a response that must not be sent: the connection layer closes the connection instead.
@@ -95,7 +95,7 @@ pub(crate) struct TokenRequest {
     pub(crate) scope: Option<String>,
 }
 
-/// An endpoint's answer. No `Debug`: the body holds the issued tokens.
+/// An endpoint's answer. No `Debug`: the body holds the issued tokens (or a new client secret).
 pub(crate) struct Reply {
     status: StatusCode,
     body: Value,
@@ -103,19 +103,49 @@ pub(crate) struct Reply {
     access_token: Option<Secret>,
     /// Replaces the logged scope when the endpoint learnt it from a verified credential.
     scope: Option<String>,
+    /// Rarely set, boxed to keep replies small.
+    details: Option<Box<ReplyDetails>>,
+}
+
+#[derive(Default)]
+struct ReplyDetails {
+    /// The client secret the request presented (or created, or deleted), by uuid.
+    secret_uuid: Option<String>,
+    /// What the issued access token allows at the I/O Management API.
+    bearer: Option<Bearer>,
 }
 
 impl Reply {
+    fn new(status: StatusCode, body: Value, outcome: Outcome) -> Self {
+        Self { status, body, outcome, access_token: None, scope: None, details: None }
+    }
+
     pub(crate) fn issued(body: Value, access_token: Secret) -> Self {
-        Self { status: StatusCode::OK, body, outcome: Outcome::Issued, access_token: Some(access_token), scope: None }
+        Self { access_token: Some(access_token), ..Self::new(StatusCode::OK, body, Outcome::Issued) }
     }
 
     pub(crate) fn rejected(status: StatusCode, error_code: &str, body: Value) -> Self {
-        Self { status, body, outcome: Outcome::Rejected(error_code.to_owned()), access_token: None, scope: None }
+        Self::new(status, body, Outcome::Rejected(error_code.to_owned()))
+    }
+
+    /// A successful answer of an endpoint that issues no token (the I/O Management API); a
+    /// `204 No Content` is sent without a body.
+    pub(crate) fn served(status: StatusCode, body: Value) -> Self {
+        Self::new(status, body, Outcome::Served)
     }
 
     pub(crate) fn with_logged_scope(mut self, scope: String) -> Self {
         self.scope = Some(scope);
+        self
+    }
+
+    pub(crate) fn with_secret_uuid(mut self, uuid: Option<String>) -> Self {
+        self.details.get_or_insert_default().secret_uuid = uuid;
+        self
+    }
+
+    pub(crate) fn with_bearer(mut self, bearer: Bearer) -> Self {
+        self.details.get_or_insert_default().bearer = Some(bearer);
         self
     }
 }
@@ -131,10 +161,10 @@ pub(crate) async fn handle(
     process: impl FnOnce(&mut Registry, &EncodingKey) -> Reply,
 ) -> Response {
     let received_at = SystemTime::now();
-    state.arrived(request.client_id.as_deref());
+    state.arrived(request.endpoint, request.client_id.as_deref());
     let debug_id = request.endpoint.is_adobe().then(new_debug_id);
-    let fault = state.registry().faults.take(request.endpoint, request.client_id.as_deref());
-    let record = |status, outcome, scope: Option<String>| RequestRecord {
+    let fault = state.registry().faults.take(request.endpoint, request.client_id.as_deref(), request.scope.as_deref());
+    let record = |status, outcome, scope: Option<String>, secret_uuid: Option<String>| RequestRecord {
         endpoint: request.endpoint,
         path: request.path.clone(),
         client_id: request.client_id.clone(),
@@ -145,21 +175,22 @@ pub(crate) async fn handle(
         fault: fault.clone(),
         debug_id: debug_id.clone(),
         received_at,
+        secret_uuid,
     };
 
     let mut response = match &fault {
         Some(FaultKind::Hang) => {
-            state.record(record(None, Outcome::Faulted, None), None);
+            state.record(record(None, Outcome::Faulted, None, None), None, None);
             return std::future::pending().await;
         }
         Some(FaultKind::DropConnection) => {
-            state.record(record(None, Outcome::Faulted, None), None);
+            state.record(record(None, Outcome::Faulted, None, None), None, None);
             let mut response = Response::default();
             response.extensions_mut().insert(DropConnection);
             return response;
         }
         Some(FaultKind::Respond { status, body, retry_after }) => {
-            state.record(record(Some(*status), Outcome::Faulted, None), None);
+            state.record(record(Some(*status), Outcome::Faulted, None, None), None, None);
             let mut response = (*status, json_content_type(), body.clone()).into_response();
             if let Some(retry_after) = retry_after
                 && let Ok(value) = HeaderValue::from_str(&retry_after.header_value())
@@ -169,11 +200,11 @@ pub(crate) async fn handle(
             response
         }
         Some(FaultKind::MalformedJson) => {
-            state.record(record(Some(StatusCode::OK), Outcome::Faulted, None), None);
+            state.record(record(Some(StatusCode::OK), Outcome::Faulted, None, None), None, None);
             let truncated = r#"{"access_token":"eyJhbGciOiJSUzI1NiIsIng1dSI6Imltc19uYTEta2V5"#;
             (StatusCode::OK, json_content_type(), truncated).into_response()
         }
-        Some(FaultKind::Delay(_) | FaultKind::MissingFields(_)) | None => {
+        Some(FaultKind::Delay(_) | FaultKind::MissingFields(_) | FaultKind::HangAfterProcessing) | None => {
             if let Some(FaultKind::Delay(delay)) = &fault {
                 tokio::time::sleep(*delay).await;
             }
@@ -186,8 +217,18 @@ pub(crate) async fn handle(
                     members.remove(field);
                 }
             }
-            state.record(record(Some(reply.status), reply.outcome, reply.scope), reply.access_token);
-            (reply.status, Json(body)).into_response()
+            let details = reply.details.map(|details| *details).unwrap_or_default();
+            let logged = record(Some(reply.status), reply.outcome, reply.scope, details.secret_uuid);
+            state.record(logged, reply.access_token, details.bearer);
+            if fault == Some(FaultKind::HangAfterProcessing) {
+                // Done, but the answer never leaves: the client cannot know what happened.
+                return std::future::pending().await;
+            }
+            if reply.status == StatusCode::NO_CONTENT {
+                reply.status.into_response()
+            } else {
+                (reply.status, Json(body)).into_response()
+            }
         }
     };
     if let Some(debug_id) = debug_id

@@ -6,7 +6,11 @@ use std::{
     time::Duration,
 };
 
-use axum::{Router, http::Request, routing::post};
+use axum::{
+    Router,
+    http::Request,
+    routing::{delete, get, post},
+};
 use hyper::{body::Incoming, server::conn::http1, service::service_fn};
 use hyper_util::rt::TokioIo;
 use tokio::{
@@ -114,6 +118,14 @@ fn router(state: Arc<ServerState>) -> Router {
         .route("/ims/exchange/v1/jwt", jwt_exchange.clone())
         .route("/ims/exchange/v1/jwt/", jwt_exchange)
         .route("/api/oauth/v1/token", post(akeneo::token))
+        .route(
+            "/console/organizations/{org_id}/credentials/{credential_id}/secrets",
+            get(adobe::management::list).post(adobe::management::add),
+        )
+        .route(
+            "/console/organizations/{org_id}/credentials/{credential_id}/secrets/{uuid}",
+            delete(adobe::management::delete),
+        )
         .with_state(state)
 }
 

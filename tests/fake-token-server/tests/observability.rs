@@ -32,8 +32,19 @@ async fn request_log_describes_each_request() {
 
     let log = server.requests();
     assert_eq!(log.len(), 3);
-    let RequestRecord { endpoint, path, client_id, grant_type, scope, status, outcome, fault, debug_id, received_at } =
-        log[0].clone();
+    let RequestRecord {
+        endpoint,
+        path,
+        client_id,
+        grant_type,
+        scope,
+        status,
+        outcome,
+        fault,
+        debug_id,
+        received_at,
+        secret_uuid,
+    } = log[0].clone();
     assert_eq!(endpoint, EndpointKind::ClientCredentials);
     assert_eq!(path, "/ims/token/v3");
     assert_eq!(client_id.as_deref(), Some("a"));
@@ -44,6 +55,7 @@ async fn request_log_describes_each_request() {
     assert_eq!(fault, None);
     assert_eq!(debug_id, Some(ok_debug_id));
     assert!(before <= received_at && received_at <= after);
+    assert_eq!(secret_uuid, server.client_secret_uuid("a", "secret"), "the secret used, by uuid");
 
     assert_eq!(log[1].outcome, Outcome::Rejected("invalid_client".into()));
     assert_eq!(log[1].status, Some(StatusCode::BAD_REQUEST));

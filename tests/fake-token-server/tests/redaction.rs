@@ -45,7 +45,9 @@ async fn no_secret_token_or_jwt_appears_in_logs_or_debug_output() {
 
     let server = FakeTokenServer::start().await.expect("starts");
     server
-        .register_adobe_client(AdobeClient::new("adobe-id", "adobe-secret-one").with_secret("adobe-secret-two"))
+        .register_adobe_client(
+            AdobeClient::new("adobe-id", "adobe-secret-one").with_secret("adobe-secret-two").with_management("1", "2"),
+        )
         .expect("registers");
     server.register_akeneo_client("akeneo-id", "akeneo-secret");
     server.register_akeneo_user("akeneo-user", "akeneo-password");
@@ -78,9 +80,29 @@ async fn no_secret_token_or_jwt_appears_in_logs_or_debug_output() {
     for body in [&issued, &refreshed] {
         leaked_if_seen.push(body["refresh_token"].as_str().expect("token").to_owned());
     }
+    // The I/O Management API: the management token and a secret it created (deleting one first:
+    // at most two).
+    let (_, management) =
+        status_and_json(mint(server.url(), "adobe-id", "adobe-secret-two", "manage_client_secrets").await).await;
+    let management_token = management["access_token"].as_str().expect("token");
+    let secrets_url = format!("{}/console/organizations/1/credentials/2/secrets", server.url());
+    let first_uuid = server.client_secret_uuid("adobe-id", "adobe-secret-one").expect("uuid");
+    let http = common::http();
+    let deleted = http
+        .delete(format!("{secrets_url}/{first_uuid}"))
+        .bearer_auth(management_token)
+        .header("x-api-key", "adobe-id")
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(deleted.status(), 204);
+    let added = http.post(&secrets_url).bearer_auth(management_token).header("x-api-key", "adobe-id").send().await;
+    let (_, added) = status_and_json(added.expect("sent")).await;
+    assert_eq!(server.created_client_secrets("adobe-id"), [added["client_secret"].as_str().expect("value")]);
+    leaked_if_seen.extend(server.created_client_secrets("adobe-id"));
     leaked_if_seen.extend(server.issued_tokens("adobe-id"));
     leaked_if_seen.extend(server.issued_tokens("akeneo-id"));
-    assert_eq!(leaked_if_seen.len(), 6 + 2 + 1 + 2);
+    assert_eq!(leaked_if_seen.len(), 6 + 2 + 1 + 1 + 3);
 
     let missing_secret =
         server.remove_adobe_client_secret("adobe-id", "adobe-secret-three").expect_err("not a secret of the client");

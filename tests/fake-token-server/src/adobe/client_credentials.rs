@@ -1,6 +1,6 @@
 //! `POST /ims/token/v2|v3|v4`: OAuth Server-to-Server.
 
-use std::{collections::BTreeSet, sync::Arc};
+use std::{collections::BTreeSet, sync::Arc, time::SystemTime};
 
 use axum::{
     body::Bytes,
@@ -20,6 +20,7 @@ use crate::{
     expiry::whole_seconds,
     log::EndpointKind,
     pipeline::{self, Params, Reply, TokenRequest},
+    state::Bearer,
     state::ServerState,
 };
 
@@ -38,10 +39,10 @@ pub(crate) async fn token(
         grant_type: param("grant_type"),
         scope: param("scope"),
     };
-    pipeline::handle(&state, request, |registry, key| issue(&registry.adobe, params.as_ref(), key)).await
+    pipeline::handle(&state, request, |registry, key| issue(&mut registry.adobe, params.as_ref(), key)).await
 }
 
-fn issue(clients: &AdobeClients, params: Option<&Params>, key: &EncodingKey) -> Reply {
+fn issue(clients: &mut AdobeClients, params: Option<&Params>, key: &EncodingKey) -> Reply {
     let bad_request = |error, description: &str| error_reply(StatusCode::BAD_REQUEST, error, description);
     let Some(params) = params else {
         return bad_request("invalid_request", "Content-Type must be application/x-www-form-urlencoded");
@@ -58,9 +59,11 @@ fn issue(clients: &AdobeClients, params: Option<&Params>, key: &EncodingKey) -> 
     let Some(secret) = params.get("client_secret") else {
         return bad_request("invalid_request", "missing client_secret parameter");
     };
-    if !client.accepts_secret(secret) {
-        return bad_request("invalid_client", "invalid client_secret parameter");
-    }
+    let now = SystemTime::now();
+    let secret_uuid = client.secret_uuid(secret);
+    let Some(secret_index) = client.accepted_secret(secret, now) else {
+        return bad_request("invalid_client", "invalid client_secret parameter").with_secret_uuid(secret_uuid);
+    };
     let Some(scope) = params.get("scope") else {
         return bad_request("invalid_request", "missing scope parameter");
     };
@@ -89,5 +92,14 @@ fn issue(clients: &AdobeClients, params: Option<&Params>, key: &EncodingKey) -> 
         "token_type": "bearer",
         "expires_in": whole_seconds(client.token_lifetime),
     });
-    Reply::issued(body, token)
+    let bearer = Bearer {
+        client_id: client_id.to_owned(),
+        scopes: scope.split(',').map(str::to_owned).collect(),
+        expires_at: now + client.token_lifetime,
+    };
+    let client_id = client_id.to_owned();
+    if let Ok(client) = clients.get_mut(&client_id) {
+        client.used(secret_index, "client_credentials", now);
+    }
+    Reply::issued(body, token).with_secret_uuid(secret_uuid).with_bearer(bearer)
 }

@@ -43,7 +43,7 @@ pub(crate) async fn token(
         scope: None,
     };
     pipeline::handle(&state, request, |registry, key| {
-        exchange(&registry.adobe, &registry.issuer_base_url, params.as_ref(), key)
+        exchange(&mut registry.adobe, &registry.issuer_base_url, params.as_ref(), key)
     })
     .await
 }
@@ -52,7 +52,7 @@ fn bad_request(error: &str, description: impl Into<String>) -> Reply {
     error_reply(StatusCode::BAD_REQUEST, error, description)
 }
 
-fn exchange(clients: &AdobeClients, issuer_base_url: &str, params: Option<&Params>, key: &EncodingKey) -> Reply {
+fn exchange(clients: &mut AdobeClients, issuer_base_url: &str, params: Option<&Params>, key: &EncodingKey) -> Reply {
     let Some(params) = params else {
         return bad_request("invalid_request", "Content-Type must be application/x-www-form-urlencoded");
     };
@@ -64,9 +64,11 @@ fn exchange(clients: &AdobeClients, issuer_base_url: &str, params: Option<&Param
     let Some(client) = clients.get(client_id) else {
         return error_reply(StatusCode::UNAUTHORIZED, "invalid_client", "invalid client_id parameter");
     };
-    if !params.get("client_secret").is_some_and(|secret| client.accepts_secret(secret)) {
-        return bad_request("invalid_client", "invalid client_secret parameter");
-    }
+    let now = SystemTime::now();
+    let secret_uuid = params.get("client_secret").and_then(|secret| client.secret_uuid(secret));
+    let Some(secret_index) = params.get("client_secret").and_then(|secret| client.accepted_secret(secret, now)) else {
+        return bad_request("invalid_client", "invalid client_secret parameter").with_secret_uuid(secret_uuid);
+    };
     let Some(account) = &client.service_account else {
         return bad_request("invalid_client", "client is not a service account (JWT) credential");
     };
@@ -94,7 +96,10 @@ fn exchange(clients: &AdobeClients, issuer_base_url: &str, params: Option<&Param
         "token_type": "bearer",
         "expires_in": whole_millis(client.token_lifetime),
     });
-    Reply::issued(body, token).with_logged_scope(scope)
+    if let Ok(client) = clients.get_mut(client_id) {
+        client.used(secret_index, "urn:ietf:params:oauth:grant-type:jwt-bearer", now);
+    }
+    Reply::issued(body, token).with_logged_scope(scope).with_secret_uuid(secret_uuid)
 }
 
 /// Checks the signature and the standard claims, returning all claims.

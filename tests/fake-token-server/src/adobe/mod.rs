@@ -4,18 +4,22 @@
 mod access_token;
 pub(crate) mod client_credentials;
 pub(crate) mod jwt_exchange;
+pub(crate) mod management;
 
 use std::{
     collections::{BTreeSet, HashMap},
     fmt,
-    time::Duration,
+    time::{Duration, SystemTime},
 };
 
 use axum::http::StatusCode;
 use jsonwebtoken::DecodingKey;
+use rand::Rng;
 use serde_json::json;
 
 use crate::{Error, pipeline::Reply, state::Secret};
+
+pub use management::ClientSecretInfo;
 
 /// Adobe lets a credential have at most two client secrets at once, so that one can be rotated
 /// while the other still works.
@@ -42,6 +46,7 @@ pub struct AdobeClient {
     allowed_scopes: Option<BTreeSet<String>>,
     token_lifetime: Duration,
     service_account: Option<ServiceAccount>,
+    console: Option<ConsoleCredential>,
 }
 
 impl AdobeClient {
@@ -53,7 +58,21 @@ impl AdobeClient {
             allowed_scopes: None,
             token_lifetime: DEFAULT_TOKEN_LIFETIME,
             service_account: None,
+            console: None,
         }
+    }
+
+    /// Makes the credential reachable through the I/O Management API under the Developer
+    /// Console's numeric IDs (`/console/organizations/{org_id}/credentials/{credential_id}/…`),
+    /// with the API added to its project.
+    pub fn with_management(mut self, org_id: impl Into<String>, credential_id: impl Into<String>) -> Self {
+        self.console = Some(ConsoleCredential {
+            org_id: org_id.into(),
+            credential_id: credential_id.into(),
+            api_in_project: true,
+            activation_delay: Duration::ZERO,
+        });
+        self
     }
 
     /// Adds another valid secret (registration fails with more than two).
@@ -146,23 +165,78 @@ struct RegisteredServiceAccount {
     key: VerifyingKey,
 }
 
+/// Where a credential lives in the Developer Console, for the I/O Management API.
+#[derive(Debug, Clone)]
+struct ConsoleCredential {
+    org_id: String,
+    credential_id: String,
+    /// The I/O Management API is part of the credential's project (else the API answers 403).
+    api_in_project: bool,
+    /// How long a secret added through the API takes before IMS accepts it.
+    activation_delay: Duration,
+}
+
+/// One client secret as IMS and the Developer Console know it.
+#[derive(Debug)]
+struct ClientSecret {
+    value: Secret,
+    uuid: String,
+    created_at: SystemTime,
+    /// IMS rejects the secret before this time (a secret added through the API may take a
+    /// moment to work).
+    active_from: SystemTime,
+    /// The last successful use and its grant type (`secret_usages`).
+    last_used: Option<(SystemTime, &'static str)>,
+}
+
+impl ClientSecret {
+    fn new(value: Secret, created_at: SystemTime) -> Self {
+        Self { value, uuid: new_uuid(), created_at, active_from: created_at, last_used: None }
+    }
+}
+
+/// Shaped like the secret uuids of the Developer Console: 32 lower-case hex digits.
+fn new_uuid() -> String {
+    let bits: u128 = rand::rng().random();
+    format!("{bits:032x}")
+}
+
 #[derive(Debug)]
 struct RegisteredClient {
-    secrets: Vec<Secret>,
+    secrets: Vec<ClientSecret>,
     allowed_scopes: Option<BTreeSet<String>>,
     token_lifetime: Duration,
     service_account: Option<RegisteredServiceAccount>,
+    console: Option<ConsoleCredential>,
 }
 
 impl RegisteredClient {
-    fn accepts_secret(&self, secret: &str) -> bool {
-        self.secrets.iter().any(|known| known.expose() == secret)
+    /// The secret with this value, if IMS accepts it now.
+    fn accepted_secret(&self, secret: &str, now: SystemTime) -> Option<usize> {
+        self.secrets.iter().position(|known| known.value.expose() == secret && known.active_from <= now)
+    }
+
+    /// The uuid of the secret with this value, active or not (for the request log).
+    fn secret_uuid(&self, secret: &str) -> Option<String> {
+        self.secrets.iter().find(|known| known.value.expose() == secret).map(|known| known.uuid.clone())
+    }
+
+    /// Records a successful use of secret `index` (its `secret_usages.last_used_at`).
+    fn used(&mut self, index: usize, grant_type: &'static str, now: SystemTime) {
+        if let Some(secret) = self.secrets.get_mut(index) {
+            secret.last_used = Some((now, grant_type));
+        }
     }
 }
 
 /// The Adobe credentials IMS knows, by client id.
 #[derive(Debug, Default)]
-pub(crate) struct AdobeClients(HashMap<String, RegisteredClient>);
+pub(crate) struct AdobeClients {
+    clients: HashMap<String, RegisteredClient>,
+    /// Every secret the I/O Management API created, by client id, also deleted ones.
+    created: HashMap<String, Vec<Secret>>,
+    pub(crate) management: management::ManagementSettings,
+}
 
 impl AdobeClients {
     /// Adds the client, replacing one with the same id.
@@ -181,13 +255,15 @@ impl AdobeClients {
                 })
             })
             .transpose()?;
-        self.0.insert(
+        let now = SystemTime::now();
+        self.clients.insert(
             client.client_id,
             RegisteredClient {
-                secrets: client.secrets,
+                secrets: client.secrets.into_iter().map(|value| ClientSecret::new(value, now)).collect(),
                 allowed_scopes: client.allowed_scopes,
                 token_lifetime: client.token_lifetime,
                 service_account,
+                console: client.console,
             },
         );
         Ok(())
@@ -198,7 +274,7 @@ impl AdobeClients {
         if client.secrets.len() >= MAX_SECRETS {
             return Err(Error::TooManySecrets(client_id.to_owned()));
         }
-        client.secrets.push(Secret::new(secret));
+        client.secrets.push(ClientSecret::new(Secret::new(secret), SystemTime::now()));
         Ok(())
     }
 
@@ -207,7 +283,7 @@ impl AdobeClients {
     pub(crate) fn remove_secret(&mut self, client_id: &str, secret: &str) -> Result<(), Error> {
         let client = self.get_mut(client_id)?;
         let before = client.secrets.len();
-        client.secrets.retain(|known| known.expose() != secret);
+        client.secrets.retain(|known| known.value.expose() != secret);
         if client.secrets.len() == before {
             return Err(Error::UnknownSecret(client_id.to_owned()));
         }
@@ -228,11 +304,11 @@ impl AdobeClients {
     }
 
     fn get(&self, client_id: &str) -> Option<&RegisteredClient> {
-        self.0.get(client_id)
+        self.clients.get(client_id)
     }
 
     fn get_mut(&mut self, client_id: &str) -> Result<&mut RegisteredClient, Error> {
-        self.0.get_mut(client_id).ok_or_else(|| Error::UnknownClient(client_id.to_owned()))
+        self.clients.get_mut(client_id).ok_or_else(|| Error::UnknownClient(client_id.to_owned()))
     }
 }
 

@@ -1,0 +1,778 @@
+//! What a client secret rotation does next, as pure functions of the persisted procedure state,
+//! the spec, the trigger annotation and `now`; and how the facts the I/O Management API lists are
+//! read (which secret is ours, which are leftovers of an interrupted add, whether the previous
+//! secret may go). Everything here is tenant input or a remote answer: bounded, checked
+//! arithmetic, no panics.
+
+use std::time::Duration;
+
+use jiff::{SignedDuration, Timestamp};
+use serde::{Deserialize, Serialize};
+
+use crate::crd::ClientSecretRotation;
+use crate::error::{Error, Result};
+
+/// Shortest and longest rotation period.
+pub const MIN_EVERY: SignedDuration = SignedDuration::from_hours(1);
+pub const MAX_EVERY: SignedDuration = SignedDuration::from_hours(3650 * 24);
+/// Longest grace period, and the default.
+pub const MAX_GRACE: SignedDuration = SignedDuration::from_hours(30 * 24);
+pub const DEFAULT_GRACE: SignedDuration = SignedDuration::from_hours(1);
+/// A scheduled rotation whose new secret failed verification is not tried again sooner.
+pub const RETRY_AFTER_FAILED_ROTATION: SignedDuration = SignedDuration::from_hours(1);
+/// Clock difference tolerated between Adobe's timestamps and ours where a larger value is the
+/// safe side (which secret a lost add created, which secret was just used).
+pub const CLOCK_SKEW: SignedDuration = SignedDuration::from_secs(60);
+/// A use of the previous secret later than this after the switch is someone else's. Small on
+/// purpose: mistaking a late-stamped use of ours for someone else's only delays the deletion
+/// (a hold), the other mistake would cut someone off.
+pub const FOREIGN_USE_SLACK: SignedDuration = SignedDuration::from_secs(5);
+
+/// The rotation settings of a spec, checked.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    pub org_id: String,
+    pub credential_id: String,
+    pub every: Option<SignedDuration>,
+    pub grace: SignedDuration,
+    pub endpoint: String,
+    pub delete_other_secret: bool,
+}
+
+impl Settings {
+    pub fn from_spec(spec: &ClientSecretRotation) -> Result<Self> {
+        let invalid = |field: &'static str, reason: String| Error::InvalidRotationSpec { field, reason };
+        for (field, value) in [("orgId", &spec.org_id), ("credentialId", &spec.credential_id)] {
+            if value.is_empty() || value.len() > 32 || !value.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(invalid(field, "must be the numeric ID from the Developer Console URL".into()));
+            }
+        }
+        let every = match spec.every.as_deref() {
+            None => None,
+            Some(text) => match parse_duration(text) {
+                Some(d) if (MIN_EVERY..=MAX_EVERY).contains(&d) => Some(d),
+                _ => return Err(invalid("every", "must be a duration between 1h and 3650d, e.g. 90d".into())),
+            },
+        };
+        let grace = match spec.grace_period.as_deref() {
+            None => DEFAULT_GRACE,
+            Some(text) => match parse_duration(text) {
+                Some(d) if d <= MAX_GRACE => d,
+                _ => return Err(invalid("gracePeriod", "must be a duration between 0s and 30d, e.g. 1h".into())),
+            },
+        };
+        Ok(Self {
+            org_id: spec.org_id.clone(),
+            credential_id: spec.credential_id.clone(),
+            every,
+            grace,
+            endpoint: spec.management_endpoint.trim_end_matches('/').to_owned(),
+            delete_other_secret: spec.delete_other_secret,
+        })
+    }
+}
+
+/// `90d`, `1d12h`, `30m`, `0s`: days, hours, minutes and seconds, checked, at most 100 years.
+pub fn parse_duration(text: &str) -> Option<SignedDuration> {
+    const LIMIT: i64 = 100 * 365 * 86_400;
+    let text = text.trim();
+    if text.is_empty() || text.len() > 32 {
+        return None;
+    }
+    let (mut total, mut number, mut digits) = (0_i64, 0_i64, 0_usize);
+    for c in text.chars() {
+        if let Some(digit) = c.to_digit(10) {
+            number = number.checked_mul(10)?.checked_add(i64::from(digit))?;
+            digits += 1;
+            continue;
+        }
+        let unit = match c {
+            'd' => 86_400,
+            'h' => 3600,
+            'm' => 60,
+            's' => 1,
+            _ => return None,
+        };
+        if digits == 0 {
+            return None;
+        }
+        total = total.checked_add(number.checked_mul(unit)?)?;
+        (number, digits) = (0, 0);
+    }
+    (digits == 0 && total <= LIMIT).then(|| SignedDuration::from_secs(total))
+}
+
+/// A client secret as the operator remembers it (never its value).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretRef {
+    pub uuid: String,
+    pub created_at: Timestamp,
+}
+
+/// Why a rotation started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Cause {
+    Scheduled,
+    OnDemand,
+}
+
+impl Cause {
+    pub fn describe(self) -> &'static str {
+        match self {
+            Cause::Scheduled => "scheduled",
+            Cause::OnDemand => "on demand",
+        }
+    }
+}
+
+/// The step of the procedure, persisted (in the operator's state Secret) before the next one
+/// starts, so that a restarted operator resumes where the last one stopped.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(tag = "step", rename_all = "camelCase")]
+pub enum Step {
+    /// No rotation in progress.
+    #[default]
+    Idle,
+    /// About to add a secret (persisted before the request): the credential's secrets before it
+    /// were `before`. A secret that shows up later and is not among them was created by this
+    /// request whose answer was lost; its value is unknown, so it is deleted and the add redone.
+    #[serde(rename_all = "camelCase")]
+    Adding { before: Vec<String>, requested_at: Timestamp, cause: Cause, started_at: Timestamp },
+    /// The new secret exists (added at `added_at`) and its value is in the state Secret; IMS
+    /// must accept it before it is used (a new secret may take a moment to work).
+    #[serde(rename_all = "camelCase")]
+    Verifying { new: SecretRef, old: Option<String>, added_at: Timestamp, cause: Cause, started_at: Timestamp },
+    /// The new secret never worked (`message` says how): it is deleted, the current one stays.
+    #[serde(rename_all = "camelCase")]
+    Abandoning { new_uuid: String, message: String, cause: Cause },
+    /// The source Secret holds the new secret first and the previous one under the secondary
+    /// key, since `written_at`; a token minted with the new secret must reach the target.
+    #[serde(rename_all = "camelCase")]
+    SourceWritten { new: SecretRef, old: Option<String>, written_at: Timestamp, started_at: Timestamp },
+    /// The target holds a token minted with the new secret since `switched_at`; the previous
+    /// secret is deleted once nothing used it for the grace period.
+    #[serde(rename_all = "camelCase")]
+    Switched { new: SecretRef, old: Option<String>, switched_at: Timestamp, started_at: Timestamp },
+}
+
+impl Step {
+    /// The name in `status.clientSecretRotation.step`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Step::Idle => "Idle",
+            Step::Adding { .. } => "Adding",
+            Step::Verifying { .. } => "Verifying",
+            Step::Abandoning { .. } => "Abandoning",
+            Step::SourceWritten { .. } => "SwitchingSource",
+            Step::Switched { .. } => "WaitingForGrace",
+        }
+    }
+
+    /// The secret being rotated in, if one exists.
+    pub fn new_secret(&self) -> Option<&SecretRef> {
+        match self {
+            Step::Verifying { new, .. } | Step::SourceWritten { new, .. } | Step::Switched { new, .. } => Some(new),
+            _ => None,
+        }
+    }
+
+    /// Whether the state Secret holds the new secret's value in this step.
+    pub fn holds_new_value(&self) -> bool {
+        self.new_secret().is_some()
+    }
+}
+
+/// The last rotation that failed after adding a secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FailedRotation {
+    pub at: Timestamp,
+    /// The status reason, e.g. `NewSecretVerificationFailed`.
+    pub reason: String,
+    #[serde(default)]
+    pub message: String,
+}
+
+/// Everything the procedure persists besides the new secret's value.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct Procedure {
+    /// The secret the source Secret holds, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current: Option<SecretRef>,
+    /// When the operator first listed the credential's secrets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_at: Option<Timestamp>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_rotation: Option<Timestamp>,
+    /// SHA-256 of the last trigger annotation value acted on (the value itself is tenant text).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handled_trigger: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_failure: Option<FailedRotation>,
+    #[serde(default)]
+    pub step: Step,
+}
+
+/// Largest persisted procedure accepted: a few uuids and timestamps take well under 2 KiB.
+pub const MAX_PROCEDURE_BYTES: usize = 16 * 1024;
+
+impl Procedure {
+    /// Reads a persisted procedure; anything implausible is an error (the procedure holds
+    /// rather than guess).
+    pub fn parse(bytes: &[u8]) -> std::result::Result<Self, String> {
+        if bytes.len() > MAX_PROCEDURE_BYTES {
+            return Err(format!("larger than {} KiB", MAX_PROCEDURE_BYTES / 1024));
+        }
+        let procedure: Procedure = serde_json::from_slice(bytes).map_err(|e| match e.classify() {
+            serde_json::error::Category::Syntax | serde_json::error::Category::Eof => "not JSON".to_owned(),
+            _ => "fields of the wrong shape".to_owned(),
+        })?;
+        procedure.check()?;
+        Ok(procedure)
+    }
+
+    fn check(&self) -> std::result::Result<(), String> {
+        let uuids: Vec<&str> = [self.current.as_ref().map(|c| c.uuid.as_str())]
+            .into_iter()
+            .chain(match &self.step {
+                Step::Idle => vec![],
+                Step::Adding { before, .. } => before.iter().map(|u| Some(u.as_str())).collect(),
+                Step::Verifying { new, old, .. }
+                | Step::SourceWritten { new, old, .. }
+                | Step::Switched { new, old, .. } => vec![Some(new.uuid.as_str()), old.as_deref()],
+                Step::Abandoning { new_uuid, .. } => vec![Some(new_uuid.as_str())],
+            })
+            .flatten()
+            .collect();
+        if let Step::Adding { before, .. } = &self.step
+            && before.len() > 2
+        {
+            return Err("more than two secrets recorded".into());
+        }
+        match uuids.iter().find(|u| !valid_uuid(u)) {
+            Some(_) => Err("a secret uuid is malformed".into()),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Developer Console secret uuids are hex; accepted: 1–64 ASCII letters, digits and dashes (it
+/// goes into a URL path).
+pub fn valid_uuid(uuid: &str) -> bool {
+    !uuid.is_empty() && uuid.len() <= 64 && uuid.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+}
+
+/// What the reconcile should do about the rotation now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Next {
+    /// Nothing until `until` (`None`: nothing is scheduled).
+    Wait { until: Option<Timestamp> },
+    /// No procedure persisted yet: learn which secret is in use and how old it is.
+    Observe,
+    /// Start a rotation.
+    Start { cause: Cause },
+    /// Redo an add whose answer was lost.
+    ResumeAdd,
+    /// Mint with the new secret; on success write it to the source Secret. `give_up` once the
+    /// verification window is over: a rejection then abandons the new secret.
+    Verify { give_up: bool },
+    /// Delete the new secret that never worked.
+    Abandon,
+    /// See whether the target holds a token minted with the new secret.
+    ConfirmSwitch,
+    /// The grace period is over: check the previous secret's last use, delete it.
+    Finish,
+}
+
+/// When a scheduled rotation is due, if one is: `every` after the last rotation, else after the
+/// current secret's creation, else after the first observation; never sooner than an hour after
+/// a rotation failed.
+pub fn due_at(procedure: &Procedure, settings: &Settings) -> Option<Timestamp> {
+    let every = settings.every?;
+    let base = procedure.last_rotation.or(procedure.current.as_ref().map(|c| c.created_at)).or(procedure.observed_at)?;
+    let scheduled = base.checked_add(every).unwrap_or(Timestamp::MAX);
+    let not_before = procedure
+        .last_failure
+        .as_ref()
+        .map(|f| f.at.checked_add(RETRY_AFTER_FAILED_ROTATION).unwrap_or(Timestamp::MAX));
+    Some(not_before.map_or(scheduled, |nb| scheduled.max(nb)))
+}
+
+/// Whether the trigger annotation asks for a rotation not yet made.
+pub fn triggered(procedure: Option<&Procedure>, trigger_hash: Option<&str>) -> bool {
+    trigger_hash.is_some_and(|hash| procedure.and_then(|p| p.handled_trigger.as_deref()) != Some(hash))
+}
+
+/// The next thing to do, from what is persisted and `now`.
+pub fn next(
+    procedure: Option<&Procedure>,
+    settings: &Settings,
+    trigger_hash: Option<&str>,
+    verify_timeout: Duration,
+    now: Timestamp,
+) -> Next {
+    let Some(procedure) = procedure else {
+        return Next::Observe;
+    };
+    match &procedure.step {
+        Step::Idle => {
+            if triggered(Some(procedure), trigger_hash) {
+                return Next::Start { cause: Cause::OnDemand };
+            }
+            match due_at(procedure, settings) {
+                Some(at) if at <= now => Next::Start { cause: Cause::Scheduled },
+                due => Next::Wait { until: due },
+            }
+        }
+        Step::Adding { .. } => Next::ResumeAdd,
+        Step::Verifying { added_at, .. } => {
+            // Counted from the add, persisted: a restart does not restart the window.
+            let window = SignedDuration::try_from(verify_timeout).unwrap_or(SignedDuration::MAX);
+            let give_up = added_at.checked_add(window).is_ok_and(|end| end <= now);
+            Next::Verify { give_up }
+        }
+        Step::Abandoning { .. } => Next::Abandon,
+        Step::SourceWritten { .. } => Next::ConfirmSwitch,
+        Step::Switched { switched_at, .. } => match switched_at.checked_add(settings.grace) {
+            Ok(end) if now < end => Next::Wait { until: Some(end) },
+            _ => Next::Finish,
+        },
+    }
+}
+
+/// A client secret as the I/O Management API lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listed {
+    pub uuid: String,
+    pub created_at: Timestamp,
+    pub last_used_at: Option<Timestamp>,
+}
+
+/// Which listed secret the source Secret holds: the one the operator knows, else the only one,
+/// else the only one used since `used_since` (the operator minted with its secret just then).
+/// `None` when that cannot be told.
+pub fn identify<'a>(listed: &'a [Listed], known: Option<&str>, used_since: Option<Timestamp>) -> Option<&'a Listed> {
+    if let Some(found) = known.and_then(|uuid| listed.iter().find(|l| l.uuid == uuid)) {
+        return Some(found);
+    }
+    if let [only] = listed {
+        return Some(only);
+    }
+    let since = used_since?.checked_sub(CLOCK_SKEW).ok()?;
+    let mut recent = listed.iter().filter(|l| l.last_used_at.is_some_and(|at| at >= since));
+    match (recent.next(), recent.next()) {
+        (Some(one), None) => Some(one),
+        _ => None,
+    }
+}
+
+/// How a rotation can start, given the list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StartPlan {
+    /// Add a secret; `current` is the one in use, `delete_first` another one to delete before.
+    Add { current: Listed, delete_first: Option<Listed> },
+    /// The rotation cannot start; the error says why.
+    Refuse(String),
+}
+
+pub fn plan_start(
+    listed: &[Listed],
+    known: Option<&str>,
+    used_since: Option<Timestamp>,
+    delete_other: bool,
+) -> StartPlan {
+    let describe = |l: &Listed| {
+        let used = l.last_used_at.map_or("never used".to_owned(), |at| format!("last used {at}"));
+        format!("{} created {}, {used}", l.uuid, l.created_at)
+    };
+    match listed {
+        [] => StartPlan::Refuse("the credential lists no client secret".into()),
+        [only] => StartPlan::Add { current: only.clone(), delete_first: None },
+        [_, _] => {
+            let Some(current) = identify(listed, known, used_since) else {
+                let all: Vec<String> = listed.iter().map(describe).collect();
+                return StartPlan::Refuse(format!(
+                    "{}; the operator cannot tell which one the source Secret holds",
+                    all.join("; ")
+                ));
+            };
+            let other = listed.iter().find(|l| l.uuid != current.uuid).cloned();
+            match other {
+                Some(other) if delete_other => StartPlan::Add { current: current.clone(), delete_first: Some(other) },
+                Some(other) => {
+                    StartPlan::Refuse(format!("{} is in use here, {} is not", current.uuid, describe(&other)))
+                }
+                None => StartPlan::Add { current: current.clone(), delete_first: None },
+            }
+        }
+        _ => StartPlan::Refuse(format!("{} secrets listed", listed.len())),
+    }
+}
+
+/// Secrets the lost answer of an add created: not among `before`, created after the request was
+/// decided (less the clock skew). Their values were never seen, so nobody can use them.
+pub fn orphans<'a>(listed: &'a [Listed], before: &[String], requested_at: Timestamp) -> Vec<&'a Listed> {
+    let since = requested_at.checked_sub(CLOCK_SKEW).unwrap_or(requested_at);
+    listed.iter().filter(|l| !before.contains(&l.uuid) && l.created_at >= since).collect()
+}
+
+/// Whether the previous secret may be deleted now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OldSecret {
+    Delete,
+    /// Something other than the operator used it after the switch, at `last_used`: keep it
+    /// until it has been unused for the grace period.
+    HoldUntil {
+        last_used: Timestamp,
+        until: Timestamp,
+    },
+}
+
+pub fn old_secret(
+    last_used: Option<Timestamp>,
+    switched_at: Timestamp,
+    grace: SignedDuration,
+    now: Timestamp,
+) -> OldSecret {
+    let after_switch = switched_at.checked_add(FOREIGN_USE_SLACK).unwrap_or(Timestamp::MAX);
+    match last_used.filter(|used| *used > after_switch) {
+        Some(used) => {
+            let until = used.checked_add(grace).unwrap_or(Timestamp::MAX);
+            if now < until { OldSecret::HoldUntil { last_used: used, until } } else { OldSecret::Delete }
+        }
+        None => OldSecret::Delete,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn ts(s: &str) -> Timestamp {
+        s.parse().expect("timestamp")
+    }
+
+    fn settings(every: Option<&str>, grace: Option<&str>) -> Settings {
+        Settings::from_spec(&ClientSecretRotation {
+            org_id: "123".into(),
+            credential_id: "456".into(),
+            every: every.map(str::to_owned),
+            grace_period: grace.map(str::to_owned),
+            management_endpoint: "https://api.adobe.io/".into(),
+            delete_other_secret: false,
+        })
+        .expect("valid")
+    }
+
+    fn secret(uuid: &str, created: &str) -> SecretRef {
+        SecretRef { uuid: uuid.into(), created_at: ts(created) }
+    }
+
+    fn listed(uuid: &str, created: &str, used: Option<&str>) -> Listed {
+        Listed { uuid: uuid.into(), created_at: ts(created), last_used_at: used.map(ts) }
+    }
+
+    const VERIFY: Duration = Duration::from_secs(120);
+
+    #[test]
+    fn durations_take_days_and_refuse_garbage() {
+        assert_eq!(parse_duration("90d"), Some(SignedDuration::from_hours(90 * 24)));
+        assert_eq!(parse_duration("1d12h30m5s"), Some(SignedDuration::from_secs(86_400 + 12 * 3600 + 1805)));
+        assert_eq!(parse_duration("0s"), Some(SignedDuration::ZERO));
+        for bad in ["", "d", "90", "9x", "-1d", "1.5h", "99999999999999999999d", "36501y", &"1s".repeat(20)] {
+            assert_eq!(parse_duration(bad), None, "{bad:?}");
+        }
+        assert_eq!(parse_duration("36500d"), Some(SignedDuration::from_hours(36_500 * 24)));
+        assert_eq!(parse_duration("36501d"), None, "over a century");
+    }
+
+    #[test]
+    fn settings_are_checked() {
+        let s = settings(Some("90d"), None);
+        assert_eq!(s.every, Some(SignedDuration::from_hours(2160)));
+        assert_eq!(s.grace, DEFAULT_GRACE);
+        assert_eq!(s.endpoint, "https://api.adobe.io");
+        let mut spec = ClientSecretRotation {
+            org_id: "123".into(),
+            credential_id: "456".into(),
+            every: Some("30m".into()),
+            grace_period: None,
+            management_endpoint: "https://api.adobe.io".into(),
+            delete_other_secret: false,
+        };
+        assert_eq!(Settings::from_spec(&spec).unwrap_err().reason(), "InvalidRotationSpec");
+        spec.every = Some("90d".into());
+        spec.grace_period = Some("31d".into());
+        assert!(Settings::from_spec(&spec).unwrap_err().to_string().contains("gracePeriod"));
+        spec.grace_period = None;
+        spec.org_id = "12@AdobeOrg".into();
+        assert!(Settings::from_spec(&spec).unwrap_err().to_string().contains("orgId"));
+    }
+
+    #[test]
+    fn nothing_persisted_means_observe_first() {
+        assert_eq!(
+            next(None, &settings(Some("90d"), None), Some("h"), VERIFY, ts("2026-01-01T00:00:00Z")),
+            Next::Observe
+        );
+    }
+
+    #[test]
+    fn a_secret_older_than_every_is_rotated_and_then_not_again_for_every() {
+        let s = settings(Some("90d"), None);
+        let mut p = Procedure {
+            current: Some(secret("a", "2025-01-01T00:00:00Z")),
+            observed_at: Some(ts("2026-01-01T00:00:00Z")),
+            ..Default::default()
+        };
+        let now = ts("2026-01-01T00:00:00Z");
+        assert_eq!(next(Some(&p), &s, None, VERIFY, now), Next::Start { cause: Cause::Scheduled });
+        p.last_rotation = Some(now);
+        let due = ts("2026-04-01T00:00:00Z");
+        assert_eq!(due_at(&p, &s), Some(due));
+        assert_eq!(next(Some(&p), &s, None, VERIFY, now), Next::Wait { until: Some(due) });
+        assert_eq!(next(Some(&p), &s, None, VERIFY, due), Next::Start { cause: Cause::Scheduled });
+        assert_eq!(
+            next(Some(&p), &settings(None, None), None, VERIFY, due),
+            Next::Wait { until: None },
+            "on demand only"
+        );
+    }
+
+    #[test]
+    fn a_new_trigger_value_starts_a_rotation_once() {
+        let s = settings(None, None);
+        let mut p = Procedure { observed_at: Some(ts("2026-01-01T00:00:00Z")), ..Default::default() };
+        let now = ts("2026-01-02T00:00:00Z");
+        assert_eq!(next(Some(&p), &s, None, VERIFY, now), Next::Wait { until: None });
+        assert_eq!(next(Some(&p), &s, Some("h1"), VERIFY, now), Next::Start { cause: Cause::OnDemand });
+        p.handled_trigger = Some("h1".into());
+        assert_eq!(next(Some(&p), &s, Some("h1"), VERIFY, now), Next::Wait { until: None });
+        assert_eq!(next(Some(&p), &s, Some("h2"), VERIFY, now), Next::Start { cause: Cause::OnDemand });
+    }
+
+    #[test]
+    fn a_failed_rotation_is_not_retried_by_the_schedule_for_an_hour() {
+        let s = settings(Some("1h"), None);
+        let failed_at = ts("2026-01-01T10:00:00Z");
+        let p = Procedure {
+            current: Some(secret("a", "2025-01-01T00:00:00Z")),
+            last_failure: Some(FailedRotation {
+                at: failed_at,
+                reason: "NewSecretVerificationFailed".into(),
+                message: String::new(),
+            }),
+            ..Default::default()
+        };
+        let retry = ts("2026-01-01T11:00:00Z");
+        assert_eq!(next(Some(&p), &s, None, VERIFY, failed_at), Next::Wait { until: Some(retry) });
+        assert_eq!(next(Some(&p), &s, Some("new"), VERIFY, failed_at), Next::Start { cause: Cause::OnDemand });
+        assert_eq!(next(Some(&p), &s, None, VERIFY, retry), Next::Start { cause: Cause::Scheduled });
+    }
+
+    #[test]
+    fn every_step_resumes() {
+        let s = settings(Some("90d"), Some("1h"));
+        let t = ts("2026-01-01T00:00:00Z");
+        let with = |step| Procedure { step, ..Default::default() };
+        let adding = Step::Adding { before: vec!["a".into()], requested_at: t, cause: Cause::Scheduled, started_at: t };
+        assert_eq!(next(Some(&with(adding)), &s, None, VERIFY, t), Next::ResumeAdd);
+        let verifying = Step::Verifying {
+            new: secret("b", "2026-01-01T00:00:00Z"),
+            old: Some("a".into()),
+            added_at: t,
+            cause: Cause::Scheduled,
+            started_at: t,
+        };
+        assert_eq!(next(Some(&with(verifying.clone())), &s, None, VERIFY, t), Next::Verify { give_up: false });
+        let late = ts("2026-01-01T00:02:00Z");
+        assert_eq!(next(Some(&with(verifying)), &s, None, VERIFY, late), Next::Verify { give_up: true });
+        let abandoning = Step::Abandoning { new_uuid: "b".into(), message: "x".into(), cause: Cause::OnDemand };
+        assert_eq!(next(Some(&with(abandoning)), &s, None, VERIFY, t), Next::Abandon);
+        let written =
+            Step::SourceWritten { new: secret("b", "2026-01-01T00:00:00Z"), old: None, written_at: t, started_at: t };
+        assert_eq!(next(Some(&with(written)), &s, None, VERIFY, t), Next::ConfirmSwitch);
+        let switched = Step::Switched {
+            new: secret("b", "2026-01-01T00:00:00Z"),
+            old: Some("a".into()),
+            switched_at: t,
+            started_at: t,
+        };
+        let end = ts("2026-01-01T01:00:00Z");
+        assert_eq!(next(Some(&with(switched.clone())), &s, Some("x"), VERIFY, t), Next::Wait { until: Some(end) });
+        assert_eq!(next(Some(&with(switched)), &s, None, VERIFY, end), Next::Finish);
+    }
+
+    #[test]
+    fn the_verification_window_counts_from_the_add_on_the_operators_clock() {
+        let s = settings(None, None);
+        let added = ts("2026-01-01T00:00:00Z");
+        // Adobe's clock far ahead changes nothing.
+        let new = secret("b", "2030-01-01T00:00:00Z");
+        let step = Step::Verifying { new, old: None, added_at: added, cause: Cause::OnDemand, started_at: added };
+        let p = Procedure { step, ..Default::default() };
+        assert_eq!(next(Some(&p), &s, None, VERIFY, ts("2026-01-01T00:01:59Z")), Next::Verify { give_up: false });
+        assert_eq!(next(Some(&p), &s, None, VERIFY, ts("2026-01-01T00:02:00Z")), Next::Verify { give_up: true });
+    }
+
+    #[test]
+    fn ours_is_the_known_the_only_or_the_just_used_secret() {
+        let a = listed("a", "2025-01-01T00:00:00Z", Some("2026-01-01T00:00:00Z"));
+        let b = listed("b", "2025-06-01T00:00:00Z", Some("2025-12-01T00:00:00Z"));
+        let both = [a.clone(), b.clone()];
+        assert_eq!(identify(&both, Some("b"), None), Some(&b));
+        assert_eq!(identify(std::slice::from_ref(&b), Some("gone"), None), Some(&b));
+        assert_eq!(identify(&both, None, None), None);
+        assert_eq!(identify(&both, None, Some(ts("2026-01-01T00:00:30Z"))), Some(&a), "used within the skew");
+        assert_eq!(identify(&both, None, Some(ts("2026-01-02T00:00:00Z"))), None, "neither used since");
+        let c = listed("c", "2025-06-01T00:00:00Z", Some("2026-01-01T00:00:10Z"));
+        assert_eq!(identify(&[a, c], None, Some(ts("2026-01-01T00:00:00Z"))), None, "both used: ambiguous");
+    }
+
+    #[test]
+    fn two_secrets_are_refused_unless_deleting_the_other_is_allowed() {
+        let a = listed("a", "2025-01-01T00:00:00Z", None);
+        let b = listed("b", "2025-06-01T00:00:00Z", Some("2025-12-01T00:00:00Z"));
+        let both = [a.clone(), b.clone()];
+        match plan_start(&both, Some("a"), None, false) {
+            StartPlan::Refuse(why) => {
+                assert!(why.contains("a is in use here, b created") && why.contains("last used"), "{why}")
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            plan_start(&both, Some("a"), None, true),
+            StartPlan::Add { current: a.clone(), delete_first: Some(b) }
+        );
+        assert!(matches!(plan_start(&both, None, None, true), StartPlan::Refuse(why) if why.contains("cannot tell")));
+        assert_eq!(
+            plan_start(std::slice::from_ref(&a), None, None, false),
+            StartPlan::Add { current: a, delete_first: None }
+        );
+        assert!(matches!(plan_start(&[], None, None, false), StartPlan::Refuse(_)));
+    }
+
+    #[test]
+    fn orphans_are_new_secrets_created_after_the_lost_add() {
+        let requested = ts("2026-01-01T00:00:00Z");
+        let old = listed("a", "2025-01-01T00:00:00Z", None);
+        let lost = listed("b", "2026-01-01T00:00:01Z", None);
+        let foreign = listed("c", "2025-06-01T00:00:00Z", None);
+        let list = [old.clone(), lost.clone(), foreign];
+        assert_eq!(orphans(&list, &["a".into()], requested), vec![&lost]);
+        assert!(orphans(&[old], &["a".into()], requested).is_empty());
+    }
+
+    #[test]
+    fn the_old_secret_goes_unless_someone_else_used_it_after_the_switch() {
+        let switched = ts("2026-01-01T00:00:00Z");
+        let grace = SignedDuration::from_hours(1);
+        let now = ts("2026-01-01T01:00:00Z");
+        assert_eq!(old_secret(None, switched, grace, now), OldSecret::Delete);
+        assert_eq!(old_secret(Some(ts("2025-12-31T23:59:00Z")), switched, grace, now), OldSecret::Delete);
+        assert_eq!(
+            old_secret(Some(ts("2026-01-01T00:00:03Z")), switched, grace, now),
+            OldSecret::Delete,
+            "within the slack: a late stamp of the operator's own last use"
+        );
+        let used = ts("2026-01-01T00:30:00Z");
+        let until = ts("2026-01-01T01:30:00Z");
+        assert_eq!(old_secret(Some(used), switched, grace, now), OldSecret::HoldUntil { last_used: used, until });
+        assert_eq!(old_secret(Some(used), switched, grace, until), OldSecret::Delete, "unused for the grace period");
+    }
+
+    #[test]
+    fn persisted_procedures_round_trip_and_garbage_is_refused() {
+        let t = ts("2026-01-01T00:00:00Z");
+        let p = Procedure {
+            current: Some(secret("a1", "2025-01-01T00:00:00Z")),
+            handled_trigger: Some("abc".into()),
+            step: Step::Switched {
+                new: secret("b2", "2026-01-01T00:00:00Z"),
+                old: Some("a1".into()),
+                switched_at: t,
+                started_at: t,
+            },
+            ..Default::default()
+        };
+        let bytes = serde_json::to_vec(&p).expect("json");
+        assert_eq!(Procedure::parse(&bytes), Ok(p));
+        assert_eq!(Procedure::parse(b"{}"), Ok(Procedure::default()));
+        assert_eq!(Procedure::parse(b"nope"), Err("not JSON".into()));
+        assert_eq!(Procedure::parse(br#"{"step":{"step":"rocket"}}"#), Err("fields of the wrong shape".into()));
+        let path = br#"{"current":{"uuid":"../../x","createdAt":"2026-01-01T00:00:00Z"}}"#;
+        assert_eq!(Procedure::parse(path), Err("a secret uuid is malformed".into()));
+        assert!(Procedure::parse(&vec![b' '; MAX_PROCEDURE_BYTES + 1]).is_err());
+    }
+
+    fn any_timestamp() -> impl Strategy<Value = Timestamp> {
+        (-10_000_000_000_i64..10_000_000_000).prop_map(|s| Timestamp::from_second(s).expect("in range"))
+    }
+
+    fn any_step() -> impl Strategy<Value = Step> {
+        (0..6_u8, any_timestamp(), any_timestamp(), any_timestamp()).prop_map(|(kind, a, b, c)| {
+            let new = SecretRef { uuid: "n".into(), created_at: a };
+            match kind {
+                0 => Step::Idle,
+                1 => Step::Adding { before: vec![], requested_at: a, cause: Cause::Scheduled, started_at: b },
+                2 => Step::Verifying { new, old: None, added_at: c, cause: Cause::OnDemand, started_at: b },
+                3 => Step::Abandoning { new_uuid: "n".into(), message: String::new(), cause: Cause::Scheduled },
+                4 => Step::SourceWritten { new, old: Some("o".into()), written_at: b, started_at: c },
+                _ => Step::Switched { new, old: Some("o".into()), switched_at: b, started_at: c },
+            }
+        })
+    }
+
+    proptest! {
+        /// Whatever a tenant writes into the state Secret and the spec, deciding never panics,
+        /// a waiting rotation never waits for a time already past, and an idle procedure whose
+        /// trigger was handled starts only when its schedule is due.
+        #[test]
+        fn decisions_are_total_and_consistent(
+            step in any_step(),
+            current in proptest::option::of(any_timestamp()),
+            last_rotation in proptest::option::of(any_timestamp()),
+            failure in proptest::option::of(any_timestamp()),
+            every_h in proptest::option::of(1_i64..=87_600),
+            grace_s in 0_i64..=2_592_000,
+            now in any_timestamp(),
+        ) {
+            let s = Settings {
+                org_id: "1".into(),
+                credential_id: "2".into(),
+                every: every_h.map(SignedDuration::from_hours),
+                grace: SignedDuration::from_secs(grace_s),
+                endpoint: "https://api.adobe.io".into(),
+                delete_other_secret: false,
+            };
+            let p = Procedure {
+                current: current.map(|at| SecretRef { uuid: "c".into(), created_at: at }),
+                observed_at: None,
+                last_rotation,
+                handled_trigger: Some("h".into()),
+                last_failure: failure.map(|at| FailedRotation { at, reason: "x".into(), message: String::new() }),
+                step: step.clone(),
+            };
+            let decided = next(Some(&p), &s, Some("h"), VERIFY, now);
+            if let Next::Wait { until: Some(until) } = decided {
+                prop_assert!(until > now);
+            }
+            if step == Step::Idle
+                && let Next::Start { cause } = decided
+            {
+                prop_assert_eq!(cause, Cause::Scheduled);
+                prop_assert!(due_at(&p, &s).is_some_and(|due| due <= now));
+            }
+        }
+
+        #[test]
+        fn parsing_any_text_never_panics(text in ".{0,40}") {
+            let _ = parse_duration(&text);
+            let _ = Procedure::parse(text.as_bytes());
+        }
+    }
+}
