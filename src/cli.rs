@@ -28,14 +28,15 @@ pub enum Command {
     },
     /// Run the controller.
     Run(Box<RunArgs>),
+    /// Mint once for an AdobeCredential manifest and print what its target Secret would hold
+    /// (token masked), the expiry and the granted scopes, or the reason the operator would report.
+    /// Exit status 0 when a token was minted, 1 when not.
+    Check(Box<CheckArgs>),
 }
 
+/// How token requests are sent (`run` and `check`).
 #[derive(Debug, clap::Args)]
-pub struct RunArgs {
-    /// Namespaces to serve, comma-separated; empty serves all namespaces.
-    #[arg(long, env = "ACO_NAMESPACES", value_delimiter = ',', num_args = 0..)]
-    pub namespaces: Vec<String>,
-
+pub struct TokenArgs {
     /// Hosts token requests and I/O Management API calls may go to: exact names or `*.domain`
     /// patterns (SSRF guard).
     #[arg(
@@ -53,6 +54,36 @@ pub struct RunArgs {
     /// Timeout of one token request, e.g. 30s.
     #[arg(long, env = "ACO_TOKEN_REQUEST_TIMEOUT", default_value = "30s", value_parser = duration_arg)]
     pub token_request_timeout: Duration,
+}
+
+/// `check`: mint once for a manifest, write nothing.
+#[derive(Debug, clap::Args)]
+pub struct CheckArgs {
+    /// YAML or JSON files holding the AdobeCredential and (some of) its Secrets; repeatable.
+    #[arg(short = 'f', long = "file", required = true)]
+    pub files: Vec<PathBuf>,
+
+    /// Read the Secrets the files do not hold from the cluster of the current kubeconfig (the
+    /// credential's namespace, or `default`). Nothing is written.
+    #[arg(long)]
+    pub from_cluster: bool,
+
+    /// Print the token itself instead of its fingerprint.
+    #[arg(long)]
+    pub show_token: bool,
+
+    #[command(flatten)]
+    pub tokens: TokenArgs,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// Namespaces to serve, comma-separated; empty serves all namespaces.
+    #[arg(long, env = "ACO_NAMESPACES", value_delimiter = ',', num_args = 0..)]
+    pub namespaces: Vec<String>,
+
+    #[command(flatten)]
+    pub tokens: TokenArgs,
 
     /// Credentials reconciled at once.
     #[arg(long, env = "ACO_CONCURRENCY", default_value_t = 16)]
@@ -157,10 +188,10 @@ mod tests {
         let cli = Cli::try_parse_from(["aco", "run", "--namespaces", "a,b"]).expect("parses");
         let Command::Run(args) = cli.command else { panic!("run expected") };
         assert!(matches!(args.namespaces(), Namespaces::List(l) if l == ["a", "b"]));
-        assert_eq!(args.allowed_token_hosts, ["*.adobelogin.com", "api.adobe.io"]);
+        assert_eq!(args.tokens.allowed_token_hosts, ["*.adobelogin.com", "api.adobe.io"]);
         assert!(!args.client_secret_rotation, "rotation is opt-in");
         assert_eq!(args.client_secret_verify_timeout, Duration::from_secs(120));
-        assert_eq!(args.token_request_timeout, Duration::from_secs(30));
+        assert_eq!(args.tokens.token_request_timeout, Duration::from_secs(30));
         assert!(!args.leader_election);
         assert_eq!(args.min_mint_interval, crate::schedule::DEFAULT_MIN_MINT_INTERVAL);
         assert!(Cli::try_parse_from(["aco", "run", "--token-request-timeout", "soon"]).is_err());

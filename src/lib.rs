@@ -3,6 +3,7 @@
 //! and whenever the source Secrets change.
 #![forbid(unsafe_code)]
 
+pub mod check;
 pub mod cli;
 pub mod controller;
 pub mod crd;

@@ -2,7 +2,8 @@
 
 use std::sync::Arc;
 
-use adobe_credential_operator::cli::{Cli, Command, RunArgs};
+use adobe_credential_operator::check;
+use adobe_credential_operator::cli::{Cli, Command, RunArgs, TokenArgs};
 use adobe_credential_operator::controller::{self, Context, ContextParts, RotationConfig};
 use adobe_credential_operator::crd::{self, AdobeCredential};
 use adobe_credential_operator::http::{self, Health};
@@ -29,23 +30,36 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Run(args) => run(*args).await,
+        Command::Check(args) => {
+            let (credential, secrets) = check::read_manifests(&args.files)?;
+            let tokens = token_client(&args.tokens)?;
+            let request =
+                check::Check { credential, secrets, from_cluster: args.from_cluster, show_token: args.show_token };
+            let minted = check::run(request, &tokens, &mut std::io::stdout().lock()).await?;
+            std::process::exit(if minted { 0 } else { 1 })
+        }
     }
 }
 
-async fn run(args: RunArgs) -> anyhow::Result<()> {
-    telemetry::init(args.log_format, &args.log_level);
+/// The HTTP client of token requests, as the flags say.
+fn token_client(args: &TokenArgs) -> anyhow::Result<TokenClient> {
     let extra_ca_pem = match &args.extra_ca_file {
         Some(path) => {
             Some(std::fs::read(path).with_context(|| format!("reading the extra CA file {}", path.display()))?)
         }
         None => None,
     };
-    let tokens = TokenClient::new(TokenClientConfig {
+    TokenClient::new(TokenClientConfig {
         allowed_hosts: HostAllowlist::new(args.allowed_token_hosts.iter().map(|h| h.trim())),
         extra_ca_pem,
         request_timeout: args.token_request_timeout,
     })
-    .context("building the token HTTP client")?;
+    .context("building the token HTTP client")
+}
+
+async fn run(args: RunArgs) -> anyhow::Result<()> {
+    telemetry::init(args.log_format, &args.log_level);
+    let tokens = token_client(&args.tokens)?;
     let client = Client::try_default().await.context("connecting to the Kubernetes API")?;
     check_crd_installed(&client, &args).await?;
     let cluster_namespace = args.cluster_credential_namespace.clone().filter(|ns| !ns.trim().is_empty());

@@ -41,19 +41,29 @@ pub fn clean(value: &str) -> (&str, Option<&'static str>) {
 
 /// Reads each referenced Secret once per reconcile, however many keys come from it.
 pub struct SecretReader<'a> {
-    api: &'a Api<Secret>,
+    /// Where Secrets not given up front are read from (none: they are missing).
+    api: Option<&'a Api<Secret>>,
     read: Vec<(String, Secret)>,
 }
 
 impl<'a> SecretReader<'a> {
     pub fn new(api: &'a Api<Secret>) -> Self {
-        Self { api, read: Vec::new() }
+        Self { api: Some(api), read: Vec::new() }
+    }
+
+    /// A reader of the `given` Secrets (as written, `stringData` folded into `data`), and of the
+    /// API's for the others when there is one.
+    pub fn with(given: Vec<Secret>, api: Option<&'a Api<Secret>>) -> Self {
+        let read =
+            given.into_iter().map(|s| (s.metadata.name.clone().unwrap_or_default(), fold_string_data(s))).collect();
+        Self { api, read }
     }
 
     /// A key of a Secret as text (not cleaned: white space may be part of a password).
     pub async fn value(&mut self, name: &str, key: &str) -> Result<String> {
         if !self.read.iter().any(|(n, _)| n == name) {
-            let secret = read_secret(self.api, name).await?;
+            let api = self.api.ok_or_else(|| Error::SourceSecretNotFound { name: name.to_owned() })?;
+            let secret = read_secret(api, name).await?;
             self.read.push((name.to_owned(), secret));
         }
         let secret = self.read.iter().find(|(n, _)| n == name).map(|(_, s)| s);
@@ -83,6 +93,15 @@ impl<'a> SecretReader<'a> {
         }
         Ok(OAuthClient { client_id, secrets, notes })
     }
+}
+
+/// `stringData` moved into `data`, as the API server does on write.
+fn fold_string_data(mut secret: Secret) -> Secret {
+    if let Some(strings) = secret.string_data.take() {
+        let data = secret.data.get_or_insert_with(Default::default);
+        data.extend(strings.into_iter().map(|(k, v)| (k, k8s_openapi::ByteString(v.into_bytes()))));
+    }
+    secret
 }
 
 async fn read_secret(secrets: &Api<Secret>, name: &str) -> Result<Secret> {

@@ -1,0 +1,177 @@
+//! `adobe-credential-operator check`: mints once for an AdobeCredential manifest, with its Secrets
+//! from files or the cluster, and prints what the target Secret would hold, the expiry and the
+//! granted scopes; a failure prints the reason and message the operator would write to status.
+//! Nothing is written anywhere, and the token is masked unless asked for.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::PathBuf;
+
+use base64::Engine;
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::Secret;
+use kube::{Api, Client, ResourceExt};
+use serde::Deserialize;
+
+use crate::crd::AdobeCredential;
+use crate::error::{Error, MAX_MESSAGE, one_line};
+use crate::flows::{self, Flow};
+use crate::secret_value::SecretValue;
+use crate::source::SecretReader;
+use crate::target::{self, StoredToken};
+use crate::time_format::rfc3339;
+use crate::token::TokenClient;
+
+/// What was read from the command line and the files.
+pub struct Check {
+    pub credential: AdobeCredential,
+    pub secrets: Vec<Secret>,
+    /// Read Secrets the files do not hold from the cluster (the current kubeconfig).
+    pub from_cluster: bool,
+    pub show_token: bool,
+}
+
+/// The AdobeCredential and the Secrets of YAML or JSON files (several documents each).
+pub fn read_manifests(files: &[PathBuf]) -> anyhow::Result<(AdobeCredential, Vec<Secret>)> {
+    let (mut credentials, mut secrets) = (Vec::new(), Vec::new());
+    for file in files {
+        let text = std::fs::read_to_string(file).map_err(|e| anyhow::anyhow!("reading {}: {e}", file.display()))?;
+        for document in serde_yaml::Deserializer::from_str(&text) {
+            let value = serde_json::Value::deserialize(document)
+                .map_err(|e| anyhow::anyhow!("{} is not YAML: {e}", file.display()))?;
+            match value["kind"].as_str() {
+                Some("AdobeCredential") => credentials.push(serde_json::from_value(value)?),
+                Some("Secret") => secrets.push(serde_json::from_value(value)?),
+                _ => {}
+            }
+        }
+    }
+    anyhow::ensure!(
+        credentials.len() == 1,
+        "the files must hold exactly one AdobeCredential, not {}",
+        credentials.len()
+    );
+    Ok((credentials.remove(0), secrets))
+}
+
+/// Mints once and reports; returns whether a token was minted.
+pub async fn run(check: Check, tokens: &TokenClient, out: &mut impl Write) -> anyhow::Result<bool> {
+    let cred = &check.credential;
+    let namespace = cred.namespace().unwrap_or_else(|| "default".to_owned());
+    writeln!(out, "credential {namespace}/{}", cred.name_any())?;
+    let api = if check.from_cluster {
+        Some(Api::<Secret>::namespaced(Client::try_default().await?, &namespace))
+    } else {
+        None
+    };
+    let result = mint(cred, check.secrets, api.as_ref(), tokens).await;
+    match result {
+        Ok((flow, token)) => {
+            report_token(cred, flow.as_ref(), &token, check.show_token, out)?;
+            Ok(true)
+        }
+        Err(error) => {
+            writeln!(out, "Ready=False reason={}: {}", error.reason(), one_line(&error.to_string(), MAX_MESSAGE))?;
+            Ok(false)
+        }
+    }
+}
+
+async fn mint(
+    cred: &AdobeCredential,
+    given: Vec<Secret>,
+    api: Option<&Api<Secret>>,
+    tokens: &TokenClient,
+) -> Result<(Box<dyn Flow>, StoredToken), Error> {
+    let spec = flows::of(&cred.spec).ok_or(Error::NoFlow)?;
+    let flow = spec.resolve(&mut SecretReader::with(given, api)).await?;
+    let minted = flow.mint(tokens, None).await?;
+    let token = StoredToken {
+        access_token: minted.access_token,
+        token_type: minted.token_type,
+        issued_at: minted.issued_at,
+        expires_at: minted.expires_at,
+        revision: flow.revision(),
+        client_secret_key: Some(minted.client_secret_key),
+    };
+    Ok((flow, token))
+}
+
+fn report_token(
+    cred: &AdobeCredential,
+    flow: &dyn Flow,
+    token: &StoredToken,
+    show_token: bool,
+    out: &mut impl Write,
+) -> anyhow::Result<()> {
+    let left = token.expires_at.duration_since(Timestamp::now());
+    writeln!(out, "flow {}: token {} minted", flow.name(), token.fingerprint())?;
+    writeln!(out, "expires at {} (in {}s)", rfc3339(token.expires_at), left.as_secs().max(0))?;
+    match granted_scopes(&token.access_token) {
+        Some(scopes) => writeln!(out, "granted scopes: {}", scopes.join(", "))?,
+        None => writeln!(out, "granted scopes: unknown (the token is not a JWT with a scope claim)")?,
+    }
+    let data = target::render_data(cred, token, flow)?;
+    writeln!(out, "target Secret {:?} would hold:", cred.target_name())?;
+    for (key, value) in masked(&data, &token.access_token, show_token) {
+        writeln!(out, "  {key}: {value}")?;
+    }
+    Ok(())
+}
+
+/// The target's keys, with every value that holds the token masked unless `show_token`.
+fn masked(data: &BTreeMap<String, String>, token: &SecretValue, show_token: bool) -> Vec<(String, String)> {
+    data.iter()
+        .map(|(key, value)| {
+            let hidden = !show_token && value.contains(token.expose());
+            let shown = if hidden {
+                format!("<{} bytes with the token {}>", value.len(), token.fingerprint())
+            } else {
+                value.clone()
+            };
+            (key.clone(), shown)
+        })
+        .collect()
+}
+
+/// The `scope` claim of a JWT access token (IMS separates scopes with commas), unverified: for
+/// display only.
+fn granted_scopes(token: &SecretValue) -> Option<Vec<String>> {
+    let payload = token.expose().split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload.trim_end_matches('=')).ok()?;
+    let claims: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    let scope = claims.get("scope")?.as_str()?;
+    Some(scope.split([',', ' ']).filter(|s| !s.is_empty()).map(str::to_owned).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn jwt(claims: &serde_json::Value) -> SecretValue {
+        let b64 = |v: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v);
+        SecretValue::new(format!("{}.{}.sig", b64(b"{\"alg\":\"HS256\"}"), b64(claims.to_string().as_bytes())))
+    }
+
+    #[test]
+    fn scopes_come_from_the_token_claims() {
+        let token = jwt(&serde_json::json!({ "scope": "openid,AdobeID,firefly_api" }));
+        assert_eq!(granted_scopes(&token), Some(vec!["openid".into(), "AdobeID".into(), "firefly_api".into()]));
+        assert_eq!(granted_scopes(&SecretValue::new("opaque-token")), None);
+        assert_eq!(granted_scopes(&jwt(&serde_json::json!({ "sub": "x" }))), None);
+    }
+
+    #[test]
+    fn every_value_holding_the_token_is_masked() {
+        let token = SecretValue::new("eyJ.secret.sig");
+        let data = BTreeMap::from([
+            ("access_token".to_string(), "eyJ.secret.sig".to_string()),
+            ("authorization".to_string(), "Bearer eyJ.secret.sig".to_string()),
+            ("client_id".to_string(), "abc".to_string()),
+        ]);
+        let shown = masked(&data, &token, false);
+        assert!(shown.iter().all(|(_, v)| !v.contains("eyJ.secret.sig")), "{shown:?}");
+        assert_eq!(shown[2].1, "abc");
+        assert!(masked(&data, &token, true).iter().any(|(_, v)| v == "eyJ.secret.sig"));
+    }
+}
