@@ -138,6 +138,21 @@ mod tests {
         assert_eq!(clean("p8e-abc"), ("p8e-abc", None));
     }
 
+    #[tokio::test]
+    async fn given_secrets_are_read_as_the_api_server_would_store_them() {
+        let given: Secret = serde_json::from_value(serde_json::json!({
+            "metadata": { "name": "src" },
+            "data": { "client_id": "YWJj" },
+            "stringData": { "client_secret": "p8e-s\n" },
+        }))
+        .expect("secret");
+        let mut reader = SecretReader::with(vec![given], None);
+        assert_eq!(reader.value("src", "client_id").await.expect("data"), "abc");
+        assert_eq!(reader.value("src", "client_secret").await.expect("stringData"), "p8e-s\n");
+        let missing = reader.value("other", "client_id").await.unwrap_err();
+        assert_eq!(missing.reason(), "SourceSecretNotFound", "without an API, a Secret not given is missing");
+    }
+
     #[test]
     fn missing_and_empty_keys_are_named() {
         let secret = Secret {
