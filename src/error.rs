@@ -41,6 +41,11 @@ pub enum Error {
     #[error("token endpoint rejected the refresh token: {description}{debug}", debug = debug_suffix(.debug_id))]
     RefreshTokenRejected { description: String, debug_id: Option<String> },
 
+    /// The user's refresh token chain is dead (expired, revoked consent, already used): only the
+    /// user can start a new one.
+    #[error("the refresh token was refused ({description}){debug}: sign in as the user again to create a new refresh token (scope offline_access) and put it into the Secret {secret}, key {key}", debug = debug_suffix(.debug_id))]
+    ReauthorizationRequired { description: String, debug_id: Option<String>, secret: String, key: String },
+
     #[error("token endpoint {url:?} is not valid: {reason}")]
     InvalidTokenEndpoint { url: String, reason: String },
 
