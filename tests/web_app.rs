@@ -65,3 +65,35 @@ async fn revoked_consent_requires_reauthorization_and_keeps_the_last_token() {
     env.assert_no_leaks(&["rv-client"]).await;
     env.assert_no_mint_loop(&[("rv-client", 1)]);
 }
+
+/// SIGKILL after IMS answered a refresh and before the operator saved the new refresh token:
+/// that refresh token is lost, and the saved one died when it was used (rotation), so the chain
+/// needs the user again. It cannot be less: the server invalidates the old token on use, whether
+/// or not its answer arrives.
+#[tokio::test]
+async fn sigkill_between_a_refresh_response_and_its_save_loses_the_rotated_token() {
+    let mut env = TestEnv::new("webapp-kill").await;
+    let cred = env.web_app_credential("kl").await;
+    env.ims.set_adobe_token_lifetime("kl-client", Duration::from_secs(6)).expect("lifetime");
+    env.expect_lifetime("kl-client", Duration::from_secs(6));
+    env.create(&cred).await;
+    env.wait_ready("kl", "True", "TokenMinted").await;
+    // The renewal's refresh is processed (the old token dies, a new one is issued) and its
+    // answer held, so the operator dies before it can save anything.
+    env.ims.inject_fault(
+        fake_token_server::Fault::hang_after_processing()
+            .for_endpoint(EndpointKind::UserRefresh)
+            .for_client("kl-client")
+            .times(1),
+    );
+    env.ims.wait_for_endpoint_arrivals(EndpointKind::UserRefresh, "kl-client", 2, WAIT).await.expect("renewal");
+    env.kill_operator().await;
+    env.ims.clear_faults();
+    assert_eq!(env.ims.live_refresh_tokens("kl-client"), 1, "the rotated token lives only at IMS");
+    env.start_operator().await;
+    let failed = env.wait_ready("kl", "True", "ReauthorizationRequired").await;
+    let message = failed.status.expect("status").conditions[0].message.clone();
+    assert!(message.contains("Secret kl-user, key refresh_token"), "{message}");
+    env.assert_no_leaks(&["kl-client"]).await;
+    env.assert_no_mint_loop(&[("kl-client", 1)]);
+}
