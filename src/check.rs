@@ -84,6 +84,9 @@ async fn mint(
     tokens: &TokenClient,
 ) -> Result<(Box<dyn Flow>, StoredToken), Error> {
     let spec = flows::of(&cred.spec).ok_or(Error::NoFlow)?;
+    if spec.mint_spends_inputs() {
+        return Err(Error::CheckWouldSpendInputs { flow: spec.name() });
+    }
     let flow = spec.resolve(&mut SecretReader::with(given, api)).await?;
     let minted = flow.mint(tokens, None).await?;
     let token = StoredToken {
@@ -159,6 +162,28 @@ mod tests {
         assert_eq!(granted_scopes(&token), Some(vec!["openid".into(), "AdobeID".into(), "firefly_api".into()]));
         assert_eq!(granted_scopes(&SecretValue::new("opaque-token")), None);
         assert_eq!(granted_scopes(&jwt(&serde_json::json!({ "sub": "x" }))), None);
+    }
+
+    #[tokio::test]
+    async fn a_flow_whose_mint_spends_its_inputs_is_refused_before_any_request() {
+        let cred: AdobeCredential = serde_json::from_value(serde_json::json!({
+            "apiVersion": "credentials.adobe-operator.io/v1alpha1", "kind": "AdobeCredential",
+            "metadata": { "name": "user", "namespace": "team-a" },
+            "spec": { "oauthWebApp": {
+                "clientSecretRef": { "name": "web" },
+                "refreshTokenRef": { "name": "user-token" },
+                "scopes": ["openid", "AdobeID", "offline_access"],
+            } },
+        }))
+        .expect("credential");
+        let tokens = TokenClient::new(crate::token::TokenClientConfig {
+            allowed_hosts: crate::token::HostAllowlist::new(["*.adobelogin.com"]),
+            extra_ca_pem: None,
+            request_timeout: std::time::Duration::from_secs(1),
+        })
+        .expect("client");
+        let error = mint(&cred, Vec::new(), None, &tokens).await.expect_err("refused");
+        assert_eq!(error.reason(), "CheckWouldSpendInputs");
     }
 
     #[test]

@@ -43,7 +43,7 @@ pub const DEFAULT_IMS_ENDPOINT: &str = "https://ims-na1.adobelogin.com";
     printcolumn(name = "Expires", type_ = "string", json_path = ".status.expiresAt"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
-#[x_kube(validation = Rule::new("[has(self.oauthServerToServer), has(self.serviceAccountJWT), has(self.passwordGrant)].filter(x, x).size() == 1").message("exactly one flow block must be set: oauthServerToServer, serviceAccountJWT or passwordGrant"))]
+#[x_kube(validation = Rule::new("[has(self.oauthServerToServer), has(self.serviceAccountJWT), has(self.passwordGrant), has(self.oauthWebApp)].filter(x, x).size() == 1").message("exactly one flow block must be set: oauthServerToServer, serviceAccountJWT, passwordGrant or oauthWebApp"))]
 #[serde(rename_all = "camelCase")]
 pub struct AdobeCredentialSpec {
     /// Adobe "OAuth Server-to-Server" credential (client_credentials grant at IMS /ims/token/v3):
@@ -61,6 +61,12 @@ pub struct AdobeCredentialSpec {
     /// secret sent as HTTP Basic, API user and password in a JSON body.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub password_grant: Option<PasswordGrant>,
+
+    /// Adobe "OAuth Web App" credential (user authentication): the operator keeps a user's
+    /// refresh token chain alive (refresh_token grant at IMS /ims/token/v3, a new refresh token
+    /// on every refresh) starting from the refresh token in `refreshTokenRef`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oauth_web_app: Option<OAuthWebApp>,
 
     /// The Secret that receives the token. Defaults to `<metadata.name>-token`, created and owned
     /// by this resource.
@@ -268,6 +274,45 @@ fn default_username_key() -> String {
 
 fn default_password_key() -> String {
     "password".to_owned()
+}
+
+/// Adobe OAuth Web App credential (user authentication).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct OAuthWebApp {
+    /// Secret (same namespace) holding the client ID and client secret of the OAuth Web App
+    /// credential.
+    pub client_secret_ref: ClientSecretRef,
+    /// Secret key (same namespace) holding the user's initial refresh token. The operator
+    /// persists each rotated refresh token in its own `<name>-refresh-state` Secret; putting a
+    /// new refresh token here starts a new chain.
+    pub refresh_token_ref: RefreshTokenRef,
+    /// Scopes the user consented to; must include offline_access, without which IMS issues no
+    /// refresh token.
+    #[x_kube(validation = Rule::new("self.exists(s, s == 'offline_access')").message("scopes must include offline_access"))]
+    #[schemars(length(min = 1, max = 64), inner(regex(pattern = r"^[A-Za-z0-9_.:/-]+$")))]
+    pub scopes: Vec<String>,
+    /// Base URL of Adobe IMS. Must be https.
+    #[serde(default = "default_ims_endpoint")]
+    #[x_kube(validation = Rule::new("self.startsWith('https://')").message("imsEndpoint must be an https:// URL"))]
+    #[schemars(length(max = 512))]
+    pub ims_endpoint: String,
+}
+
+/// Reference to a Secret key holding a refresh token.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RefreshTokenRef {
+    /// Name of the Secret (same namespace).
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// Key holding the refresh token.
+    #[serde(default = "default_refresh_token_key")]
+    pub key: String,
+}
+
+fn default_refresh_token_key() -> String {
+    "refresh_token".to_owned()
 }
 
 fn default_ims_endpoint() -> String {

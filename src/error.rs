@@ -23,6 +23,11 @@ pub enum Error {
     #[error("source Secret {secret:?} key {key:?} is empty or not valid UTF-8")]
     SourceValueInvalid { secret: String, key: String },
 
+    #[error(
+        "check does not mint for {flow}: the token request would spend the refresh token in the Secret (the server rotates it on use), which the operator needs"
+    )]
+    CheckWouldSpendInputs { flow: &'static str },
+
     #[error("the spec sets no flow block")]
     NoFlow,
 
@@ -40,6 +45,11 @@ pub enum Error {
 
     #[error("token endpoint rejected the refresh token: {description}{debug}", debug = debug_suffix(.debug_id))]
     RefreshTokenRejected { description: String, debug_id: Option<String> },
+
+    /// The user's refresh token chain is dead (expired, revoked consent, already used): only the
+    /// user can start a new one.
+    #[error("the refresh token was refused ({description}){debug}: sign in as the user again to create a new refresh token (scope offline_access) and put it into the Secret {secret}, key {key}", debug = debug_suffix(.debug_id))]
+    ReauthorizationRequired { description: String, debug_id: Option<String>, secret: String, key: String },
 
     #[error("token endpoint {url:?} is not valid: {reason}")]
     InvalidTokenEndpoint { url: String, reason: String },

@@ -7,6 +7,7 @@
 mod password_grant;
 mod server_to_server;
 mod service_account_jwt;
+mod web_app;
 
 use std::fmt;
 
@@ -26,6 +27,7 @@ use crate::token::{MintedToken, TokenClient};
 pub use password_grant::PasswordGrantInputs;
 pub use server_to_server::ServerToServerInputs;
 pub use service_account_jwt::ServiceAccountJwtInputs;
+pub use web_app::WebAppInputs;
 
 /// A flow block of the spec, before its Secrets are read.
 pub trait FlowSpec: Sync {
@@ -41,6 +43,12 @@ pub trait FlowSpec: Sync {
     /// A condition `Deprecated` the flow always carries, if its vendor retired it.
     fn deprecation(&self) -> Option<Deprecation> {
         None
+    }
+
+    /// Whether one mint spends an input the operator needs afterwards (a refresh token the
+    /// server rotates on use): `check` then refuses to mint.
+    fn mint_spends_inputs(&self) -> bool {
+        false
     }
 }
 
@@ -110,10 +118,11 @@ pub trait Flow: Send + Sync + fmt::Debug {
 
 /// The flow block a spec sets. The CRD's CEL rule admits exactly one.
 pub fn of(spec: &AdobeCredentialSpec) -> Option<&dyn FlowSpec> {
-    let blocks: [Option<&dyn FlowSpec>; 3] = [
+    let blocks: [Option<&dyn FlowSpec>; 4] = [
         spec.oauth_server_to_server.as_ref().map(|f| f as &dyn FlowSpec),
         spec.service_account_jwt.as_ref().map(|f| f as &dyn FlowSpec),
         spec.password_grant.as_ref().map(|f| f as &dyn FlowSpec),
+        spec.oauth_web_app.as_ref().map(|f| f as &dyn FlowSpec),
     ];
     blocks.into_iter().flatten().next()
 }

@@ -12,7 +12,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use adobe_credential_operator::crd::{
-    AdobeCredential, AdobeCredentialSpec, ClientSecretRef, OAuthServerToServer, PasswordGrant, UserSecretRef,
+    AdobeCredential, AdobeCredentialSpec, ClientSecretRef, OAuthServerToServer, OAuthWebApp, PasswordGrant,
+    RefreshTokenRef, UserSecretRef,
 };
 use fake_token_server::{AdobeClient, FakeTokenServer, Outcome};
 use futures::StreamExt;
@@ -367,6 +368,79 @@ impl TestEnv {
     /// An Akeneo (password grant) credential `name` on the fake, with its client `<name>-client`
     /// (secret `p8e-<name>-secret`) and API user `<name>-user` (password `pw-<name>-1`) registered
     /// and their Secrets created.
+    /// An `oauthWebApp` credential: registers the OAuth Web App client `<name>-client` at the
+    /// fake IMS, plays the user's browser (authorize with PKCE, follow the redirect, exchange the
+    /// code) and puts the initial refresh token into the Secret `<name>-user`.
+    pub async fn web_app_credential(&mut self, name: &str) -> AdobeCredential {
+        use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+        use sha2::{Digest, Sha256};
+
+        const REDIRECT: &str = "https://localhost:8443/callback";
+        let client_id = format!("{name}-client");
+        let secret = format!("p8e-{name}-secret");
+        self.ims.register_adobe_client(AdobeClient::new(&client_id, &secret).with_web_app(REDIRECT)).expect("client");
+        self.put_source(&client_id, &client_id, &secret).await;
+
+        let ca = std::fs::read(self.dir.path().join("ca.pem")).expect("ca file");
+        let browser = reqwest::Client::builder()
+            .add_root_certificate(reqwest::Certificate::from_pem(&ca).expect("ca"))
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .expect("browser");
+        let verifier = format!("{name}-verifier-0123456789-0123456789-0123456789");
+        let challenge = URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()));
+        let response = browser
+            .get(format!("{}/ims/authorize/v2", self.ims.url()))
+            .query(&[
+                ("client_id", client_id.as_str()),
+                ("redirect_uri", REDIRECT),
+                ("scope", "openid,AdobeID,offline_access"),
+                ("response_type", "code"),
+                ("state", "st"),
+                ("code_challenge", challenge.as_str()),
+                ("code_challenge_method", "S256"),
+            ])
+            .send()
+            .await
+            .expect("authorize");
+        assert_eq!(response.status(), reqwest::StatusCode::FOUND);
+        let location = response.headers()["location"].to_str().expect("location").to_owned();
+        let location = reqwest::Url::parse(&location).expect("redirect URL");
+        let code = location.query_pairs().find(|(k, _)| k == "code").expect("code").1.into_owned();
+        let body: serde_json::Value = browser
+            .post(format!("{}/ims/token/v3", self.ims.url()))
+            .form(&[
+                ("grant_type", "authorization_code"),
+                ("client_id", client_id.as_str()),
+                ("client_secret", secret.as_str()),
+                ("code", code.as_str()),
+                ("code_verifier", verifier.as_str()),
+            ])
+            .send()
+            .await
+            .expect("code exchange")
+            .json()
+            .await
+            .expect("token response");
+        let refresh_token = body["refresh_token"].as_str().expect("refresh token").to_owned();
+        self.put_secret(&format!("{name}-user"), &[], &[("refresh_token", &refresh_token)]).await;
+
+        let mut cred = self.s2s_credential(name, "unused");
+        cred.spec.oauth_server_to_server = None;
+        cred.spec.oauth_web_app = Some(OAuthWebApp {
+            client_secret_ref: ClientSecretRef {
+                name: client_id,
+                client_id_key: "client_id".into(),
+                client_secret_key: "client_secret".into(),
+                secondary_client_secret_key: None,
+            },
+            refresh_token_ref: RefreshTokenRef { name: format!("{name}-user"), key: "refresh_token".into() },
+            scopes: vec!["openid".into(), "AdobeID".into(), "offline_access".into()],
+            ims_endpoint: self.ims.url().to_owned(),
+        });
+        cred
+    }
+
     pub async fn akeneo_credential(&mut self, name: &str) -> AdobeCredential {
         let client_id = format!("{name}-client");
         let secret = format!("p8e-{name}-secret");

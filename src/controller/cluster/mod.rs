@@ -284,6 +284,8 @@ fn minter_spec(cc: &ClusterAdobeCredential) -> AdobeCredentialSpec {
         oauth_server_to_server: spec.oauth_server_to_server.clone(),
         service_account_jwt: spec.service_account_jwt.clone(),
         password_grant: spec.password_grant.clone(),
+        // User authentication is per user and namespace, not fanned out by a cluster credential.
+        oauth_web_app: None,
         target: Some(TargetSpec {
             name: Some(format!("{}-token", Distribution::minter_name(cc))),
             creation_policy: CreationPolicy::Owner,

@@ -50,6 +50,31 @@ impl FakeTokenServer {
         self.state.registry().adobe.set_token_lifetime(client_id, lifetime)
     }
 
+    /// The Adobe user that `/ims/authorize/v2` signs in and consents for from now on (by
+    /// default `test-user@AdobeID`).
+    pub fn set_signed_in_user(&self, user: impl Into<String>) {
+        self.state.registry().adobe.users.signed_in_user = user.into();
+    }
+
+    /// The user withdraws consent for this client (account.adobe.com → Connected applications):
+    /// all their refresh tokens for it die, and refreshing fails with `invalid_grant`. Returns
+    /// how many live refresh tokens died. A new authorization consents again.
+    pub fn revoke_user_consent(&self, client_id: &str, user: &str) -> usize {
+        self.state.registry().adobe.users.revoke(client_id, user)
+    }
+
+    /// How many refresh tokens this client was issued for this user (the chain's length: one
+    /// per code exchange or successful refresh).
+    pub fn refresh_tokens_issued(&self, client_id: &str, user: &str) -> usize {
+        self.state.registry().adobe.users.issued_refresh_tokens(client_id, user)
+    }
+
+    /// How many of this client's refresh tokens are still usable; with rotation, one per live
+    /// authorization.
+    pub fn live_refresh_tokens(&self, client_id: &str) -> usize {
+        self.state.registry().adobe.users.live_refresh_tokens(client_id)
+    }
+
     /// Adds or removes the I/O Management API from the client's project; without it the API
     /// answers 403.
     pub fn set_management_api_in_project(&self, client_id: &str, in_project: bool) -> Result<(), Error> {

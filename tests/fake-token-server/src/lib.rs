@@ -13,6 +13,14 @@
 //!   exchange, `expires_in` in milliseconds; an unknown client gets 401, a wrong secret 400,
 //!   both `invalid_client`), `POST /api/oauth/v1/token` (Akeneo password and refresh_token
 //!   grants). Adobe responses carry an `x-debug-id` header.
+//! - **User authentication (OAuth Web App):** `GET /ims/authorize/v1|v2` consents at once for
+//!   the signed-in user and redirects to the client's registered HTTPS redirect URI with `code`
+//!   and `state` (PKCE S256 required); `POST /ims/token/v1|v2|v3` with
+//!   `grant_type=authorization_code` (single-use code, `code_verifier` of 43–128 characters,
+//!   `client_secret_post` or Basic) or `grant_type=refresh_token`. Refresh tokens are issued
+//!   only with `offline_access`, rotate (the presented one dies on use), live 14 days from issue
+//!   unless [`AdobeClient::with_refresh_token_lifetime`] says otherwise, and die when
+//!   [`FakeTokenServer::revoke_user_consent`] is called; every failure is `invalid_grant`.
 //! - **Credentials:** [`AdobeClient`] (up to two secrets, allowed scopes, token lifetime,
 //!   optionally a [`ServiceAccount`] with its RSA public key and metascopes), Akeneo clients and
 //!   users, secret and key rotation, Akeneo refresh token revocation.

@@ -16,6 +16,11 @@ pub enum EndpointKind {
     ClientCredentials,
     /// Adobe IMS service account JWT exchange: `POST /ims/exchange/jwt` and its aliases.
     JwtExchange,
+    /// Adobe IMS user authentication: `POST /ims/token/v1|v2|v3` with
+    /// `grant_type=authorization_code` (the code exchange after `/ims/authorize/v2`).
+    AuthorizationCode,
+    /// Adobe IMS user authentication: `POST /ims/token/v1|v2|v3` with `grant_type=refresh_token`.
+    UserRefresh,
     /// Akeneo `POST /api/oauth/v1/token` with any grant other than `refresh_token` (including a
     /// missing or unsupported one, which Akeneo rejects).
     AkeneoPassword,
@@ -32,7 +37,7 @@ pub enum EndpointKind {
 impl EndpointKind {
     /// Adobe's endpoints share conventions (RFC 6749 error bodies, an `x-debug-id` header).
     pub(crate) fn is_adobe(self) -> bool {
-        matches!(self, Self::ClientCredentials | Self::JwtExchange)
+        matches!(self, Self::ClientCredentials | Self::JwtExchange | Self::AuthorizationCode | Self::UserRefresh)
     }
 }
 

@@ -134,6 +134,16 @@ impl Reply {
         Self::new(status, body, Outcome::Served)
     }
 
+    #[cfg(test)]
+    pub(crate) fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    #[cfg(test)]
+    pub(crate) fn body(&self) -> &Value {
+        &self.body
+    }
+
     pub(crate) fn with_logged_scope(mut self, scope: String) -> Self {
         self.scope = Some(scope);
         self

@@ -110,6 +110,9 @@ fn router(state: Arc<ServerState>) -> Router {
     let client_credentials = post(adobe::client_credentials::token);
     let jwt_exchange = post(adobe::jwt_exchange::token);
     Router::new()
+        .route("/ims/authorize/v1", get(adobe::user_auth::authorize))
+        .route("/ims/authorize/v2", get(adobe::user_auth::authorize))
+        .route("/ims/token/v1", client_credentials.clone())
         .route("/ims/token/v2", client_credentials.clone())
         .route("/ims/token/v3", client_credentials.clone())
         .route("/ims/token/v4", client_credentials)

@@ -14,7 +14,7 @@ use serde_json::json;
 use super::{
     AdobeClients,
     access_token::{self, Grant},
-    error_reply, internal_error,
+    error_reply, internal_error, user_auth,
 };
 use crate::{
     expiry::whole_seconds,
@@ -32,6 +32,26 @@ pub(crate) async fn token(
 ) -> Response {
     let params = Params::from_form_request(&headers, &body);
     let param = |name| Params::owned(params.as_ref(), name);
+    // The same endpoint serves user authentication (OAuth Web App), told apart by grant type.
+    let user_grant = match param("grant_type").as_deref() {
+        Some("authorization_code") => Some(EndpointKind::AuthorizationCode),
+        Some("refresh_token") => Some(EndpointKind::UserRefresh),
+        _ => None,
+    };
+    if let (Some(endpoint), Some(params)) = (user_grant, params.as_ref()) {
+        let credentials = user_auth::client_credentials(&headers, params);
+        let request = TokenRequest {
+            endpoint,
+            path: uri.path().to_owned(),
+            client_id: credentials.as_ref().map(|(client_id, _)| client_id.clone()),
+            grant_type: param("grant_type"),
+            scope: None,
+        };
+        return pipeline::handle(&state, request, |registry, key| {
+            user_auth::issue(&mut registry.adobe, params, credentials.clone(), key)
+        })
+        .await;
+    }
     let request = TokenRequest {
         endpoint: EndpointKind::ClientCredentials,
         path: uri.path().to_owned(),

@@ -5,6 +5,7 @@ mod access_token;
 pub(crate) mod client_credentials;
 pub(crate) mod jwt_exchange;
 pub(crate) mod management;
+pub(crate) mod user_auth;
 
 use std::{
     collections::{BTreeSet, HashMap},
@@ -47,6 +48,7 @@ pub struct AdobeClient {
     token_lifetime: Duration,
     service_account: Option<ServiceAccount>,
     console: Option<ConsoleCredential>,
+    web_app: Option<user_auth::WebApp>,
 }
 
 impl AdobeClient {
@@ -59,7 +61,28 @@ impl AdobeClient {
             token_lifetime: DEFAULT_TOKEN_LIFETIME,
             service_account: None,
             console: None,
+            web_app: None,
         }
+    }
+
+    /// Makes the client an OAuth Web App credential (user authentication) with this registered
+    /// redirect URI, which must be HTTPS: it may use `/ims/authorize/v2` and the
+    /// `authorization_code` and `refresh_token` grants. Refresh tokens live 14 days.
+    pub fn with_web_app(mut self, redirect_uri: impl Into<String>) -> Self {
+        self.web_app = Some(user_auth::WebApp {
+            redirect_uri: redirect_uri.into(),
+            refresh_token_lifetime: user_auth::DEFAULT_REFRESH_TOKEN_LIFETIME,
+        });
+        self
+    }
+
+    /// How long refresh tokens live from issue (not sliding); only for a
+    /// [`with_web_app`](Self::with_web_app) client.
+    pub fn with_refresh_token_lifetime(mut self, lifetime: Duration) -> Self {
+        if let Some(web_app) = &mut self.web_app {
+            web_app.refresh_token_lifetime = lifetime;
+        }
+        self
     }
 
     /// Makes the credential reachable through the I/O Management API under the Developer
@@ -208,6 +231,7 @@ struct RegisteredClient {
     token_lifetime: Duration,
     service_account: Option<RegisteredServiceAccount>,
     console: Option<ConsoleCredential>,
+    web_app: Option<user_auth::WebApp>,
 }
 
 impl RegisteredClient {
@@ -236,6 +260,8 @@ pub(crate) struct AdobeClients {
     /// Every secret the I/O Management API created, by client id, also deleted ones.
     created: HashMap<String, Vec<Secret>>,
     pub(crate) management: management::ManagementSettings,
+    /// Authorization codes, refresh tokens and the signed-in user of OAuth Web App clients.
+    pub(crate) users: user_auth::UserSessions,
 }
 
 impl AdobeClients {
@@ -264,6 +290,7 @@ impl AdobeClients {
                 token_lifetime: client.token_lifetime,
                 service_account,
                 console: client.console,
+                web_app: client.web_app,
             },
         );
         Ok(())

@@ -1,0 +1,210 @@
+//! Adobe IMS user authentication (OAuth Web App): `POST /ims/token/v3` with the refresh_token
+//! grant, client authentication by `client_secret_post`. Every refresh returns a new refresh
+//! token and the one used dies, so the chain is kept in operator-owned state; the user's Secret
+//! only holds the refresh token that starts it.
+
+use futures::FutureExt;
+use futures::future::BoxFuture;
+use jiff::{SignedDuration, Timestamp};
+use reqwest::Url;
+use serde::Deserialize;
+
+use super::{Flow, FlowSpec};
+use crate::crd::OAuthWebApp;
+use crate::error::{Error, Result};
+use crate::secret_value::SecretValue;
+use crate::source::{OAuthClient, SecretReader};
+use crate::token::response::{self, ExpiresInUnit};
+use crate::token::{MintedToken, TokenClient, with_each_secret};
+
+const NAME: &str = "oauthWebApp";
+
+/// Adobe refresh tokens live 14 days from issue; one hour less leaves room for clock skew.
+const REFRESH_TOKEN_LIFETIME: SignedDuration = SignedDuration::from_hours(14 * 24 - 1);
+
+/// Everything a refresh of a user's token needs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WebAppInputs {
+    pub ims_endpoint: String,
+    pub client: OAuthClient,
+    pub scopes: Vec<String>,
+    /// The refresh token the user put into their Secret: it starts the chain.
+    pub initial_refresh_token: SecretValue,
+    /// Where it lives, for the message of a dead chain.
+    pub refresh_token_secret: String,
+    pub refresh_token_key: String,
+}
+
+impl FlowSpec for OAuthWebApp {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn mint_spends_inputs(&self) -> bool {
+        true
+    }
+
+    fn source_secrets(&self) -> Vec<&str> {
+        vec![&self.client_secret_ref.name, &self.refresh_token_ref.name]
+    }
+
+    fn resolve<'a>(&'a self, reader: &'a mut SecretReader<'_>) -> BoxFuture<'a, Result<Box<dyn Flow>>> {
+        async move {
+            let token_ref = &self.refresh_token_ref;
+            let raw = reader.value(&token_ref.name, &token_ref.key).await?;
+            let inputs = WebAppInputs {
+                ims_endpoint: self.ims_endpoint.trim_end_matches('/').to_owned(),
+                client: reader.client(&self.client_secret_ref).await?,
+                scopes: self.scopes.clone(),
+                // A refresh token never contains white space; a trailing newline comes from echo.
+                initial_refresh_token: SecretValue::new(raw.trim()),
+                refresh_token_secret: token_ref.name.clone(),
+                refresh_token_key: token_ref.key.clone(),
+            };
+            Ok(Box::new(inputs) as Box<dyn Flow>)
+        }
+        .boxed()
+    }
+}
+
+impl Flow for WebAppInputs {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn client(&self) -> &OAuthClient {
+        &self.client
+    }
+
+    fn endpoint(&self) -> &str {
+        &self.ims_endpoint
+    }
+
+    /// The initial refresh token is an input (a new one from the user starts a new chain); the
+    /// persisted chain is state, so refreshes leave the revision alone.
+    fn hash_inputs(&self, field: &mut dyn FnMut(&str)) {
+        field(&self.ims_endpoint);
+        field(&self.scopes.join(","));
+        field(self.initial_refresh_token.expose());
+    }
+
+    fn refresh_token_lifetime(&self) -> Option<SignedDuration> {
+        Some(REFRESH_TOKEN_LIFETIME)
+    }
+
+    fn mint<'a>(
+        &'a self,
+        tokens: &'a TokenClient,
+        refresh_token: Option<&'a SecretValue>,
+    ) -> BoxFuture<'a, Result<MintedToken>> {
+        async move {
+            let url = tokens.checked_url(&self.ims_endpoint, "/ims/token/v3")?;
+            // Without a persisted refresh token for the current inputs, the chain starts over.
+            let refresh_token = refresh_token.unwrap_or(&self.initial_refresh_token);
+            with_each_secret(&self.client, |secret| refresh(tokens.http(), url.clone(), self, secret, refresh_token))
+                .await
+                .map_err(|err| dead_chain(err, self))
+        }
+        .boxed()
+    }
+}
+
+/// A refusal of the refresh token itself (rather than of the client or the scopes) means the
+/// chain is dead: expired, revoked consent, or already used.
+fn dead_chain(err: Error, inputs: &WebAppInputs) -> Error {
+    let reauthorize = |description, debug_id| Error::ReauthorizationRequired {
+        description,
+        debug_id,
+        secret: inputs.refresh_token_secret.clone(),
+        key: inputs.refresh_token_key.clone(),
+    };
+    match err {
+        Error::TokenRequestRejected { code, description, debug_id } => {
+            reauthorize(format!("{code}: {description}"), debug_id)
+        }
+        Error::RefreshTokenRejected { description, debug_id } => reauthorize(description, debug_id),
+        other => other,
+    }
+}
+
+#[derive(Deserialize)]
+struct ImsUserTokenResponse {
+    access_token: String,
+    token_type: Option<String>,
+    expires_in: serde_json::Value,
+    refresh_token: Option<String>,
+}
+
+async fn refresh(
+    http: &reqwest::Client,
+    url: Url,
+    inputs: &WebAppInputs,
+    client_secret: &SecretValue,
+    refresh_token: &SecretValue,
+) -> Result<MintedToken> {
+    let form = [
+        ("grant_type", "refresh_token"),
+        ("client_id", inputs.client.client_id.as_str()),
+        ("client_secret", client_secret.expose()),
+        ("refresh_token", refresh_token.expose()),
+    ];
+    let issued_at = Timestamp::now();
+    let response = http.post(url).form(&form).send().await.map_err(response::transport_error)?;
+    let (body, debug_id) = response::success_body(response).await?;
+    let parsed: ImsUserTokenResponse = response::parse_json(&body, &debug_id)?;
+    let lifetime = response::expires_in(&parsed.expires_in, ExpiresInUnit::Seconds, &debug_id)?;
+    let Some(next) = parsed.refresh_token.filter(|t| !t.is_empty()).map(SecretValue::new) else {
+        // The used refresh token is dead now; without a new one the chain ends here.
+        return Err(Error::MalformedTokenResponse {
+            detail: "no refresh_token in the response (does the credential's scope include offline_access?)".into(),
+            debug_id,
+        });
+    };
+    response::minted(parsed.access_token, parsed.token_type, issued_at, lifetime, Some(next), &debug_id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn inputs(initial: &str) -> WebAppInputs {
+        WebAppInputs {
+            ims_endpoint: "https://ims-na1.adobelogin.com".into(),
+            client: OAuthClient {
+                client_id: "cid".into(),
+                secrets: vec![("client_secret".into(), SecretValue::new("p8e-s"))],
+                notes: vec![],
+            },
+            scopes: vec!["openid".into(), "offline_access".into()],
+            initial_refresh_token: SecretValue::new(initial),
+            refresh_token_secret: "user-token".into(),
+            refresh_token_key: "refresh_token".into(),
+        }
+    }
+
+    #[test]
+    fn a_new_initial_refresh_token_changes_the_revision() {
+        assert_eq!(inputs("rt-1").revision(), inputs("rt-1").revision());
+        assert_ne!(inputs("rt-1").revision(), inputs("rt-2").revision());
+        assert!(!format!("{:?}", inputs("rt-very-secret")).contains("rt-very-secret"));
+    }
+
+    #[test]
+    fn refused_refresh_tokens_ask_for_reauthorization_naming_the_secret() {
+        let err = dead_chain(
+            Error::TokenRequestRejected {
+                code: "invalid_grant".into(),
+                description: "invalid refresh token".into(),
+                debug_id: Some("d-1".into()),
+            },
+            &inputs("rt"),
+        );
+        assert_eq!(err.reason(), "ReauthorizationRequired");
+        let message = err.to_string();
+        assert!(message.contains("Secret user-token, key refresh_token"), "{message}");
+        assert!(message.contains("invalid_grant") && message.contains("d-1"), "{message}");
+        assert!(!message.contains('\n'));
+        let client = dead_chain(Error::InvalidClient { description: "x".into(), debug_id: None }, &inputs("rt"));
+        assert_eq!(client.reason(), "InvalidClient");
+    }
+}
