@@ -50,8 +50,9 @@ pub async fn load(
     Ok(token.filter(|_| fresh && same_inputs).map(SecretValue::new))
 }
 
-/// Created by the operator for this very credential: never overwrite or trust anything else.
-fn is_ours(cred: &AdobeCredential, secret: &Secret) -> bool {
+/// An operator-owned state Secret (refresh state, rotation state) created for this very
+/// credential: never overwrite or trust anything else.
+pub(crate) fn is_ours(cred: &AdobeCredential, secret: &Secret) -> bool {
     secret.annotations().get(annotation::CREDENTIAL) == Some(&cred.name_any())
         && secret.owner_references().iter().any(|o| Some(&o.uid) == cred.uid().as_ref())
 }

@@ -16,6 +16,7 @@ use super::plan::Procedure;
 use crate::crd::AdobeCredential;
 use crate::error::{Error, Result};
 use crate::names::{FIELD_MANAGER, MANAGED_BY_LABEL, annotation};
+use crate::refresh_state::is_ours;
 use crate::secret_value::SecretValue;
 
 const PROCEDURE_KEY: &str = "procedure";
@@ -60,12 +61,6 @@ fn read(secret: &Secret) -> std::result::Result<Stored, String> {
         None
     };
     Ok(Stored { procedure, new_secret })
-}
-
-/// Created by the operator for this very credential.
-fn is_ours(cred: &AdobeCredential, secret: &Secret) -> bool {
-    secret.annotations().get(annotation::CREDENTIAL) == Some(&cred.name_any())
-        && secret.owner_references().iter().any(|o| Some(&o.uid) == cred.uid().as_ref())
 }
 
 /// Persists the procedure (and the new secret, when its step has one; applying without it
