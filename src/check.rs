@@ -5,15 +5,13 @@
 
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::path::PathBuf;
 
 use base64::Engine;
 use jiff::Timestamp;
-use k8s_openapi::api::core::v1::Secret;
-use kube::{Api, Client, ResourceExt};
-use serde::Deserialize;
+use kube::ResourceExt;
 
 use crate::crd::AdobeCredential;
+use crate::credential_input::CredentialInput;
 use crate::error::{Error, MAX_MESSAGE, one_line};
 use crate::flows::{self, Flow};
 use crate::secret_value::SecretValue;
@@ -22,52 +20,18 @@ use crate::target::{self, StoredToken};
 use crate::time_format::rfc3339;
 use crate::token::TokenClient;
 
-/// What was read from the command line and the files.
-pub struct Check {
-    pub credential: AdobeCredential,
-    pub secrets: Vec<Secret>,
-    /// Read Secrets the files do not hold from the cluster (the current kubeconfig).
-    pub from_cluster: bool,
-    pub show_token: bool,
-}
-
-/// The AdobeCredential and the Secrets of YAML or JSON files (several documents each).
-pub fn read_manifests(files: &[PathBuf]) -> anyhow::Result<(AdobeCredential, Vec<Secret>)> {
-    let (mut credentials, mut secrets) = (Vec::new(), Vec::new());
-    for file in files {
-        let text = std::fs::read_to_string(file).map_err(|e| anyhow::anyhow!("reading {}: {e}", file.display()))?;
-        for document in serde_yaml::Deserializer::from_str(&text) {
-            let value = serde_json::Value::deserialize(document)
-                .map_err(|e| anyhow::anyhow!("{} is not YAML: {e}", file.display()))?;
-            match value["kind"].as_str() {
-                Some("AdobeCredential") => credentials.push(serde_json::from_value(value)?),
-                Some("Secret") => secrets.push(serde_json::from_value(value)?),
-                _ => {}
-            }
-        }
-    }
-    anyhow::ensure!(
-        credentials.len() == 1,
-        "the files must hold exactly one AdobeCredential, not {}",
-        credentials.len()
-    );
-    Ok((credentials.remove(0), secrets))
-}
-
 /// Mints once and reports; returns whether a token was minted.
-pub async fn run(check: Check, tokens: &TokenClient, out: &mut impl Write) -> anyhow::Result<bool> {
-    let cred = &check.credential;
-    let namespace = cred.namespace().unwrap_or_else(|| "default".to_owned());
-    writeln!(out, "credential {namespace}/{}", cred.name_any())?;
-    let api = if check.from_cluster {
-        Some(Api::<Secret>::namespaced(Client::try_default().await?, &namespace))
-    } else {
-        None
-    };
-    let result = mint(cred, check.secrets, api.as_ref(), tokens).await;
-    match result {
+pub async fn run(
+    mut input: CredentialInput,
+    show_token: bool,
+    tokens: &TokenClient,
+    out: &mut impl Write,
+) -> anyhow::Result<bool> {
+    let cred = input.credential.clone();
+    writeln!(out, "credential {}/{}", cred.namespace().unwrap_or_default(), cred.name_any())?;
+    match mint(&cred, &mut input.reader(), tokens).await {
         Ok((flow, token)) => {
-            report_token(cred, flow.as_ref(), &token, check.show_token, out)?;
+            report_token(&cred, flow.as_ref(), &token, show_token, out)?;
             Ok(true)
         }
         Err(error) => {
@@ -79,15 +43,14 @@ pub async fn run(check: Check, tokens: &TokenClient, out: &mut impl Write) -> an
 
 async fn mint(
     cred: &AdobeCredential,
-    given: Vec<Secret>,
-    api: Option<&Api<Secret>>,
+    reader: &mut SecretReader<'_>,
     tokens: &TokenClient,
 ) -> Result<(Box<dyn Flow>, StoredToken), Error> {
     let spec = flows::of(&cred.spec).ok_or(Error::NoFlow)?;
     if spec.mint_spends_inputs() {
         return Err(Error::CheckWouldSpendInputs { flow: spec.name() });
     }
-    let flow = spec.resolve(&mut SecretReader::with(given, api)).await?;
+    let flow = spec.resolve(reader).await?;
     let minted = flow.mint(tokens, None).await?;
     let token = StoredToken {
         access_token: minted.access_token,
@@ -139,7 +102,7 @@ fn masked(data: &BTreeMap<String, String>, token: &SecretValue, show_token: bool
 
 /// The `scope` claim of a JWT access token (IMS separates scopes with commas), unverified: for
 /// display only.
-fn granted_scopes(token: &SecretValue) -> Option<Vec<String>> {
+pub fn granted_scopes(token: &SecretValue) -> Option<Vec<String>> {
     let payload = token.expose().split('.').nth(1)?;
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload.trim_end_matches('=')).ok()?;
     let claims: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
@@ -150,6 +113,7 @@ fn granted_scopes(token: &SecretValue) -> Option<Vec<String>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::source::CredentialName;
 
     fn jwt(claims: &serde_json::Value) -> SecretValue {
         let b64 = |v: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v);
@@ -182,7 +146,8 @@ mod tests {
             request_timeout: std::time::Duration::from_secs(1),
         })
         .expect("client");
-        let error = mint(&cred, Vec::new(), None, &tokens).await.expect_err("refused");
+        let mut reader = SecretReader::with(Vec::new(), None, CredentialName::of(&cred));
+        let error = mint(&cred, &mut reader, &tokens).await.expect_err("refused");
         assert_eq!(error.reason(), "CheckWouldSpendInputs");
     }
 

@@ -1,11 +1,13 @@
-//! Command line: `crd` prints the CRD, `run` runs the controller. Every flag of `run` also reads
-//! an environment variable, which is how the Helm chart configures the operator.
+//! Command line: `crd` prints the CRD, `run` runs the controller, `check` and `login` help people
+//! set credentials up. Every flag of `run` also reads an environment variable, which is how the
+//! Helm chart configures the operator.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{ArgAction, Parser, Subcommand};
+use reqwest::Url;
 
 use crate::schedule::parse_duration;
 use crate::scope::Namespaces;
@@ -32,6 +34,32 @@ pub enum Command {
     /// (token masked), the expiry and the granted scopes, or the reason the operator would report.
     /// Exit status 0 when a token was minted, 1 when not.
     Check(Box<CheckArgs>),
+    /// Sign a user in for an `oauthWebApp` credential (in a browser, PKCE) and write the refresh
+    /// token that starts the operator's chain into the Secret the credential names: printed as a
+    /// manifest, or applied with `--apply`.
+    Login(Box<LoginArgs>),
+}
+
+/// Which AdobeCredential a command works on and where its Secrets come from (`check`, `login`).
+#[derive(Debug, clap::Args)]
+pub struct CredentialArgs {
+    /// Name of an AdobeCredential to read, with its Secrets, from the cluster of the current
+    /// kubeconfig (instead of `-f`).
+    #[arg(required_unless_present = "files", conflicts_with = "files")]
+    pub name: Option<String>,
+
+    /// Namespace of the credential (default: the kubeconfig context's, or the manifest's).
+    #[arg(short = 'n', long)]
+    pub namespace: Option<String>,
+
+    /// YAML or JSON files holding the AdobeCredential and (some of) its Secrets; repeatable.
+    #[arg(short = 'f', long = "file")]
+    pub files: Vec<PathBuf>,
+
+    /// With `-f`: read the Secrets the files do not hold from the cluster of the current
+    /// kubeconfig (the credential's namespace). Nothing is written.
+    #[arg(long, conflicts_with = "name")]
+    pub from_cluster: bool,
 }
 
 /// How token requests are sent (`run` and `check`).
@@ -56,19 +84,48 @@ pub struct TokenArgs {
     pub token_request_timeout: Duration,
 }
 
-/// `check`: mint once for a manifest, write nothing.
+/// `check`: mint once for a credential, write nothing.
 #[derive(Debug, clap::Args)]
 pub struct CheckArgs {
-    /// YAML or JSON files holding the AdobeCredential and (some of) its Secrets; repeatable.
-    #[arg(short = 'f', long = "file", required = true)]
-    pub files: Vec<PathBuf>,
-
-    /// Read the Secrets the files do not hold from the cluster of the current kubeconfig (the
-    /// credential's namespace, or `default`). Nothing is written.
-    #[arg(long)]
-    pub from_cluster: bool,
+    #[command(flatten)]
+    pub credential: CredentialArgs,
 
     /// Print the token itself instead of its fingerprint.
+    #[arg(long)]
+    pub show_token: bool,
+
+    #[command(flatten)]
+    pub tokens: TokenArgs,
+}
+
+/// `login`: sign a user in and write the refresh token.
+#[derive(Debug, clap::Args)]
+pub struct LoginArgs {
+    #[command(flatten)]
+    pub credential: CredentialArgs,
+
+    /// The redirect URI registered for the OAuth Web App credential in the Adobe Developer
+    /// Console. With a host of this machine (localhost, 127.0.0.1, [::1]) the command receives
+    /// the redirect itself, over HTTPS with a certificate made for this sign-in.
+    #[arg(long, default_value = "https://localhost:8443/callback")]
+    pub redirect_uri: Url,
+
+    /// Read the address the browser was sent to from standard input instead of receiving the
+    /// redirect (a redirect URI on another host, or a browser on another machine).
+    #[arg(long)]
+    pub paste: bool,
+
+    /// How long to wait for the user to sign in.
+    #[arg(long, default_value = "5m", value_parser = duration_arg)]
+    pub timeout: Duration,
+
+    /// Write the Secret to the cluster of the current kubeconfig (server-side apply of its one
+    /// key) instead of printing its manifest.
+    #[arg(long)]
+    pub apply: bool,
+
+    /// Print the manifest, which holds the refresh token, even when standard output is a
+    /// terminal.
     #[arg(long)]
     pub show_token: bool,
 
@@ -198,5 +255,18 @@ mod tests {
         let cli = Cli::try_parse_from(["aco", "run", "--leader-election"]).expect("bare flag");
         let Command::Run(args) = cli.command else { panic!("run expected") };
         assert!(args.leader_election);
+    }
+
+    #[test]
+    fn a_credential_comes_from_the_cluster_by_name_or_from_files() {
+        let cli = Cli::try_parse_from(["aco", "login", "user-api", "-n", "team-a", "--apply"]).expect("by name");
+        let Command::Login(args) = cli.command else { panic!("login expected") };
+        assert_eq!(args.credential.name.as_deref(), Some("user-api"));
+        assert_eq!(args.redirect_uri.as_str(), "https://localhost:8443/callback");
+        assert_eq!(args.timeout, Duration::from_secs(300));
+        assert!(Cli::try_parse_from(["aco", "check", "-f", "c.yaml", "--from-cluster"]).is_ok());
+        assert!(Cli::try_parse_from(["aco", "check"]).is_err(), "a name or files");
+        assert!(Cli::try_parse_from(["aco", "check", "x", "-f", "c.yaml"]).is_err(), "not both");
+        assert!(Cli::try_parse_from(["aco", "check", "x", "--from-cluster"]).is_err(), "a name reads the cluster");
     }
 }

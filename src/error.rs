@@ -48,8 +48,14 @@ pub enum Error {
 
     /// The user's refresh token chain is dead (expired, revoked consent, already used): only the
     /// user can start a new one.
-    #[error("the refresh token was refused ({description}){debug}: sign in as the user again to create a new refresh token (scope offline_access) and put it into the Secret {secret}, key {key}", debug = debug_suffix(.debug_id))]
-    ReauthorizationRequired { description: String, debug_id: Option<String>, secret: String, key: String },
+    #[error("the refresh token was refused ({description}){debug}: sign in as the user again with `{login}`, which puts a new refresh token into the Secret {secret}, key {key}", debug = debug_suffix(.debug_id))]
+    ReauthorizationRequired {
+        description: String,
+        debug_id: Option<String>,
+        secret: String,
+        key: String,
+        login: String,
+    },
 
     #[error("token endpoint {url:?} is not valid: {reason}")]
     InvalidTokenEndpoint { url: String, reason: String },
@@ -281,6 +287,13 @@ impl Error {
             | Error::Kube { .. } => Retry::Transient,
             _ => Retry::Permanent,
         }
+    }
+
+    /// Whether no renewal can succeed until a person changes the inputs (a dead refresh-token
+    /// chain): Ready turns False at once rather than when the token left in place expires, so
+    /// alerts fire while there is time to act.
+    pub fn blocks_renewal(&self) -> bool {
+        matches!(self, Error::ReauthorizationRequired { .. })
     }
 
     /// The least time the server asked us to wait before the next attempt.

@@ -1,13 +1,16 @@
 #![forbid(unsafe_code)]
 
+use std::io::IsTerminal;
 use std::sync::Arc;
 
 use adobe_credential_operator::check;
-use adobe_credential_operator::cli::{Cli, Command, RunArgs, TokenArgs};
+use adobe_credential_operator::cli::{CheckArgs, Cli, Command, LoginArgs, RunArgs, TokenArgs};
 use adobe_credential_operator::controller::{self, Context, ContextParts, RotationConfig};
 use adobe_credential_operator::crd::{self, AdobeCredential};
+use adobe_credential_operator::credential_input::CredentialInput;
 use adobe_credential_operator::http::{self, Health};
 use adobe_credential_operator::leader::{Leadership, LeaseConfig, LeaseThread};
+use adobe_credential_operator::login::{self, Login, Receive};
 use adobe_credential_operator::metrics::Metrics;
 use adobe_credential_operator::rate_limit::HostRateLimiter;
 use adobe_credential_operator::scope::{Namespaces, Scope};
@@ -30,15 +33,43 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Run(args) => run(*args).await,
-        Command::Check(args) => {
-            let (credential, secrets) = check::read_manifests(&args.files)?;
-            let tokens = token_client(&args.tokens)?;
-            let request =
-                check::Check { credential, secrets, from_cluster: args.from_cluster, show_token: args.show_token };
-            let minted = check::run(request, &tokens, &mut std::io::stdout().lock()).await?;
-            std::process::exit(if minted { 0 } else { 1 })
+        Command::Check(args) => exit_with(check(*args).await),
+        Command::Login(args) => exit_with(login(*args).await.map(|()| true)),
+    }
+}
+
+/// Ends a command-line tool: status 0 on success, 1 on a failure, with an error on one line.
+fn exit_with(outcome: anyhow::Result<bool>) -> ! {
+    match outcome {
+        Ok(succeeded) => std::process::exit(if succeeded { 0 } else { 1 }),
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            std::process::exit(1)
         }
     }
+}
+
+async fn check(args: CheckArgs) -> anyhow::Result<bool> {
+    let tokens = token_client(&args.tokens)?;
+    let input = CredentialInput::load(&args.credential, false).await?;
+    check::run(input, args.show_token, &tokens, &mut std::io::stdout().lock()).await
+}
+
+async fn login(args: LoginArgs) -> anyhow::Result<()> {
+    if !args.apply && !args.show_token && std::io::stdout().is_terminal() {
+        anyhow::bail!(
+            "the Secret manifest holds the refresh token: write it to the cluster with --apply, redirect or pipe it (| kubectl apply --server-side -f -), or pass --show-token"
+        );
+    }
+    let tokens = token_client(&args.tokens)?;
+    let login = Login {
+        input: CredentialInput::load(&args.credential, args.apply).await?,
+        redirect_uri: args.redirect_uri,
+        receive: if args.paste { Receive::Paste } else { Receive::Callback },
+        timeout: args.timeout,
+        apply: args.apply,
+    };
+    login::run(login, &tokens, &mut std::io::stdout().lock(), &mut std::io::stderr().lock()).await
 }
 
 /// The HTTP client of token requests, as the flags say.

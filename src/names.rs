@@ -5,6 +5,8 @@
 /// The field manager of the operator's own writes (status, refresh state, restarts); target
 /// Secrets are written by one manager per credential (`target::field_manager`).
 pub const FIELD_MANAGER: &str = "adobe-credential-operator";
+/// The field manager of `login --apply`, which writes a user's refresh token into their Secret.
+pub const LOGIN_FIELD_MANAGER: &str = "adobe-credential-operator-login";
 pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
 /// Label of the copies a ClusterAdobeCredential writes; its value is the resource's name (cut
 /// to fit a label value; the annotation of the same key holds the whole name).

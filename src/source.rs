@@ -4,7 +4,7 @@
 use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
 
-use crate::crd::ClientSecretRef;
+use crate::crd::{AdobeCredential, ClientSecretRef};
 use crate::error::{Error, Result};
 use crate::secret_value::SecretValue;
 
@@ -39,24 +39,44 @@ pub fn clean(value: &str) -> (&str, Option<&'static str>) {
     (trimmed, note)
 }
 
+/// The resource whose inputs are read, for messages that say what to run about it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CredentialName {
+    pub namespace: String,
+    pub name: String,
+}
+
+impl CredentialName {
+    pub fn of(cred: &AdobeCredential) -> Self {
+        use kube::ResourceExt;
+        Self { namespace: cred.namespace().unwrap_or_default(), name: cred.name_any() }
+    }
+}
+
 /// Reads each referenced Secret once per reconcile, however many keys come from it.
 pub struct SecretReader<'a> {
     /// Where Secrets not given up front are read from (none: they are missing).
     api: Option<&'a Api<Secret>>,
     read: Vec<(String, Secret)>,
+    credential: CredentialName,
 }
 
 impl<'a> SecretReader<'a> {
-    pub fn new(api: &'a Api<Secret>) -> Self {
-        Self { api: Some(api), read: Vec::new() }
+    pub fn new(api: &'a Api<Secret>, credential: CredentialName) -> Self {
+        Self { api: Some(api), read: Vec::new(), credential }
     }
 
     /// A reader of the `given` Secrets (as written, `stringData` folded into `data`), and of the
     /// API's for the others when there is one.
-    pub fn with(given: Vec<Secret>, api: Option<&'a Api<Secret>>) -> Self {
+    pub fn with(given: Vec<Secret>, api: Option<&'a Api<Secret>>, credential: CredentialName) -> Self {
         let read =
             given.into_iter().map(|s| (s.metadata.name.clone().unwrap_or_default(), fold_string_data(s))).collect();
-        Self { api, read }
+        Self { api, read, credential }
+    }
+
+    /// The resource whose inputs these are.
+    pub fn credential(&self) -> &CredentialName {
+        &self.credential
     }
 
     /// A key of a Secret as text (not cleaned: white space may be part of a password).
@@ -146,7 +166,8 @@ mod tests {
             "stringData": { "client_secret": "p8e-s\n" },
         }))
         .expect("secret");
-        let mut reader = SecretReader::with(vec![given], None);
+        let name = CredentialName { namespace: "team-a".into(), name: "c".into() };
+        let mut reader = SecretReader::with(vec![given], None, name);
         assert_eq!(reader.value("src", "client_id").await.expect("data"), "abc");
         assert_eq!(reader.value("src", "client_secret").await.expect("stringData"), "p8e-s\n");
         let missing = reader.value("other", "client_id").await.unwrap_err();

@@ -55,7 +55,7 @@ pub fn desired(cred: &AdobeCredential, outcome: &Outcome<'_>, now: Timestamp) ->
             let still_valid = token.filter(|t| now < t.expires_at);
             let (ready, reason, message) = match (still_valid, token) {
                 (Some(t), _) if *current_inputs => (
-                    true,
+                    !error.blocks_renewal(),
                     error.reason().to_owned(),
                     format!("renewal failing: {error}; the current token stays valid until {}", t.expires_at),
                 ),
@@ -310,6 +310,30 @@ mod tests {
         let expired = desired(&cred(), &out, ts("2026-11-25T00:00:01Z"));
         assert_eq!(expired.conditions[0].status, "False");
         assert_eq!(expired.conditions[0].reason, "TokenExpired");
+    }
+
+    #[test]
+    fn a_dead_refresh_chain_is_not_ready_at_once_and_still_describes_the_token_in_place() {
+        let t = token("2026-11-25T00:00:00Z");
+        let err = Error::ReauthorizationRequired {
+            description: "invalid_grant: invalid refresh token".into(),
+            debug_id: None,
+            secret: "user-token".into(),
+            key: "refresh_token".into(),
+            login: "adobe-credential-operator login user-api -n team-a --apply".into(),
+        };
+        let out = Outcome::Failed {
+            error: &err,
+            last_good: Some((&t, ts("2026-11-24T16:00:00Z"))),
+            current_inputs: true,
+            consecutive_failures: 1,
+        };
+        let s = desired(&cred(), &out, ts("2026-11-24T17:00:00Z"));
+        let ready = &s.conditions[0];
+        assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("False", "ReauthorizationRequired"));
+        assert!(ready.message.contains("login user-api -n team-a --apply"), "{}", ready.message);
+        assert!(ready.message.ends_with("stays valid until 2026-11-25T00:00:00Z"), "{}", ready.message);
+        assert_eq!(s.expires_at, Some(Time(t.expires_at)), "the token in the target is still described");
     }
 
     #[test]

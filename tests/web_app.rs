@@ -54,11 +54,13 @@ async fn revoked_consent_requires_reauthorization_and_keeps_the_last_token() {
     env.wait_ready("rv", "True", "TokenMinted").await;
     let before = key(&env.target("rv-token").await.expect("target"), "access_token").expect("token");
     assert_eq!(env.ims.revoke_user_consent("rv-client", USER), 1);
-    // While the last access token is valid, Ready stays True with the failure's reason (as for
-    // every flow); the message says what to do.
-    let failed = env.wait_ready("rv", "True", "ReauthorizationRequired").await;
+    // A dead chain cannot renew: Ready is False at once, while the last access token is still
+    // valid, and the message says what to run.
+    let failed = env.wait_ready("rv", "False", "ReauthorizationRequired").await;
     let message = failed.status.expect("status").conditions[0].message.clone();
     assert!(message.contains("Secret rv-user, key refresh_token"), "{message}");
+    let login = format!("`adobe-credential-operator login rv -n {} --apply`", env.ns());
+    assert!(message.contains(&login), "{message}");
     assert!(message.contains("invalid_grant"), "{message}");
     let after = key(&env.target("rv-token").await.expect("target"), "access_token").expect("token kept");
     assert_eq!(before, after, "the last access token stays until it expires");
@@ -91,7 +93,7 @@ async fn sigkill_between_a_refresh_response_and_its_save_loses_the_rotated_token
     env.ims.clear_faults();
     assert_eq!(env.ims.live_refresh_tokens("kl-client"), 1, "the rotated token lives only at IMS");
     env.start_operator().await;
-    let failed = env.wait_ready("kl", "True", "ReauthorizationRequired").await;
+    let failed = env.wait_ready("kl", "False", "ReauthorizationRequired").await;
     let message = failed.status.expect("status").conditions[0].message.clone();
     assert!(message.contains("Secret kl-user, key refresh_token"), "{message}");
     env.assert_no_leaks(&["kl-client"]).await;

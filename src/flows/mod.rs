@@ -7,7 +7,7 @@
 mod password_grant;
 mod server_to_server;
 mod service_account_jwt;
-mod web_app;
+pub mod web_app;
 
 use std::fmt;
 
@@ -21,7 +21,7 @@ use crate::crd::{AdobeCredential, AdobeCredentialSpec};
 use crate::error::{Error, Result};
 use crate::names::Reason;
 use crate::secret_value::{SecretValue, hex};
-use crate::source::{OAuthClient, SecretReader};
+use crate::source::{CredentialName, OAuthClient, SecretReader};
 use crate::token::{MintedToken, TokenClient};
 
 pub use password_grant::PasswordGrantInputs;
@@ -135,7 +135,7 @@ pub fn source_secret_names(cred: &AdobeCredential) -> Vec<String> {
 /// Reads the referenced Secrets and resolves the flow's inputs.
 pub async fn resolve(secrets: &Api<Secret>, cred: &AdobeCredential) -> Result<Box<dyn Flow>> {
     let flow = of(&cred.spec).ok_or(Error::NoFlow)?;
-    flow.resolve(&mut SecretReader::new(secrets)).await
+    flow.resolve(&mut SecretReader::new(secrets, CredentialName::of(cred))).await
 }
 
 #[cfg(test)]

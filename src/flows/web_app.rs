@@ -1,19 +1,23 @@
 //! Adobe IMS user authentication (OAuth Web App): `POST /ims/token/v3` with the refresh_token
 //! grant, client authentication by `client_secret_post`. Every refresh returns a new refresh
 //! token and the one used dies, so the chain is kept in operator-owned state; the user's Secret
-//! only holds the refresh token that starts it.
+//! only holds the refresh token that starts it. The sign-in that creates that first refresh
+//! token (authorize with PKCE, then the code exchange) is here too, for `login`.
 
+use base64::Engine;
 use futures::FutureExt;
 use futures::future::BoxFuture;
 use jiff::{SignedDuration, Timestamp};
+use rand::Rng;
 use reqwest::Url;
 use serde::Deserialize;
+use sha2::{Digest, Sha256};
 
 use super::{Flow, FlowSpec};
 use crate::crd::OAuthWebApp;
 use crate::error::{Error, Result};
 use crate::secret_value::SecretValue;
-use crate::source::{OAuthClient, SecretReader};
+use crate::source::{CredentialName, OAuthClient, SecretReader};
 use crate::token::response::{self, ExpiresInUnit};
 use crate::token::{MintedToken, TokenClient, with_each_secret};
 
@@ -33,6 +37,8 @@ pub struct WebAppInputs {
     /// Where it lives, for the message of a dead chain.
     pub refresh_token_secret: String,
     pub refresh_token_key: String,
+    /// The credential, for the command a dead chain asks the user to run.
+    pub credential: CredentialName,
 }
 
 impl FlowSpec for OAuthWebApp {
@@ -60,6 +66,7 @@ impl FlowSpec for OAuthWebApp {
                 initial_refresh_token: SecretValue::new(raw.trim()),
                 refresh_token_secret: token_ref.name.clone(),
                 refresh_token_key: token_ref.key.clone(),
+                credential: reader.credential().clone(),
             };
             Ok(Box::new(inputs) as Box<dyn Flow>)
         }
@@ -101,9 +108,18 @@ impl Flow for WebAppInputs {
             let url = tokens.checked_url(&self.ims_endpoint, "/ims/token/v3")?;
             // Without a persisted refresh token for the current inputs, the chain starts over.
             let refresh_token = refresh_token.unwrap_or(&self.initial_refresh_token);
-            with_each_secret(&self.client, |secret| refresh(tokens.http(), url.clone(), self, secret, refresh_token))
-                .await
-                .map_err(|err| dead_chain(err, self))
+            with_each_secret(&self.client, |secret| {
+                let form = [
+                    ("grant_type", "refresh_token"),
+                    ("client_id", self.client.client_id.as_str()),
+                    ("client_secret", secret.expose()),
+                    ("refresh_token", refresh_token.expose()),
+                ];
+                let url = url.clone();
+                async move { user_token(tokens.http(), url, &form).await }
+            })
+            .await
+            .map_err(|err| dead_chain(err, self))
         }
         .boxed()
     }
@@ -117,6 +133,7 @@ fn dead_chain(err: Error, inputs: &WebAppInputs) -> Error {
         debug_id,
         secret: inputs.refresh_token_secret.clone(),
         key: inputs.refresh_token_key.clone(),
+        login: login_command(&inputs.credential),
     };
     match err {
         Error::TokenRequestRejected { code, description, debug_id } => {
@@ -135,19 +152,14 @@ struct ImsUserTokenResponse {
     refresh_token: Option<String>,
 }
 
-async fn refresh(
-    http: &reqwest::Client,
-    url: Url,
-    inputs: &WebAppInputs,
-    client_secret: &SecretValue,
-    refresh_token: &SecretValue,
-) -> Result<MintedToken> {
-    let form = [
-        ("grant_type", "refresh_token"),
-        ("client_id", inputs.client.client_id.as_str()),
-        ("client_secret", client_secret.expose()),
-        ("refresh_token", refresh_token.expose()),
-    ];
+/// The command that signs the user in again and writes the new refresh token.
+pub fn login_command(credential: &CredentialName) -> String {
+    format!("adobe-credential-operator login {} -n {} --apply", credential.name, credential.namespace)
+}
+
+/// A token request of user authentication (`client_secret_post`): its answer carries the access
+/// token and the refresh token to use next.
+async fn user_token(http: &reqwest::Client, url: Url, form: &[(&str, &str)]) -> Result<MintedToken> {
     let issued_at = Timestamp::now();
     let response = http.post(url).form(&form).send().await.map_err(response::transport_error)?;
     let (body, debug_id) = response::success_body(response).await?;
@@ -161,6 +173,75 @@ async fn refresh(
         });
     };
     response::minted(parsed.access_token, parsed.token_type, issued_at, lifetime, Some(next), &debug_id)
+}
+
+/// What one sign-in is bound to: the PKCE verifier, sent only with the code exchange, its S256
+/// challenge, sent through the browser, and the `state` that ties the redirect to this sign-in.
+pub struct SignIn {
+    pub verifier: SecretValue,
+    pub challenge: String,
+    pub state: String,
+}
+
+impl SignIn {
+    pub fn new() -> Self {
+        let random = |len: usize| -> String {
+            rand::rng().sample_iter(rand::distr::Alphanumeric).take(len).map(char::from).collect()
+        };
+        // RFC 7636: 43 to 128 characters; 64 alphanumerics carry 381 bits.
+        let verifier = random(64);
+        let challenge = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()));
+        Self { verifier: SecretValue::new(verifier), challenge, state: random(32) }
+    }
+
+    /// IMS's consent page for the credential's client and scopes, where the user signs in.
+    pub fn authorize_url(
+        &self,
+        tokens: &TokenClient,
+        spec: &OAuthWebApp,
+        client_id: &str,
+        redirect_uri: &str,
+    ) -> Result<Url> {
+        let mut url = tokens.checked_url(&spec.ims_endpoint, "/ims/authorize/v2")?;
+        url.query_pairs_mut()
+            .append_pair("client_id", client_id)
+            .append_pair("redirect_uri", redirect_uri)
+            .append_pair("scope", &spec.scopes.join(","))
+            .append_pair("response_type", "code")
+            .append_pair("state", &self.state)
+            .append_pair("code_challenge", &self.challenge)
+            .append_pair("code_challenge_method", "S256");
+        Ok(url)
+    }
+
+    /// Redeems the code the sign-in returned for the first access token and refresh token.
+    pub async fn redeem(
+        &self,
+        tokens: &TokenClient,
+        spec: &OAuthWebApp,
+        client: &OAuthClient,
+        code: &SecretValue,
+    ) -> Result<MintedToken> {
+        let url = tokens.checked_url(&spec.ims_endpoint, "/ims/token/v3")?;
+        with_each_secret(client, |secret| {
+            let form = [
+                ("grant_type", "authorization_code"),
+                ("client_id", client.client_id.as_str()),
+                ("client_secret", secret.expose()),
+                ("code", code.expose()),
+                ("code_verifier", self.verifier.expose()),
+            ];
+            let url = url.clone();
+            async move { user_token(tokens.http(), url, &form).await }
+        })
+        .await
+    }
+}
+
+impl Default for SignIn {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 #[cfg(test)]
@@ -179,6 +260,7 @@ mod tests {
             initial_refresh_token: SecretValue::new(initial),
             refresh_token_secret: "user-token".into(),
             refresh_token_key: "refresh_token".into(),
+            credential: CredentialName { namespace: "team-a".into(), name: "user-api".into() },
         }
     }
 
@@ -202,6 +284,7 @@ mod tests {
         assert_eq!(err.reason(), "ReauthorizationRequired");
         let message = err.to_string();
         assert!(message.contains("Secret user-token, key refresh_token"), "{message}");
+        assert!(message.contains("`adobe-credential-operator login user-api -n team-a --apply`"), "{message}");
         assert!(message.contains("invalid_grant") && message.contains("d-1"), "{message}");
         assert!(!message.contains('\n'));
         let client = dead_chain(Error::InvalidClient { description: "x".into(), debug_id: None }, &inputs("rt"));

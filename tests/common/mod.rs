@@ -365,71 +365,24 @@ impl TestEnv {
         )
     }
 
-    /// An Akeneo (password grant) credential `name` on the fake, with its client `<name>-client`
-    /// (secret `p8e-<name>-secret`) and API user `<name>-user` (password `pw-<name>-1`) registered
-    /// and their Secrets created.
-    /// An `oauthWebApp` credential: registers the OAuth Web App client `<name>-client` at the
-    /// fake IMS, plays the user's browser (authorize with PKCE, follow the redirect, exchange the
-    /// code) and puts the initial refresh token into the Secret `<name>-user`.
-    pub async fn web_app_credential(&mut self, name: &str) -> AdobeCredential {
-        use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
-        use sha2::{Digest, Sha256};
-
-        const REDIRECT: &str = "https://localhost:8443/callback";
+    /// Registers the OAuth Web App client `<name>-client` (secret `p8e-<name>-secret`) at the fake
+    /// IMS with `redirect_uri`, and puts its Secret `<name>-client`.
+    pub async fn register_web_app(&mut self, name: &str, redirect_uri: &str) {
         let client_id = format!("{name}-client");
         let secret = format!("p8e-{name}-secret");
-        self.ims.register_adobe_client(AdobeClient::new(&client_id, &secret).with_web_app(REDIRECT)).expect("client");
+        let client = AdobeClient::new(&client_id, &secret).with_web_app(redirect_uri);
+        self.ims.register_adobe_client(client).expect("client");
         self.put_source(&client_id, &client_id, &secret).await;
+    }
 
-        let ca = std::fs::read(self.dir.path().join("ca.pem")).expect("ca file");
-        let browser = reqwest::Client::builder()
-            .add_root_certificate(reqwest::Certificate::from_pem(&ca).expect("ca"))
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .expect("browser");
-        let verifier = format!("{name}-verifier-0123456789-0123456789-0123456789");
-        let challenge = URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()));
-        let response = browser
-            .get(format!("{}/ims/authorize/v2", self.ims.url()))
-            .query(&[
-                ("client_id", client_id.as_str()),
-                ("redirect_uri", REDIRECT),
-                ("scope", "openid,AdobeID,offline_access"),
-                ("response_type", "code"),
-                ("state", "st"),
-                ("code_challenge", challenge.as_str()),
-                ("code_challenge_method", "S256"),
-            ])
-            .send()
-            .await
-            .expect("authorize");
-        assert_eq!(response.status(), reqwest::StatusCode::FOUND);
-        let location = response.headers()["location"].to_str().expect("location").to_owned();
-        let location = reqwest::Url::parse(&location).expect("redirect URL");
-        let code = location.query_pairs().find(|(k, _)| k == "code").expect("code").1.into_owned();
-        let body: serde_json::Value = browser
-            .post(format!("{}/ims/token/v3", self.ims.url()))
-            .form(&[
-                ("grant_type", "authorization_code"),
-                ("client_id", client_id.as_str()),
-                ("client_secret", secret.as_str()),
-                ("code", code.as_str()),
-                ("code_verifier", verifier.as_str()),
-            ])
-            .send()
-            .await
-            .expect("code exchange")
-            .json()
-            .await
-            .expect("token response");
-        let refresh_token = body["refresh_token"].as_str().expect("refresh token").to_owned();
-        self.put_secret(&format!("{name}-user"), &[], &[("refresh_token", &refresh_token)]).await;
-
+    /// An `oauthWebApp` credential `name` for the client of [`register_web_app`](Self::register_web_app),
+    /// starting its chain from the refresh token in Secret `<name>-user`.
+    pub fn web_app_spec(&self, name: &str) -> AdobeCredential {
         let mut cred = self.s2s_credential(name, "unused");
         cred.spec.oauth_server_to_server = None;
         cred.spec.oauth_web_app = Some(OAuthWebApp {
             client_secret_ref: ClientSecretRef {
-                name: client_id,
+                name: format!("{name}-client"),
                 client_id_key: "client_id".into(),
                 client_secret_key: "client_secret".into(),
                 secondary_client_secret_key: None,
@@ -441,6 +394,60 @@ impl TestEnv {
         cred
     }
 
+    /// The user's browser at the fake IMS.
+    pub fn browser(&self) -> Browser {
+        Browser::new(&self.ca_file())
+    }
+
+    /// An `oauthWebApp` credential: registers its client, plays the user's browser (authorize
+    /// with PKCE, follow the redirect, exchange the code) and puts the initial refresh token into
+    /// the Secret `<name>-user`.
+    pub async fn web_app_credential(&mut self, name: &str) -> AdobeCredential {
+        use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+        use sha2::{Digest, Sha256};
+
+        const REDIRECT: &str = "https://localhost:8443/callback";
+        self.register_web_app(name, REDIRECT).await;
+        let client_id = format!("{name}-client");
+        let verifier = format!("{name}-verifier-0123456789-0123456789-0123456789");
+        let challenge = URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()));
+        let mut authorize = reqwest::Url::parse(&format!("{}/ims/authorize/v2", self.ims.url())).expect("url");
+        authorize
+            .query_pairs_mut()
+            .append_pair("client_id", &client_id)
+            .append_pair("redirect_uri", REDIRECT)
+            .append_pair("scope", "openid,AdobeID,offline_access")
+            .append_pair("response_type", "code")
+            .append_pair("state", "st")
+            .append_pair("code_challenge", &challenge)
+            .append_pair("code_challenge_method", "S256");
+        let browser = self.browser();
+        let location = browser.consent(authorize.as_str()).await;
+        let code = location.query_pairs().find(|(k, _)| k == "code").expect("code").1.into_owned();
+        let body: serde_json::Value = browser
+            .client
+            .post(format!("{}/ims/token/v3", self.ims.url()))
+            .form(&[
+                ("grant_type", "authorization_code"),
+                ("client_id", client_id.as_str()),
+                ("client_secret", format!("p8e-{name}-secret").as_str()),
+                ("code", code.as_str()),
+                ("code_verifier", verifier.as_str()),
+            ])
+            .send()
+            .await
+            .expect("code exchange")
+            .json()
+            .await
+            .expect("token response");
+        let refresh_token = body["refresh_token"].as_str().expect("refresh token").to_owned();
+        self.put_secret(&format!("{name}-user"), &[], &[("refresh_token", &refresh_token)]).await;
+        self.web_app_spec(name)
+    }
+
+    /// An Akeneo (password grant) credential `name` on the fake, with its client `<name>-client`
+    /// (secret `p8e-<name>-secret`) and API user `<name>-user` (password `pw-<name>-1`) registered
+    /// and their Secrets created.
     pub async fn akeneo_credential(&mut self, name: &str) -> AdobeCredential {
         let client_id = format!("{name}-client");
         let secret = format!("p8e-{name}-secret");
@@ -562,6 +569,32 @@ async fn record_ready_history(api: Api<AdobeCredential>, history: Arc<Mutex<Vec<
                 history.push(entry);
             }
         }
+    }
+}
+
+/// The user's browser: trusts the fake IMS's CA and follows no redirect by itself.
+pub struct Browser {
+    pub client: reqwest::Client,
+}
+
+impl Browser {
+    pub fn new(ca_file: &Path) -> Self {
+        let ca = std::fs::read(ca_file).expect("ca file");
+        let client = reqwest::Client::builder()
+            .add_root_certificate(reqwest::Certificate::from_pem(&ca).expect("ca"))
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .expect("browser");
+        Self { client }
+    }
+
+    /// Opens IMS's consent page (the fake consents at once for its signed-in user) and returns
+    /// the address it sends the browser to.
+    pub async fn consent(&self, authorize_url: &str) -> reqwest::Url {
+        let response = self.client.get(authorize_url).send().await.expect("authorize");
+        assert_eq!(response.status(), reqwest::StatusCode::FOUND, "IMS redirects after the consent");
+        let location = response.headers()["location"].to_str().expect("location");
+        reqwest::Url::parse(location).expect("redirect URL")
     }
 }
 

@@ -1,0 +1,220 @@
+//! `adobe-credential-operator login`: signs a user in for an `oauthWebApp` credential and writes
+//! the refresh token that starts the operator's chain into the Secret the credential names.
+//!
+//! The browser gets IMS's consent page with a PKCE S256 challenge and a random `state`; the
+//! redirect comes back to a local HTTPS endpoint ([`callback`]) or is pasted. The code is redeemed
+//! with the verifier, and the refresh token goes into a manifest on standard output or, with
+//! `--apply`, into the cluster. Tokens are shown by fingerprint only: what the terminal shows is
+//! prompts and a summary on standard error.
+
+mod callback;
+
+use std::io::Write;
+use std::time::Duration;
+
+use anyhow::{Context as _, anyhow, bail, ensure};
+use base64::Engine;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Patch, PatchParams};
+use kube::{Api, ResourceExt};
+use reqwest::Url;
+use serde_json::json;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+
+use crate::check::granted_scopes;
+use crate::crd::OAuthWebApp;
+use crate::credential_input::CredentialInput;
+use crate::error::{Error, MAX_MESSAGE, one_line};
+use crate::flows::web_app::SignIn;
+use crate::names::LOGIN_FIELD_MANAGER;
+use crate::secret_value::SecretValue;
+use crate::time_format::rfc3339;
+use crate::token::TokenClient;
+
+/// How the redirect after the sign-in reaches the command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Receive {
+    /// On a local HTTPS endpoint at the redirect URI.
+    Callback,
+    /// Pasted into standard input.
+    Paste,
+}
+
+pub struct Login {
+    pub input: CredentialInput,
+    pub redirect_uri: Url,
+    pub receive: Receive,
+    pub timeout: Duration,
+    /// Write the Secret to the cluster instead of printing its manifest.
+    pub apply: bool,
+}
+
+/// Longest pasted line: a redirect URL with a code and a state is far shorter.
+const MAX_PASTED: u64 = 16 * 1024;
+
+/// Signs the user in and writes the refresh token; `out` gets the manifest, `say` the prompts.
+pub async fn run(
+    mut login: Login,
+    tokens: &TokenClient,
+    out: &mut impl Write,
+    say: &mut impl Write,
+) -> anyhow::Result<()> {
+    let cred = login.input.credential.clone();
+    let (namespace, name) = (cred.namespace().unwrap_or_default(), cred.name_any());
+    let spec = cred.spec.oauth_web_app.as_ref().ok_or_else(|| {
+        anyhow!("AdobeCredential {namespace}/{name} has no oauthWebApp block: login is for user authentication")
+    })?;
+    ensure!(
+        login.redirect_uri.scheme() == "https",
+        "the redirect URI must be https (Adobe requires it, even for localhost)"
+    );
+    let client = login.input.reader().client(&spec.client_secret_ref).await.map_err(as_status)?;
+    let sign_in = SignIn::new();
+    let url = sign_in.authorize_url(tokens, spec, &client.client_id, login.redirect_uri.as_str()).map_err(as_status)?;
+    let waiting = format!("no sign-in within {}s", login.timeout.as_secs());
+    let code = match login.receive {
+        Receive::Callback => {
+            // Listening before the address is shown: a quick browser finds the endpoint.
+            let callback = callback::Callback::bind(&login.redirect_uri).await?;
+            writeln!(say, "Open this address in a browser and sign in as the user the operator acts for:\n\n{url}\n")?;
+            writeln!(
+                say,
+                "The browser comes back to {} with a certificate made for this sign-in (SHA-256 {}): accept it once.",
+                login.redirect_uri, callback.fingerprint
+            )?;
+            tokio::time::timeout(login.timeout, callback.code(&sign_in.state)).await.context(waiting)??
+        }
+        Receive::Paste => {
+            writeln!(say, "Open this address in a browser and sign in as the user the operator acts for:\n\n{url}\n")?;
+            writeln!(say, "Then paste the address the browser was sent to (it starts with {}):", login.redirect_uri)?;
+            tokio::time::timeout(login.timeout, pasted_code(&sign_in.state)).await.context(waiting)??
+        }
+    };
+    let minted = sign_in.redeem(tokens, spec, &client, &code).await.map_err(as_status)?;
+    let refresh_token = minted.refresh_token.as_ref().ok_or_else(|| anyhow!("IMS returned no refresh token"))?;
+    let scopes = granted_scopes(&minted.access_token).map(|s| s.join(", ")).unwrap_or_else(|| "unknown".into());
+    writeln!(
+        say,
+        "Signed in: access token {} valid until {} (granted scopes: {scopes}).",
+        minted.access_token.fingerprint(),
+        rfc3339(minted.expires_at)
+    )?;
+    let secret = refresh_token_secret(&namespace, spec, refresh_token);
+    let (secret_name, key) = (&spec.refresh_token_ref.name, &spec.refresh_token_ref.key);
+    if login.apply {
+        let client = login.input.client.clone().ok_or_else(|| anyhow!("no cluster connection"))?;
+        Api::<Secret>::namespaced(client, &namespace)
+            .patch(secret_name, &PatchParams::apply(LOGIN_FIELD_MANAGER).force(), &Patch::Apply(&secret))
+            .await
+            .with_context(|| format!("writing Secret {namespace}/{secret_name}"))?;
+        writeln!(
+            say,
+            "Wrote refresh token {} into Secret {namespace}/{secret_name}, key {key}: the operator starts a new chain from it.",
+            refresh_token.fingerprint()
+        )?;
+    } else {
+        out.write_all(serde_yaml::to_string(&secret)?.as_bytes())?;
+        out.flush()?;
+        writeln!(
+            say,
+            "Printed Secret {namespace}/{secret_name} with refresh token {} in key {key}: apply it with `kubectl apply --server-side -f`.",
+            refresh_token.fingerprint()
+        )?;
+    }
+    Ok(())
+}
+
+/// An error of the operator's own, said as status would say it.
+fn as_status(error: Error) -> anyhow::Error {
+    anyhow!("{}: {}", error.reason(), one_line(&error.to_string(), MAX_MESSAGE))
+}
+
+/// The user's Secret with the refresh token in the key the credential reads (base64, as the API
+/// stores it). Only this key is applied: other keys of an existing Secret stay.
+fn refresh_token_secret(namespace: &str, spec: &OAuthWebApp, refresh_token: &SecretValue) -> serde_json::Value {
+    let encoded = base64::engine::general_purpose::STANDARD.encode(refresh_token.expose());
+    json!({
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": { "name": spec.refresh_token_ref.name, "namespace": namespace },
+        "data": { spec.refresh_token_ref.key.clone(): encoded },
+    })
+}
+
+/// Why the address the browser was sent to gives no code.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum Refusal {
+    /// A redirect of another sign-in (or forged): it is not this sign-in's to end.
+    #[error(
+        "the address does not belong to this sign-in (its state parameter differs): open the address this command printed"
+    )]
+    OtherSignIn,
+    #[error("IMS refused the sign-in: {error}: {description}")]
+    Ims { error: String, description: String },
+    #[error("the address carries neither a code nor an error")]
+    NoCode,
+}
+
+/// The code of this sign-in's redirect, from its query string.
+fn authorization_response(query: &str, state: &str) -> Result<SecretValue, Refusal> {
+    let param = |name: &str| {
+        form_urlencoded::parse(query.as_bytes()).find(|(key, _)| key == name).map(|(_, value)| value.into_owned())
+    };
+    if param("state").as_deref() != Some(state) {
+        return Err(Refusal::OtherSignIn);
+    }
+    if let Some(error) = param("error") {
+        // IMS's words, but shown to a person: one bounded line.
+        let description = param("error_description").unwrap_or_default();
+        return Err(Refusal::Ims { error: one_line(&error, 100), description: one_line(&description, 300) });
+    }
+    param("code").filter(|code| !code.is_empty()).map(SecretValue::new).ok_or(Refusal::NoCode)
+}
+
+/// Reads the address the browser was sent to (or just its query) from standard input.
+async fn pasted_code(state: &str) -> anyhow::Result<SecretValue> {
+    let mut line = String::new();
+    BufReader::new(tokio::io::stdin().take(MAX_PASTED)).read_line(&mut line).await.context("reading the address")?;
+    let line = line.trim();
+    if line.is_empty() {
+        bail!("nothing was pasted");
+    }
+    let without_fragment = line.split('#').next().unwrap_or_default();
+    let query = without_fragment.split_once('?').map_or(without_fragment, |(_, query)| query);
+    Ok(authorization_response(query, state)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_this_sign_ins_redirect_gives_its_code() {
+        assert_eq!(authorization_response("code=c-1&state=st", "st").map(|c| c.expose().to_owned()), Ok("c-1".into()));
+        assert_eq!(authorization_response("code=c-1&state=other", "st").unwrap_err(), Refusal::OtherSignIn);
+        assert_eq!(authorization_response("code=c-1", "st").unwrap_err(), Refusal::OtherSignIn);
+        assert_eq!(authorization_response("state=st", "st").unwrap_err(), Refusal::NoCode);
+        let refused = authorization_response("error=access_denied&error_description=user+said+no&state=st", "st");
+        assert_eq!(
+            refused.unwrap_err().to_string(),
+            "IMS refused the sign-in: access_denied: user said no",
+            "IMS's error is said on one line"
+        );
+        let long = format!("error=x&error_description={}%0Aline&state=st", "d".repeat(1000));
+        let Err(Refusal::Ims { description, .. }) = authorization_response(&long, "st") else { panic!("refusal") };
+        assert!(description.chars().count() <= 301 && !description.contains('\n'));
+    }
+
+    #[test]
+    fn the_secret_holds_only_the_refresh_token_key() {
+        let spec: OAuthWebApp = serde_json::from_value(json!({
+            "clientSecretRef": { "name": "web" },
+            "refreshTokenRef": { "name": "user-token", "key": "rt" },
+            "scopes": ["openid", "offline_access"],
+        }))
+        .expect("spec");
+        let secret = refresh_token_secret("team-a", &spec, &SecretValue::new("rt-1"));
+        assert_eq!(secret["metadata"], json!({ "name": "user-token", "namespace": "team-a" }));
+        assert_eq!(secret["data"], json!({ "rt": "cnQtMQ==" }));
+    }
+}

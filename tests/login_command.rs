@@ -1,0 +1,232 @@
+//! `adobe-credential-operator login` end to end: the test plays the user's browser (it opens the
+//! address the command prints, the fake IMS consents, and the browser follows the redirect to the
+//! command's local HTTPS endpoint or the user pastes it). The refresh token the command writes is
+//! used by a credential on the real API server, and a new login revives a dead chain.
+
+mod common;
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use adobe_credential_operator::crd::AdobeCredential;
+use common::{TestEnv, WAIT, key};
+use fake_token_server::{AdobeClient, EndpointKind, Outcome};
+use k8s_openapi::api::core::v1::Secret;
+use kube::ResourceExt;
+use serde_json::json;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::process::{Child, ChildStderr, Command};
+
+const USER: &str = "test-user@AdobeID";
+
+/// A `login` process with the fake IMS allowed, its output captured.
+fn login(env: &TestEnv, args: &[&str]) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_adobe-credential-operator"))
+        .arg("login")
+        .args(args)
+        .args(["--allowed-token-hosts", "127.0.0.1", "--extra-ca-file"])
+        .arg(env.ca_file())
+        .env("KUBECONFIG", env.control_plane.kubeconfig_path())
+        .env_remove("ACO_ALLOWED_TOKEN_HOSTS")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("login starts")
+}
+
+/// The address the command asks the user to open (its line on standard error), and everything
+/// it said before it.
+async fn authorize_address(stderr: &mut BufReader<ChildStderr>, ims: &str) -> (String, String) {
+    let mut said = String::new();
+    let read = async {
+        loop {
+            let mut line = String::new();
+            assert!(stderr.read_line(&mut line).await.expect("stderr") > 0, "login ended before a sign-in: {said}");
+            said.push_str(&line);
+            if line.starts_with(&format!("{ims}/ims/authorize/v2?")) {
+                return line.trim().to_owned();
+            }
+        }
+    };
+    let address = tokio::time::timeout(WAIT, read).await.expect("the sign-in address");
+    (address, said)
+}
+
+/// Waits for the command's end: its success and everything it wrote.
+async fn finish(child: Child, said_before: String) -> (bool, String, String) {
+    let output = tokio::time::timeout(WAIT, child.wait_with_output()).await.expect("login ends").expect("output");
+    let said = said_before + &String::from_utf8_lossy(&output.stderr);
+    (output.status.success(), String::from_utf8_lossy(&output.stdout).into_owned(), said)
+}
+
+/// A free port on this machine for the redirect URI (as a user picks one to register).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+}
+
+/// Signs in through the command's local endpoint and returns whether it succeeded, and its
+/// standard output and error.
+async fn login_with_callback(env: &TestEnv, redirect: &str, args: &[&str]) -> (bool, String, String) {
+    let mut child = login(env, &[args, &["--redirect-uri", redirect]].concat());
+    let mut stderr = BufReader::new(child.stderr.take().expect("stderr"));
+    let (address, said) = authorize_address(&mut stderr, env.ims.url()).await;
+    let location = env.browser().consent(&address).await;
+    assert!(location.as_str().starts_with(redirect), "{location}");
+    // The user accepts the certificate made for this sign-in, as a browser asks them to.
+    let accepting = reqwest::Client::builder().danger_accept_invalid_certs(true).build().expect("browser");
+    let page = accepting.get(location).send().await.expect("the local endpoint answers");
+    assert_eq!(page.status(), reqwest::StatusCode::OK);
+    let rest = tokio::spawn(async move {
+        let mut rest = String::new();
+        tokio::io::AsyncReadExt::read_to_string(&mut stderr, &mut rest).await.expect("stderr");
+        rest
+    });
+    let (ok, out, _) = finish(child, String::new()).await;
+    (ok, out, said + &rest.await.expect("stderr reader"))
+}
+
+fn assert_says_no_token(env: &TestEnv, text: &str, refresh_tokens: &[String]) {
+    for token in env.ims.issued_tokens(&format!("{}-client", "lg")).iter().chain(refresh_tokens) {
+        assert!(!text.contains(token.as_str()), "login printed a token: {text}");
+    }
+}
+
+async fn refresh_token_of(env: &TestEnv, name: &str) -> String {
+    key(&env.target(name).await.expect("the user's Secret"), "refresh_token").expect("refresh token")
+}
+
+#[tokio::test]
+async fn login_writes_the_refresh_token_a_credential_keeps_alive_and_a_new_login_revives_a_dead_chain() {
+    let mut env = TestEnv::new("login").await;
+    let redirect = format!("https://localhost:{}/callback", free_port());
+    env.register_web_app("lg", &redirect).await;
+    env.ims.set_adobe_token_lifetime("lg-client", Duration::from_secs(6)).expect("lifetime");
+    env.expect_lifetime("lg-client", Duration::from_secs(6));
+    // The platform team applies the credential first; it waits for the user's Secret.
+    env.create(&env.web_app_spec("lg")).await;
+    env.wait_ready("lg", "False", "SourceSecretNotFound").await;
+    // `check` reads a credential by name from the cluster, and refuses to spend a refresh token.
+    let check = Command::new(env!("CARGO_BIN_EXE_adobe-credential-operator"))
+        .args(["check", "lg", "-n", env.ns()])
+        .env("KUBECONFIG", env.control_plane.kubeconfig_path())
+        .output()
+        .await
+        .expect("check runs");
+    assert!(!check.status.success());
+    assert!(String::from_utf8_lossy(&check.stdout).contains("CheckWouldSpendInputs"));
+
+    let (ok, out, said) = login_with_callback(&env, &redirect, &["lg", "-n", env.ns(), "--apply"]).await;
+    assert!(ok, "{said}");
+    assert!(out.is_empty(), "--apply prints no manifest: {out}");
+    let first = refresh_token_of(&env, "lg-user").await;
+    let secret = env.target("lg-user").await.expect("secret");
+    let managers: Vec<_> = secret.managed_fields().iter().filter_map(|m| m.manager.clone()).collect();
+    assert_eq!(managers, ["adobe-credential-operator-login"]);
+    assert!(said.contains(&format!("into Secret {}/lg-user, key refresh_token", env.ns())), "{said}");
+
+    env.wait_ready("lg", "True", "TokenMinted").await;
+    env.ims.wait_for_mints("lg-client", 3, WAIT).await.expect("the code exchange and two refreshes");
+    let outcomes: Vec<Outcome> =
+        env.ims.requests_to(EndpointKind::UserRefresh, "lg-client").into_iter().map(|r| r.outcome).collect();
+    assert!(outcomes.iter().all(|o| *o == Outcome::Issued), "the chain started from login's token: {outcomes:?}");
+
+    // The user revokes consent: Ready False, and the message says to run login again.
+    assert_eq!(env.ims.revoke_user_consent("lg-client", USER), 1);
+    let dead = env.wait_ready("lg", "False", "ReauthorizationRequired").await;
+    let message = dead.status.expect("status").conditions[0].message.clone();
+    assert!(message.contains(&format!("`adobe-credential-operator login lg -n {} --apply`", env.ns())), "{message}");
+    let before = key(&env.target("lg-token").await.expect("target"), "access_token").expect("token");
+
+    let (ok, _, said_again) = login_with_callback(&env, &redirect, &["lg", "-n", env.ns(), "--apply"]).await;
+    assert!(ok, "{said_again}");
+    let second = refresh_token_of(&env, "lg-user").await;
+    assert_ne!(first, second);
+    // A new initial refresh token is a new input: a new chain starts from it at once.
+    let revived = env.wait_ready("lg", "True", "TokenMinted").await;
+    let after = key(&env.target("lg-token").await.expect("target"), "access_token").expect("token");
+    assert_ne!(before, after, "a token of the new chain");
+    assert_eq!(revived.status.expect("status").consecutive_failures, 0);
+    assert_eq!(env.ims.live_refresh_tokens("lg-client"), 1, "one chain, at its newest token");
+
+    let state = refresh_token_of(&env, "lg-refresh-state").await;
+    assert_says_no_token(&env, &format!("{said}{said_again}"), &[first.clone(), second.clone(), state.clone()]);
+    env.seeded_secrets.extend([first, second, state]);
+    env.assert_no_leaks(&["lg-client"]).await;
+    // Each login's code exchange is a token request of its own, not the operator's.
+    env.assert_no_mint_loop(&[("lg-client", 2)]);
+}
+
+/// Signs in with `--paste`: pastes `address`, or by default the one the browser was sent to.
+async fn paste(env: &TestEnv, file: &str, redirect: &str, address: Option<String>) -> (bool, String, String) {
+    let mut child = login(env, &["-f", file, "--redirect-uri", redirect, "--paste"]);
+    let mut stderr = BufReader::new(child.stderr.take().expect("stderr"));
+    let (authorize, said) = authorize_address(&mut stderr, env.ims.url()).await;
+    let location = env.browser().consent(&authorize).await;
+    let pasted = address.unwrap_or_else(|| location.to_string());
+    let mut stdin = child.stdin.take().expect("stdin");
+    stdin.write_all(format!("{pasted}\n").as_bytes()).await.expect("paste");
+    drop(stdin);
+    let (ok, out, _) = finish(child, String::new()).await;
+    let mut rest = String::new();
+    tokio::io::AsyncReadExt::read_to_string(&mut stderr, &mut rest).await.expect("stderr");
+    (ok, out, said + &rest)
+}
+
+/// Writes `documents` as one multi-document YAML file.
+fn manifest(path: &Path, documents: &[serde_json::Value]) {
+    let text: Vec<String> = documents.iter().map(|d| serde_yaml::to_string(d).expect("yaml")).collect();
+    std::fs::write(path, text.join("---\n")).expect("write manifest");
+}
+
+/// The credential and its client Secret from files, and a redirect URI on another host: the
+/// user pastes where the browser was sent. Only this sign-in's address gives a token, IMS's
+/// refusal is said in one line, and the manifest on standard output holds a live refresh token.
+#[tokio::test]
+async fn login_by_paste_prints_the_secret_and_refuses_other_addresses() {
+    let mut env = TestEnv::new("login-paste").await;
+    env.kill_operator().await;
+    let redirect = "https://app.example.com/adobe/callback";
+    let scopes = ["openid", "AdobeID", "offline_access"];
+    let client = AdobeClient::new("lg-client", "p8e-lg-secret").with_web_app(redirect).with_scopes(scopes);
+    env.ims.register_adobe_client(client).expect("client");
+    let client_secret = json!({
+        "apiVersion": "v1", "kind": "Secret", "metadata": { "name": "lg-client" },
+        "stringData": { "client_id": "lg-client", "client_secret": "p8e-lg-secret" },
+    });
+    let mut cred: AdobeCredential = env.web_app_spec("lg");
+    cred.metadata.namespace = Some("team-a".into());
+    let granted = env.dir.path().join("lg.yaml");
+    manifest(&granted, &[serde_json::to_value(&cred).expect("json"), client_secret.clone()]);
+    let granted = granted.to_str().expect("utf-8 path");
+    // The same credential asking for a scope the client does not have.
+    cred.spec.oauth_web_app.as_mut().expect("web app").scopes.push("firefly_api".into());
+    let too_much = env.dir.path().join("lg-firefly.yaml");
+    manifest(&too_much, &[serde_json::to_value(&cred).expect("json"), client_secret]);
+    let too_much = too_much.to_str().expect("utf-8 path");
+
+    // Without --paste, a redirect URI on another host cannot be received here.
+    let (ok, _, said) = finish(login(&env, &["-f", granted, "--redirect-uri", redirect]), String::new()).await;
+    assert!(!ok && said.contains("--paste"), "{said}");
+
+    // An address of another sign-in (a forged or stale state) gives no token.
+    let (ok, _, said) =
+        paste(&env, granted, redirect, Some(format!("{redirect}?code=forged&state=not-this-one"))).await;
+    assert!(!ok && said.contains("does not belong to this sign-in"), "{said}");
+    assert!(env.ims.requests_to(EndpointKind::AuthorizationCode, "lg-client").is_empty(), "no code was redeemed");
+
+    let (ok, out, said) = paste(&env, granted, redirect, None).await;
+    assert!(ok, "{said}");
+    let secret: Secret = serde_yaml::from_str(&out).expect("a Secret manifest on stdout");
+    assert_eq!((secret.name_any(), secret.namespace().as_deref()), ("lg-user".to_owned(), Some("team-a")));
+    let token = key(&secret, "refresh_token").expect("refresh token");
+    assert_eq!(env.ims.live_refresh_tokens("lg-client"), 1, "the printed refresh token is live");
+    assert_says_no_token(&env, &said, &[token]);
+
+    // IMS refuses a scope the client does not have: said in one line, nothing printed.
+    let (ok, out, said) = paste(&env, too_much, redirect, None).await;
+    assert!(!ok && out.is_empty(), "{out}");
+    assert!(said.contains("IMS refused the sign-in: invalid_scope"), "{said}");
+}
