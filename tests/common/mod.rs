@@ -399,24 +399,20 @@ impl TestEnv {
         Browser::new(&self.ca_file())
     }
 
-    /// An `oauthWebApp` credential: registers its client, plays the user's browser (authorize
-    /// with PKCE, follow the redirect, exchange the code) and puts the initial refresh token into
-    /// the Secret `<name>-user`.
-    pub async fn web_app_credential(&mut self, name: &str) -> AdobeCredential {
+    /// Plays the user's browser for a registered OAuth Web App client: authorize with PKCE,
+    /// follow the redirect, exchange the code. Returns the refresh token that starts a chain.
+    pub async fn sign_in_user(&self, client_id: &str, client_secret: &str, redirect_uri: &str, scope: &str) -> String {
         use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
         use sha2::{Digest, Sha256};
 
-        const REDIRECT: &str = "https://localhost:8443/callback";
-        self.register_web_app(name, REDIRECT).await;
-        let client_id = format!("{name}-client");
-        let verifier = format!("{name}-verifier-0123456789-0123456789-0123456789");
+        let verifier = format!("{client_id}-verifier-0123456789-0123456789-0123456789");
         let challenge = URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()));
         let mut authorize = reqwest::Url::parse(&format!("{}/ims/authorize/v2", self.ims.url())).expect("url");
         authorize
             .query_pairs_mut()
-            .append_pair("client_id", &client_id)
-            .append_pair("redirect_uri", REDIRECT)
-            .append_pair("scope", "openid,AdobeID,offline_access")
+            .append_pair("client_id", client_id)
+            .append_pair("redirect_uri", redirect_uri)
+            .append_pair("scope", scope)
             .append_pair("response_type", "code")
             .append_pair("state", "st")
             .append_pair("code_challenge", &challenge)
@@ -429,8 +425,8 @@ impl TestEnv {
             .post(format!("{}/ims/token/v3", self.ims.url()))
             .form(&[
                 ("grant_type", "authorization_code"),
-                ("client_id", client_id.as_str()),
-                ("client_secret", format!("p8e-{name}-secret").as_str()),
+                ("client_id", client_id),
+                ("client_secret", client_secret),
                 ("code", code.as_str()),
                 ("code_verifier", verifier.as_str()),
             ])
@@ -440,7 +436,16 @@ impl TestEnv {
             .json()
             .await
             .expect("token response");
-        let refresh_token = body["refresh_token"].as_str().expect("refresh token").to_owned();
+        body["refresh_token"].as_str().expect("refresh token").to_owned()
+    }
+
+    /// An `oauthWebApp` credential: registers its client, signs the user in and puts the initial
+    /// refresh token into the Secret `<name>-user`.
+    pub async fn web_app_credential(&mut self, name: &str) -> AdobeCredential {
+        const REDIRECT: &str = "https://localhost:8443/callback";
+        self.register_web_app(name, REDIRECT).await;
+        let (client_id, secret) = (format!("{name}-client"), format!("p8e-{name}-secret"));
+        let refresh_token = self.sign_in_user(&client_id, &secret, REDIRECT, "openid,AdobeID,offline_access").await;
         self.put_secret(&format!("{name}-user"), &[], &[("refresh_token", &refresh_token)]).await;
         self.web_app_spec(name)
     }
