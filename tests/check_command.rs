@@ -138,6 +138,27 @@ async fn check_reports_the_reason_the_operator_would() {
     let (ok, out) = check(&env, &["-f", file.to_str().expect("path"), "--from-cluster"]).await;
     assert!(!ok && out.contains("reason=InvalidUserCredentials"), "{out}");
 
+    // A JWT signed with a key the service account does not have, read by name from the cluster.
+    let (registered, other) = (RsaKeyPair::generate(), RsaKeyPair::generate());
+    env.seeded_secrets.push(other.pkcs8_pem.clone());
+    let service_account = ServiceAccount::new(ORG, TECH_ACCOUNT, &registered.public_pem);
+    let client = AdobeClient::new("jwt-bad-client", "p8e-jwt-bad").with_service_account(service_account);
+    env.ims.register_adobe_client(client).expect("register");
+    env.put_source("jwt-bad-src", "jwt-bad-client", "p8e-jwt-bad").await;
+    env.put_secret("jwt-other-key", &[], &[("private.key", &other.pkcs8_pem)]).await;
+    let jwt: AdobeCredential = serde_json::from_value(json!({
+        "apiVersion": "credentials.adobe-operator.io/v1alpha1", "kind": "AdobeCredential",
+        "metadata": { "name": "cloud-manager", "namespace": env.ns() },
+        "spec": { "serviceAccountJWT": { "clientSecretRef": { "name": "jwt-bad-src" },
+            "privateKeyRef": { "name": "jwt-other-key" }, "orgId": ORG, "technicalAccountId": TECH_ACCOUNT,
+            "metascopes": ["ent_cloudmgr_sdk"], "imsEndpoint": env.ims.url() } },
+    }))
+    .expect("credential");
+    env.create(&jwt).await;
+    let (ok, out) = check(&env, &["cloud-manager", "-n", env.ns()]).await;
+    assert!(!ok && out.contains("reason=InvalidSignature"), "{out}");
+    assert_eq!(env.ims.mint_count("jwt-bad-client"), 0);
+
     let (ok, out) = check(&env, &["-f", dir.join("nothing.yaml").to_str().expect("path")]).await;
     assert!(!ok && out.contains("nothing.yaml"), "an unreadable file is named:\n{out}");
     assert_eq!(env.ims.mint_count("bad-client"), 0);
