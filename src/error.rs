@@ -10,6 +10,10 @@ pub enum Retry {
     Transient,
     /// Bad input or rejected credentials: retry slowly; a change of inputs retries at once.
     Permanent,
+    /// Only a person can help, by changing the inputs (a dead refresh-token chain: IMS refuses
+    /// every further refresh). Retried rarely, in case IMS erred; and Ready turns False at once
+    /// rather than when the token in place expires, so alerts fire while there is time to act.
+    AfterInputChange,
 }
 
 #[derive(Debug, thiserror::Error, strum::IntoStaticStr)]
@@ -285,15 +289,9 @@ impl Error {
             | Error::ManagementApiUnavailable { .. }
             | Error::MalformedManagementResponse { .. }
             | Error::Kube { .. } => Retry::Transient,
+            Error::ReauthorizationRequired { .. } => Retry::AfterInputChange,
             _ => Retry::Permanent,
         }
-    }
-
-    /// Whether no renewal can succeed until a person changes the inputs (a dead refresh-token
-    /// chain): Ready turns False at once rather than when the token left in place expires, so
-    /// alerts fire while there is time to act.
-    pub fn blocks_renewal(&self) -> bool {
-        matches!(self, Error::ReauthorizationRequired { .. })
     }
 
     /// The least time the server asked us to wait before the next attempt.

@@ -14,6 +14,9 @@ const TRANSIENT_BACKOFF_BASE: Duration = Duration::from_secs(1);
 const TRANSIENT_BACKOFF_CAP: Duration = Duration::from_secs(300);
 const PERMANENT_BACKOFF_BASE: Duration = Duration::from_secs(30);
 const PERMANENT_BACKOFF_CAP: Duration = Duration::from_secs(900);
+/// A dead refresh-token chain: one refused request an hour at first, then a day.
+const AFTER_INPUT_CHANGE_BACKOFF_BASE: Duration = Duration::from_secs(3600);
+const AFTER_INPUT_CHANGE_BACKOFF_CAP: Duration = Duration::from_secs(86_400);
 
 /// How long before expiry a token of `lifetime` is renewed.
 pub fn renew_before(lifetime: Duration, spec: Option<&RenewalSpec>) -> Duration {
@@ -123,6 +126,7 @@ pub fn failure_backoff(
     let (base, cap) = match retry {
         Retry::Transient => (TRANSIENT_BACKOFF_BASE, TRANSIENT_BACKOFF_CAP),
         Retry::Permanent => (PERMANENT_BACKOFF_BASE, PERMANENT_BACKOFF_CAP),
+        Retry::AfterInputChange => (AFTER_INPUT_CHANGE_BACKOFF_BASE, AFTER_INPUT_CHANGE_BACKOFF_CAP),
     };
     let exponent = consecutive_failures.saturating_sub(1).min(20);
     let step = base.saturating_mul(1u32 << exponent).min(cap);
@@ -199,5 +203,10 @@ mod tests {
         assert_eq!(failure_backoff(1, Retry::Transient, Some(Duration::from_secs(20)), 0.5), Duration::from_secs(20));
         assert!(failure_backoff(1, Retry::Permanent, None, 0.0) >= Duration::from_secs(15));
         assert_eq!(failure_backoff(30, Retry::Permanent, None, 1.0), PERMANENT_BACKOFF_CAP);
+        // A dead refresh-token chain: at most one refused request an hour, then a day.
+        let dead = |n, r| failure_backoff(n, Retry::AfterInputChange, None, r);
+        assert_eq!(dead(1, 0.0), Duration::from_secs(1800));
+        assert_eq!(dead(30, 1.0), Duration::from_secs(86_400));
+        assert!((1..40).all(|n| dead(n, 0.0) >= Duration::from_secs(1800)));
     }
 }

@@ -5,7 +5,7 @@ use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
 use crate::crd::{AdobeCredential, AdobeCredentialStatus, ClientSecretRotationStatus};
-use crate::error::{Error, MAX_MESSAGE, one_line};
+use crate::error::{Error, MAX_MESSAGE, Retry, one_line};
 use crate::flows;
 use crate::names::Reason;
 use crate::names::condition::{CLIENT_SECRET_ROTATION, DEPRECATED, READY, ROLLOUT_RESTART};
@@ -55,7 +55,7 @@ pub fn desired(cred: &AdobeCredential, outcome: &Outcome<'_>, now: Timestamp) ->
             let still_valid = token.filter(|t| now < t.expires_at);
             let (ready, reason, message) = match (still_valid, token) {
                 (Some(t), _) if *current_inputs => (
-                    !error.blocks_renewal(),
+                    error.retry() != Retry::AfterInputChange,
                     error.reason().to_owned(),
                     format!("renewal failing: {error}; the current token stays valid until {}", t.expires_at),
                 ),

@@ -282,6 +282,7 @@ mod tests {
             &inputs("rt"),
         );
         assert_eq!(err.reason(), "ReauthorizationRequired");
+        assert_eq!(err.retry(), crate::error::Retry::AfterInputChange);
         let message = err.to_string();
         assert!(message.contains("Secret user-token, key refresh_token"), "{message}");
         assert!(message.contains("`adobe-credential-operator login user-api -n team-a --apply`"), "{message}");
