@@ -178,8 +178,8 @@ async fn user_token(http: &reqwest::Client, url: Url, form: &[(&str, &str)]) -> 
 /// What one sign-in is bound to: the PKCE verifier, sent only with the code exchange, its S256
 /// challenge, sent through the browser, and the `state` that ties the redirect to this sign-in.
 pub struct SignIn {
-    pub verifier: SecretValue,
-    pub challenge: String,
+    verifier: SecretValue,
+    challenge: String,
     pub state: String,
 }
 
@@ -262,6 +262,44 @@ mod tests {
             refresh_token_key: "refresh_token".into(),
             credential: CredentialName { namespace: "team-a".into(), name: "user-api".into() },
         }
+    }
+
+    #[test]
+    fn a_sign_in_is_bound_to_a_fresh_pkce_verifier_and_state() {
+        let (one, two) = (SignIn::new(), SignIn::new());
+        assert_eq!(one.verifier.expose().len(), 64);
+        assert!(one.verifier.expose().chars().all(|c| c.is_ascii_alphanumeric()));
+        let expected = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(Sha256::digest(one.verifier.expose()));
+        assert_eq!(one.challenge, expected, "S256 of the verifier");
+        assert_ne!(one.verifier, two.verifier);
+        assert_ne!(one.state, two.state);
+
+        let tokens = TokenClient::new(crate::token::TokenClientConfig {
+            allowed_hosts: crate::token::HostAllowlist::new(["*.adobelogin.com"]),
+            extra_ca_pem: None,
+            request_timeout: std::time::Duration::from_secs(1),
+        })
+        .expect("client");
+        let mut spec: OAuthWebApp = serde_json::from_value(serde_json::json!({
+            "clientSecretRef": { "name": "web" },
+            "refreshTokenRef": { "name": "user-token" },
+            "scopes": ["openid", "AdobeID", "offline_access"],
+        }))
+        .expect("spec");
+        let url = one.authorize_url(&tokens, &spec, "cid", "https://localhost:8443/callback").expect("url");
+        assert_eq!(url.path(), "/ims/authorize/v2");
+        let params: std::collections::HashMap<_, _> = url.query_pairs().into_owned().collect();
+        assert_eq!(params["scope"], "openid,AdobeID,offline_access");
+        assert_eq!(params["redirect_uri"], "https://localhost:8443/callback");
+        assert_eq!(
+            (params["code_challenge"].as_str(), params["code_challenge_method"].as_str()),
+            (one.challenge.as_str(), "S256")
+        );
+        assert_eq!(params["state"], one.state);
+        assert!(!url.as_str().contains(one.verifier.expose()), "the verifier never goes through the browser");
+        spec.ims_endpoint = "https://ims.evil.example".into();
+        let refused = one.authorize_url(&tokens, &spec, "cid", "https://localhost:8443/callback").expect_err("host");
+        assert_eq!(refused.reason(), "TokenHostNotAllowed");
     }
 
     #[test]
