@@ -30,6 +30,8 @@ use crate::secret_value::SecretValue;
 
 /// Time a connection gets for its TLS handshake and its one request.
 const CONNECTION_TIME: Duration = Duration::from_secs(30);
+/// Connections served at once per listener; more wait in the kernel's backlog.
+const MAX_CONNECTIONS: usize = 32;
 
 type Outcome = Result<SecretValue, Refusal>;
 
@@ -107,7 +109,7 @@ async fn accept(listener: TcpListener, endpoint: Arc<Endpoint>) {
     let mut connections = JoinSet::new();
     loop {
         tokio::select! {
-            accepted = listener.accept() => match accepted {
+            accepted = listener.accept(), if connections.len() < MAX_CONNECTIONS => match accepted {
                 Ok((stream, _)) => {
                     connections.spawn(tokio::time::timeout(CONNECTION_TIME, serve(stream, endpoint.clone())));
                 }
