@@ -57,6 +57,22 @@ pub(crate) fn is_ours(cred: &AdobeCredential, secret: &Secret) -> bool {
         && secret.owner_references().iter().any(|o| Some(&o.uid) == cred.uid().as_ref())
 }
 
+/// The metadata that makes a state Secret `name` ours by [`is_ours`]: the credential's
+/// annotation (besides `annotations`) and the credential as its controlling owner.
+pub(crate) fn state_metadata(
+    cred: &AdobeCredential,
+    name: &str,
+    mut annotations: serde_json::Map<String, serde_json::Value>,
+) -> serde_json::Value {
+    annotations.insert(annotation::CREDENTIAL.to_owned(), cred.name_any().into());
+    json!({
+        "name": name,
+        "labels": { MANAGED_BY_LABEL: FIELD_MANAGER },
+        "annotations": annotations,
+        "ownerReferences": cred.controller_owner_ref(&()).into_iter().collect::<Vec<_>>(),
+    })
+}
+
 pub async fn save(
     secrets: &Api<Secret>,
     cred: &AdobeCredential,
@@ -69,19 +85,14 @@ pub async fn save(
     if existing.is_some_and(|s| !is_ours(cred, &s)) {
         return Err(Error::RefreshStateConflict { name });
     }
+    let annotations = serde_json::Map::from_iter([
+        (annotation::ISSUED_AT.to_owned(), issued_at.to_string().into()),
+        (annotation::SOURCE_REVISION.to_owned(), revision.into()),
+    ]);
     let body = json!({
         "apiVersion": "v1",
         "kind": "Secret",
-        "metadata": {
-            "name": name,
-            "labels": { MANAGED_BY_LABEL: FIELD_MANAGER },
-            "annotations": {
-                annotation::CREDENTIAL: cred.name_any(),
-                annotation::ISSUED_AT: issued_at.to_string(),
-                annotation::SOURCE_REVISION: revision,
-            },
-            "ownerReferences": cred.controller_owner_ref(&()).into_iter().collect::<Vec<_>>(),
-        },
+        "metadata": state_metadata(cred, &name, annotations),
         "type": "Opaque",
         "stringData": { REFRESH_TOKEN_KEY: refresh_token.expose() },
     });
@@ -90,4 +101,25 @@ pub async fn save(
         .await
         .map_err(Error::kube("persisting the refresh token"))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_operators_own_state_secret_is_trusted() {
+        let mut cred = AdobeCredential::new("c", Default::default());
+        cred.metadata.uid = Some("uid-1".into());
+        let mut secret = Secret::default();
+        assert!(!is_ours(&cred, &secret));
+        secret.metadata.annotations = Some([(annotation::CREDENTIAL.to_owned(), "c".to_owned())].into());
+        assert!(!is_ours(&cred, &secret), "an annotation alone is not enough");
+        let metadata = state_metadata(&cred, "c-refresh-state", serde_json::Map::new());
+        let written: Secret = serde_json::from_value(json!({ "metadata": metadata })).expect("secret");
+        assert!(is_ours(&cred, &written), "what the operator writes is its own");
+        let mut recreated = cred.clone();
+        recreated.metadata.uid = Some("uid-2".into());
+        assert!(!is_ours(&recreated, &written), "a credential recreated under the same name does not own it");
+    }
 }

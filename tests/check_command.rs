@@ -32,16 +32,7 @@ fn credential_document(cred: &AdobeCredential) -> serde_json::Value {
 }
 
 async fn check(env: &TestEnv, args: &[&str]) -> (bool, String) {
-    let output: Output = tokio::process::Command::new(env!("CARGO_BIN_EXE_adobe-credential-operator"))
-        .arg("check")
-        .args(args)
-        .args(["--allowed-token-hosts", "127.0.0.1", "--extra-ca-file"])
-        .arg(env.ca_file())
-        .env("KUBECONFIG", env.control_plane.kubeconfig_path())
-        .env_remove("ACO_ALLOWED_TOKEN_HOSTS")
-        .output()
-        .await
-        .expect("check runs");
+    let output: Output = env.command_line("check").args(args).output().await.expect("check runs");
     let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
     (output.status.success(), text)
 }

@@ -16,19 +16,14 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
 use serde_json::json;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::process::{Child, ChildStderr, Command};
+use tokio::process::{Child, ChildStderr};
 
 const USER: &str = "test-user@AdobeID";
 
 /// A `login` process with the fake IMS allowed, its output captured.
 fn login(env: &TestEnv, args: &[&str]) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_adobe-credential-operator"))
-        .arg("login")
+    env.command_line("login")
         .args(args)
-        .args(["--allowed-token-hosts", "127.0.0.1", "--extra-ca-file"])
-        .arg(env.ca_file())
-        .env("KUBECONFIG", env.control_plane.kubeconfig_path())
-        .env_remove("ACO_ALLOWED_TOKEN_HOSTS")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -89,7 +84,7 @@ async fn login_with_callback(env: &TestEnv, redirect: &str, args: &[&str]) -> (b
 }
 
 fn assert_says_no_token(env: &TestEnv, text: &str, refresh_tokens: &[String]) {
-    for token in env.ims.issued_tokens(&format!("{}-client", "lg")).iter().chain(refresh_tokens) {
+    for token in env.ims.issued_tokens("lg-client").iter().chain(refresh_tokens) {
         assert!(!text.contains(token.as_str()), "login printed a token: {text}");
     }
 }
@@ -109,12 +104,7 @@ async fn login_writes_the_refresh_token_a_credential_keeps_alive_and_a_new_login
     env.create(&env.web_app_spec("lg")).await;
     env.wait_ready("lg", "False", "SourceSecretNotFound").await;
     // `check` reads a credential by name from the cluster, and refuses to spend a refresh token.
-    let check = Command::new(env!("CARGO_BIN_EXE_adobe-credential-operator"))
-        .args(["check", "lg", "-n", env.ns()])
-        .env("KUBECONFIG", env.control_plane.kubeconfig_path())
-        .output()
-        .await
-        .expect("check runs");
+    let check = env.command_line("check").args(["lg", "-n", env.ns()]).output().await.expect("check runs");
     assert!(!check.status.success());
     assert!(String::from_utf8_lossy(&check.stdout).contains("CheckWouldSpendInputs"));
 

@@ -6,8 +6,8 @@ mod common;
 use std::sync::LazyLock;
 use std::time::Duration;
 
-use adobe_credential_operator::crd::{ClientSecretRef, PrivateKeyRef, ServiceAccountJwt};
-use common::{DAY, TestEnv, WAIT, eventually, key};
+use adobe_credential_operator::crd::{PrivateKeyRef, ServiceAccountJwt};
+use common::{DAY, TestEnv, WAIT, client_secret_ref, eventually, key};
 use fake_token_server::test_keys::RsaKeyPair;
 use fake_token_server::{AdobeClient, ServiceAccount};
 
@@ -39,12 +39,7 @@ fn jwt_credential(env: &TestEnv, name: &str, metascopes: &[&str]) -> adobe_crede
     let mut cred = env.s2s_credential(name, "unused");
     cred.spec.oauth_server_to_server = None;
     cred.spec.service_account_jwt = Some(ServiceAccountJwt {
-        client_secret_ref: ClientSecretRef {
-            name: format!("{name}-client"),
-            client_id_key: "client_id".into(),
-            client_secret_key: "client_secret".into(),
-            secondary_client_secret_key: None,
-        },
+        client_secret_ref: client_secret_ref(&format!("{name}-client")),
         private_key_ref: PrivateKeyRef { name: format!("{name}-key"), key: "private.key".into() },
         org_id: ORG.into(),
         technical_account_id: TECH_ACCOUNT.into(),

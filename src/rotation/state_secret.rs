@@ -9,14 +9,14 @@ use std::collections::BTreeMap;
 use base64::Engine;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Patch, PatchParams};
-use kube::{Api, Resource, ResourceExt};
+use kube::{Api, ResourceExt};
 use serde_json::json;
 
 use super::plan::Procedure;
 use crate::crd::AdobeCredential;
 use crate::error::{Error, Result};
-use crate::names::{FIELD_MANAGER, MANAGED_BY_LABEL, annotation};
-use crate::refresh_state::is_ours;
+use crate::names::FIELD_MANAGER;
+use crate::refresh_state::{is_ours, state_metadata};
 use crate::secret_value::SecretValue;
 
 const PROCEDURE_KEY: &str = "procedure";
@@ -86,12 +86,7 @@ pub async fn save(
     let body = json!({
         "apiVersion": "v1",
         "kind": "Secret",
-        "metadata": {
-            "name": name,
-            "labels": { MANAGED_BY_LABEL: FIELD_MANAGER },
-            "annotations": { annotation::CREDENTIAL: cred.name_any() },
-            "ownerReferences": cred.controller_owner_ref(&()).into_iter().collect::<Vec<_>>(),
-        },
+        "metadata": state_metadata(cred, &name, serde_json::Map::new()),
         "type": "Opaque",
         "data": data,
     });
@@ -135,17 +130,5 @@ mod tests {
         assert_eq!(idle.new_secret, None, "an idle procedure has no new secret");
         assert!(read(&secret_with(&[])).is_err());
         assert!(read(&secret_with(&[(PROCEDURE_KEY, b"\xff\xfe")])).is_err());
-    }
-
-    #[test]
-    fn only_the_operators_own_state_secret_is_trusted() {
-        let mut cred = AdobeCredential::new("c", Default::default());
-        cred.metadata.uid = Some("uid-1".into());
-        let mut secret = Secret::default();
-        assert!(!is_ours(&cred, &secret));
-        secret.metadata.annotations = Some([(annotation::CREDENTIAL.to_owned(), "c".to_owned())].into());
-        assert!(!is_ours(&cred, &secret), "an annotation alone is not enough");
-        secret.metadata.owner_references = cred.controller_owner_ref(&()).map(|o| vec![o]);
-        assert!(is_ours(&cred, &secret));
     }
 }

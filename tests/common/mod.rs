@@ -267,6 +267,19 @@ impl TestEnv {
         std::fs::read_to_string(self.dir.path().join("operator.log")).unwrap_or_default()
     }
 
+    /// The operator binary's `subcommand` (`check`, `login`) with the fake IMS allowed and
+    /// trusted, and the test cluster as its kubeconfig; the caller adds the arguments.
+    pub fn command_line(&self, subcommand: &str) -> tokio::process::Command {
+        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_adobe-credential-operator"));
+        command
+            .arg(subcommand)
+            .args(["--allowed-token-hosts", "127.0.0.1", "--extra-ca-file"])
+            .arg(self.ca_file())
+            .env("KUBECONFIG", self.control_plane.kubeconfig_path())
+            .env_remove("ACO_ALLOWED_TOKEN_HOSTS");
+        command
+    }
+
     pub fn ca_file(&self) -> PathBuf {
         self.dir.path().join("ca.pem")
     }
@@ -349,12 +362,7 @@ impl TestEnv {
             name,
             AdobeCredentialSpec {
                 oauth_server_to_server: Some(OAuthServerToServer {
-                    client_secret_ref: ClientSecretRef {
-                        name: source.into(),
-                        client_id_key: "client_id".into(),
-                        client_secret_key: "client_secret".into(),
-                        secondary_client_secret_key: None,
-                    },
+                    client_secret_ref: client_secret_ref(source),
                     scopes: FIREFLY_SCOPES.iter().map(|s| s.to_string()).collect(),
                     ims_endpoint: self.ims.url().to_owned(),
                     org_id: Some("1234ABCD@AdobeOrg".into()),
@@ -381,12 +389,7 @@ impl TestEnv {
         let mut cred = self.s2s_credential(name, "unused");
         cred.spec.oauth_server_to_server = None;
         cred.spec.oauth_web_app = Some(OAuthWebApp {
-            client_secret_ref: ClientSecretRef {
-                name: format!("{name}-client"),
-                client_id_key: "client_id".into(),
-                client_secret_key: "client_secret".into(),
-                secondary_client_secret_key: None,
-            },
+            client_secret_ref: client_secret_ref(&format!("{name}-client")),
             refresh_token_ref: RefreshTokenRef { name: format!("{name}-user"), key: "refresh_token".into() },
             scopes: vec!["openid".into(), "AdobeID".into(), "offline_access".into()],
             ims_endpoint: self.ims.url().to_owned(),
@@ -469,12 +472,7 @@ impl TestEnv {
         cred.spec.oauth_server_to_server = None;
         cred.spec.password_grant = Some(PasswordGrant {
             token_url: format!("{}/api/oauth/v1/token", self.ims.url()),
-            client_secret_ref: ClientSecretRef {
-                name: format!("{name}-client"),
-                client_id_key: "client_id".into(),
-                client_secret_key: "client_secret".into(),
-                secondary_client_secret_key: None,
-            },
+            client_secret_ref: client_secret_ref(&format!("{name}-client")),
             user_secret_ref: UserSecretRef {
                 name: format!("{name}-user"),
                 username_key: "username".into(),
@@ -574,6 +572,16 @@ async fn record_ready_history(api: Api<AdobeCredential>, history: Arc<Mutex<Vec<
                 history.push(entry);
             }
         }
+    }
+}
+
+/// A reference to the client ID and secret under the default keys of Secret `name`.
+pub fn client_secret_ref(name: &str) -> ClientSecretRef {
+    ClientSecretRef {
+        name: name.to_owned(),
+        client_id_key: "client_id".into(),
+        client_secret_key: "client_secret".into(),
+        secondary_client_secret_key: None,
     }
 }
 
