@@ -21,6 +21,8 @@ pub mod annotation {
     pub const EXPIRES_AT: &str = "credentials.adobe-operator.io/expires-at";
     pub const ISSUED_AT: &str = "credentials.adobe-operator.io/issued-at";
     pub const SOURCE_REVISION: &str = "credentials.adobe-operator.io/source-revision";
+    /// On a refresh state: the chain the token endpoint refused for good.
+    pub const REFUSED_CHAIN: &str = "credentials.adobe-operator.io/refused-chain";
     pub const TOKEN_FINGERPRINT: &str = "credentials.adobe-operator.io/token-fingerprint";
     pub const CLIENT_SECRET_KEY: &str = "credentials.adobe-operator.io/client-secret-key";
     /// On a ClusterAdobeCredential's copies: the resource's name.

@@ -21,33 +21,53 @@ pub fn secret_name(cred: &AdobeCredential) -> String {
     format!("{}-refresh-state", cred.name_any())
 }
 
-/// The persisted refresh token, if it was issued for the current inputs and is young enough.
+/// What the refresh state holds for the current chain.
+#[derive(Debug, PartialEq)]
+pub enum Chain {
+    /// Nothing usable: the chain starts from the flow's first grant.
+    Start,
+    /// The refresh token to use next.
+    Continue(SecretValue),
+    /// The token endpoint refused this chain for good: asking again with the same inputs can
+    /// only be refused again.
+    Refused,
+}
+
+/// The persisted refresh token, if it was issued for the current chain and is young enough.
+/// `chains` lists the revisions the current chain is saved under (see [`Flow::chain_revision`];
+/// releases before it saved the chain under the mint's revision).
+///
+/// [`Flow::chain_revision`]: crate::flows::Flow::chain_revision
 pub async fn load(
     secrets: &Api<Secret>,
     cred: &AdobeCredential,
-    revision: &str,
+    chains: &[&str],
     lifetime: SignedDuration,
     now: Timestamp,
-) -> Result<Option<SecretValue>> {
+) -> Result<Chain> {
     let Some(secret) = secrets.get_opt(&secret_name(cred)).await.map_err(Error::kube("reading the refresh state"))?
     else {
-        return Ok(None);
+        return Ok(Chain::Start);
     };
     if !is_ours(cred, &secret) {
         return Err(Error::RefreshStateConflict { name: secret_name(cred) });
     }
     let annotations = secret.annotations();
+    let of_chain = |key: &str| annotations.get(key).is_some_and(|saved| chains.contains(&saved.as_str()));
+    if of_chain(annotation::REFUSED_CHAIN) {
+        return Ok(Chain::Refused);
+    }
     let issued_at: Option<Timestamp> = annotations.get(annotation::ISSUED_AT).and_then(|t| t.parse().ok());
     // The annotation is tenant-writable: a time in the future or past any range is "not fresh".
     let fresh = issued_at.is_some_and(|at| at <= now && at.checked_add(lifetime).is_ok_and(|expires| now < expires));
-    let same_inputs = annotations.get(annotation::SOURCE_REVISION).map(String::as_str) == Some(revision);
+    let same_chain = of_chain(annotation::SOURCE_REVISION);
     let token = secret
         .data
         .as_ref()
         .and_then(|d| d.get(REFRESH_TOKEN_KEY))
         .and_then(|v| String::from_utf8(v.0.clone()).ok())
         .filter(|t| !t.is_empty());
-    Ok(token.filter(|_| fresh && same_inputs).map(SecretValue::new))
+    Ok(token.filter(|_| fresh && same_chain).map_or(Chain::Start, |t| Chain::Continue(SecretValue::new(t))))
 }
 
 /// An operator-owned state Secret (refresh state, rotation state) created for this very
@@ -77,29 +97,46 @@ pub async fn save(
     secrets: &Api<Secret>,
     cred: &AdobeCredential,
     refresh_token: &SecretValue,
-    revision: &str,
+    chain: &str,
     issued_at: Timestamp,
+) -> Result<()> {
+    let annotations = serde_json::Map::from_iter([
+        (annotation::ISSUED_AT.to_owned(), issued_at.to_string().into()),
+        (annotation::SOURCE_REVISION.to_owned(), chain.into()),
+    ]);
+    write(secrets, cred, annotations, json!({ REFRESH_TOKEN_KEY: refresh_token.expose() })).await
+}
+
+/// Remembers that the token endpoint refused `chain` for good, so that no further request is
+/// made for it; a new chain (another initial refresh token, client or scopes) starts afresh.
+pub async fn mark_refused(secrets: &Api<Secret>, cred: &AdobeCredential, chain: &str) -> Result<()> {
+    let annotations = serde_json::Map::from_iter([(annotation::REFUSED_CHAIN.to_owned(), chain.into())]);
+    write(secrets, cred, annotations, json!({})).await
+}
+
+/// Applies the whole state: what the operator applied before and leaves out here goes.
+async fn write(
+    secrets: &Api<Secret>,
+    cred: &AdobeCredential,
+    annotations: serde_json::Map<String, serde_json::Value>,
+    string_data: serde_json::Value,
 ) -> Result<()> {
     let name = secret_name(cred);
     let existing = secrets.get_opt(&name).await.map_err(Error::kube("reading the refresh state"))?;
     if existing.is_some_and(|s| !is_ours(cred, &s)) {
         return Err(Error::RefreshStateConflict { name });
     }
-    let annotations = serde_json::Map::from_iter([
-        (annotation::ISSUED_AT.to_owned(), issued_at.to_string().into()),
-        (annotation::SOURCE_REVISION.to_owned(), revision.into()),
-    ]);
     let body = json!({
         "apiVersion": "v1",
         "kind": "Secret",
         "metadata": state_metadata(cred, &name, annotations),
         "type": "Opaque",
-        "stringData": { REFRESH_TOKEN_KEY: refresh_token.expose() },
+        "stringData": string_data,
     });
     secrets
         .patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&body))
         .await
-        .map_err(Error::kube("persisting the refresh token"))?;
+        .map_err(Error::kube("persisting the refresh state"))?;
     Ok(())
 }
 

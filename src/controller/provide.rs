@@ -9,13 +9,14 @@ use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
 use kube::runtime::reflector::ObjectRef;
+use tracing::warn;
 
 use super::Context;
 use crate::crd::AdobeCredential;
 use crate::decision::{self, Decision, Facts};
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, Retry};
 use crate::flows::{self, Flow};
-use crate::refresh_state;
+use crate::refresh_state::{self, Chain};
 use crate::schedule::Renewal;
 use crate::secret_value::SecretValue;
 use crate::target::{self, StoredToken, TargetState};
@@ -213,11 +214,30 @@ async fn mint(
         let wait = refusal.retry_at.duration_since(now).unsigned_abs();
         return Err(Error::MintRateLimited { retry_at: refusal.retry_at, budget_spent: refusal.budget_spent, wait });
     }
+    let chain = inputs.chain_revision();
     let refresh_token = match inputs.refresh_token_lifetime() {
-        Some(lifetime) => refresh_state::load(secrets, cred, &revision, lifetime, Timestamp::now()).await?,
+        Some(lifetime) => {
+            match (
+                refresh_state::load(secrets, cred, &[&chain, &revision], lifetime, now).await?,
+                inputs.refused_chain(),
+            ) {
+                (Chain::Refused, Some(refused)) => return Err(refused),
+                (Chain::Continue(token), _) => Some(token),
+                _ => None,
+            }
+        }
         None => None,
     };
-    let minted = request(ctx, inputs, refresh_token.as_ref()).await?;
+    let minted = match request(ctx, inputs, refresh_token.as_ref()).await {
+        Err(err) if err.retry() == Retry::AfterInputChange && inputs.refused_chain().is_some() => {
+            // Persisted, so that neither a retry nor a restarted operator asks again.
+            if let Err(not_saved) = refresh_state::mark_refused(secrets, cred, &chain).await {
+                warn!(error = %not_saved, "could not persist that the refresh token chain was refused");
+            }
+            return Err(err);
+        }
+        minted => minted?,
+    };
     let token = StoredToken {
         access_token: minted.access_token,
         token_type: minted.token_type,
@@ -229,7 +249,7 @@ async fn mint(
     ctx.states.update(&key, |s| s.minted(&token));
     if let Some(refresh_token) = &minted.refresh_token {
         // Persisted before anything else: the refresh token just used is already dead.
-        refresh_state::save(secrets, cred, refresh_token, &token.revision, minted.issued_at).await?;
+        refresh_state::save(secrets, cred, refresh_token, &chain, minted.issued_at).await?;
     }
     Ok(token)
 }

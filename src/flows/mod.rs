@@ -82,6 +82,12 @@ pub trait Flow: Send + Sync + fmt::Debug {
         None
     }
 
+    /// For flows whose chain the endpoint can refuse for good (a user's revoked consent): what to
+    /// report instead of asking again, once the refusal is persisted. None for other flows.
+    fn refused_chain(&self) -> Option<Error> {
+        None
+    }
+
     /// One token request (each client secret in turn while the endpoint rejects the client).
     /// Never retries: scheduling and backoff belong to the reconciler.
     fn mint<'a>(
@@ -98,22 +104,34 @@ pub trait Flow: Send + Sync + fmt::Debug {
     /// `sha256:<hex>` over every input of the mint. The inputs always include a high-entropy
     /// client secret, so the hash reveals nothing about any of them.
     fn revision(&self) -> String {
-        let mut hasher = Sha256::new();
-        let mut field = |value: &str| {
-            // Length-prefixed so that ("ab","c") and ("a","bc") hash differently.
-            hasher.update((value.len() as u64).to_be_bytes());
-            hasher.update(value.as_bytes());
-        };
-        field(self.name());
-        let client = self.client();
-        field(&client.client_id);
-        for (key, secret) in &client.secrets {
-            field(key);
-            field(secret.expose());
-        }
-        self.hash_inputs(&mut field);
-        format!("sha256:{}", hex(&hasher.finalize()))
+        digest(|field| {
+            field(self.name());
+            let client = self.client();
+            field(&client.client_id);
+            for (key, secret) in &client.secrets {
+                field(key);
+                field(secret.expose());
+            }
+            self.hash_inputs(field);
+        })
     }
+
+    /// The inputs a persisted refresh-token chain belongs to: when they change, the chain starts
+    /// over from the flow's first grant. By default every input of the mint.
+    fn chain_revision(&self) -> String {
+        self.revision()
+    }
+}
+
+/// `sha256:<hex>` over the fields `feed` passes, each length-prefixed so that ("ab","c") and
+/// ("a","bc") hash differently.
+pub(crate) fn digest(feed: impl FnOnce(&mut dyn FnMut(&str))) -> String {
+    let mut hasher = Sha256::new();
+    feed(&mut |value: &str| {
+        hasher.update((value.len() as u64).to_be_bytes());
+        hasher.update(value.as_bytes());
+    });
+    format!("sha256:{}", hex(&hasher.finalize()))
 }
 
 /// The flow block a spec sets. The CRD's CEL rule admits exactly one.

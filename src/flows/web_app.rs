@@ -95,8 +95,23 @@ impl Flow for WebAppInputs {
         field(self.initial_refresh_token.expose());
     }
 
+    /// A user's refresh token is bound to the client ID and the consented scopes, not to the
+    /// client secret: a new or added client secret refreshes the same chain.
+    fn chain_revision(&self) -> String {
+        super::digest(|field| {
+            field(NAME);
+            field(&self.client.client_id);
+            self.hash_inputs(field);
+        })
+    }
+
     fn refresh_token_lifetime(&self) -> Option<SignedDuration> {
         Some(REFRESH_TOKEN_LIFETIME)
+    }
+
+    fn refused_chain(&self) -> Option<Error> {
+        let description = "refused before; not sent again until the Secret holds a new one".to_owned();
+        Some(reauthorize(self, description, None))
     }
 
     fn mint<'a>(
@@ -128,19 +143,22 @@ impl Flow for WebAppInputs {
 /// A refusal of the refresh token itself (rather than of the client or the scopes) means the
 /// chain is dead: expired, revoked consent, or already used.
 fn dead_chain(err: Error, inputs: &WebAppInputs) -> Error {
-    let reauthorize = |description, debug_id| Error::ReauthorizationRequired {
+    match err {
+        Error::TokenRequestRejected { code, description, debug_id } => {
+            reauthorize(inputs, format!("{code}: {description}"), debug_id)
+        }
+        Error::RefreshTokenRejected { description, debug_id } => reauthorize(inputs, description, debug_id),
+        other => other,
+    }
+}
+
+fn reauthorize(inputs: &WebAppInputs, description: String, debug_id: Option<String>) -> Error {
+    Error::ReauthorizationRequired {
         description,
         debug_id,
         secret: inputs.refresh_token_secret.clone(),
         key: inputs.refresh_token_key.clone(),
         login: login_command(&inputs.credential),
-    };
-    match err {
-        Error::TokenRequestRejected { code, description, debug_id } => {
-            reauthorize(format!("{code}: {description}"), debug_id)
-        }
-        Error::RefreshTokenRejected { description, debug_id } => reauthorize(description, debug_id),
-        other => other,
     }
 }
 
@@ -307,6 +325,25 @@ mod tests {
         assert_eq!(inputs("rt-1").revision(), inputs("rt-1").revision());
         assert_ne!(inputs("rt-1").revision(), inputs("rt-2").revision());
         assert!(!format!("{:?}", inputs("rt-very-secret")).contains("rt-very-secret"));
+    }
+
+    #[test]
+    fn the_chain_survives_a_new_client_secret_but_not_a_new_client_scope_or_sign_in() {
+        let chain = inputs("rt-1").chain_revision();
+        let mut new_secret = inputs("rt-1");
+        new_secret.client.secrets = vec![
+            ("client_secret".into(), SecretValue::new("p8e-new")),
+            ("client_secret_2".into(), SecretValue::new("p8e-old")),
+        ];
+        assert_eq!(new_secret.chain_revision(), chain, "a client secret is not part of the chain");
+        assert_ne!(new_secret.revision(), inputs("rt-1").revision(), "but it is an input of the mint");
+        let mut other_client = inputs("rt-1");
+        other_client.client.client_id = "other".into();
+        let mut other_scopes = inputs("rt-1");
+        other_scopes.scopes.push("openid".into());
+        for changed in [other_client, other_scopes, inputs("rt-2")] {
+            assert_ne!(changed.chain_revision(), chain);
+        }
     }
 
     #[test]

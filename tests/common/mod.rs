@@ -510,6 +510,12 @@ impl TestEnv {
         .await
     }
 
+    /// The Ready reasons `name` has gone through so far, in order.
+    pub fn ready_reasons_seen(&self, name: &str) -> Vec<String> {
+        let history = self.ready_history.lock().expect("history");
+        history.iter().filter(|(n, _, _)| n == name).map(|(_, _, reason)| reason.clone()).collect()
+    }
+
     pub async fn target(&self, name: &str) -> Option<Secret> {
         self.secrets().get_opt(name).await.expect("get target")
     }
@@ -639,7 +645,13 @@ pub fn metric(text: &str, name: &str) -> Option<f64> {
 
 /// Sends SIGTERM (graceful shutdown) to a process.
 pub fn sigterm(pid: u32) {
-    let status = std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status().expect("kill");
+    signal(pid, "TERM");
+}
+
+/// Sends signal `name` (TERM, STOP, CONT, …) to process `pid`.
+pub fn signal(pid: u32, name: &str) {
+    let status =
+        std::process::Command::new("kill").args([&format!("-{name}"), &pid.to_string()]).status().expect("kill");
     assert!(status.success());
 }
 
