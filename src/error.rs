@@ -97,6 +97,12 @@ pub enum Error {
     TargetKeyConflict { name: String, key: String, manager: String },
 
     #[strum(serialize = "TargetConflict")]
+    #[error(
+        "target Secret {name:?} is the copy of ClusterAdobeCredential {cluster_credential:?} in this namespace; no AdobeCredential writes into it, whatever its creationPolicy: use the copy as it is, or choose another target name"
+    )]
+    TargetIsClusterCopy { name: String, cluster_credential: String },
+
+    #[strum(serialize = "TargetConflict")]
     #[error("target Secret {name:?} has type {type_:?}; the operator merges its keys only into Opaque Secrets")]
     TargetNotOpaque { name: String, type_: String },
 
@@ -123,6 +129,11 @@ pub enum Error {
 
     #[error("the operator is still listing namespaces and copies; it acts once it has seen them all")]
     CachesNotSynced,
+
+    #[error(
+        "the operator has no complete list of {watch} ({detail}); no copy is written or removed until it has one, next try in {retry_in}s"
+    )]
+    WatchNotListed { watch: &'static str, detail: String, retry_in: u64 },
 
     #[error(
         "this replica could not confirm its leader Lease within the renew deadline; it neither mints nor writes until it leads again"
@@ -226,7 +237,7 @@ fn mint_refusal(retry_at: &jiff::Timestamp, budget_spent: &bool) -> String {
 
 /// One human line for a Kubernetes API error: the server's own message and code, never the
 /// debug dump of the whole response.
-fn kube_summary(err: &kube::Error) -> String {
+pub(crate) fn kube_summary(err: &kube::Error) -> String {
     match err {
         kube::Error::Api(status) => {
             let reason = if status.reason.is_empty() { String::new() } else { format!(" {}", status.reason) };
@@ -285,6 +296,7 @@ impl Error {
             | Error::MintRateLimited { .. }
             | Error::LeadershipLost
             | Error::CachesNotSynced
+            | Error::WatchNotListed { .. }
             | Error::ManagementApiThrottled { .. }
             | Error::ManagementApiUnavailable { .. }
             | Error::MalformedManagementResponse { .. }

@@ -37,6 +37,11 @@ struct ReasonLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WatchLabels {
+    watch: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ClusterNamespaceLabels {
     name: String,
     state: &'static str,
@@ -85,6 +90,7 @@ pub struct Metrics {
     rollout_restarts: Family<RestartLabels, Counter>,
     reconciles: Counter,
     cluster_namespaces: Family<ClusterNamespaceLabels, Gauge>,
+    cluster_watches: Family<WatchLabels, Gauge>,
     credentials: Arc<CredentialCollector>,
     process: Arc<ProcessCollector>,
     rotation_requests: Family<RotationRequestLabels, Counter>,
@@ -136,6 +142,12 @@ impl Metrics {
             "Namespaces of a ClusterAdobeCredential by state: selected, written (holding the current token), failed",
             cluster_namespaces.clone(),
         );
+        let cluster_watches = Family::<WatchLabels, Gauge>::default();
+        registry.register(
+            "cluster_watch_listed",
+            "1 when the ClusterAdobeCredential watch (namespaces, copies) has a complete list, 0 while it has none (no copy is written or removed then)",
+            cluster_watches.clone(),
+        );
         let rollout_restarts = Family::<RestartLabels, Counter>::default();
         registry.register(
             "rollout_restarts",
@@ -168,6 +180,7 @@ impl Metrics {
         registry.register_collector(Box::new(secret_ages.clone()));
         Self {
             cluster_namespaces,
+            cluster_watches,
             rotation_requests,
             rotations,
             rotation_errors,
@@ -259,6 +272,11 @@ impl Metrics {
             let labels = ClusterNamespaceLabels { name: name.to_owned(), state };
             self.cluster_namespaces.get_or_create(&labels).set(i64::from(count));
         }
+    }
+
+    /// Whether a watch of the ClusterAdobeCredential controller has a complete list.
+    pub fn set_cluster_watch_listed(&self, watch: &'static str, listed: bool) {
+        self.cluster_watches.get_or_create(&WatchLabels { watch }).set(i64::from(listed));
     }
 
     /// Drops the series of a deleted ClusterAdobeCredential.

@@ -86,6 +86,8 @@ pub enum TargetState {
     Missing,
     /// Exists, is not ours, and the policy forbids taking it over.
     Conflict,
+    /// A ClusterAdobeCredential's copy (named here): that resource's alone, even to `Merge`.
+    ClusterCopy(String),
     /// Open to merging by policy, but not an Opaque Secret (a service-account token, TLS or
     /// docker-config Secret, whose consumers would break).
     NotOpaque(String),
@@ -99,6 +101,10 @@ pub enum TargetState {
 
 pub fn inspect(cred: &AdobeCredential, existing: Option<Secret>) -> TargetState {
     let Some(secret) = existing else { return TargetState::Missing };
+    if let Some(cluster_credential) = secret.annotations().get(annotation::CLUSTER_CREDENTIAL) {
+        // Its writer replaces it whole on every new token: merged keys would be lost or fought over.
+        return TargetState::ClusterCopy(cluster_credential.clone());
+    }
     let name = cred.name_any();
     let ours = secret.annotations().get(&annotation_key(cred, annotation::CREDENTIAL)) == Some(&name)
         || secret.owner_references().iter().any(|o| Some(&o.uid) == cred.uid().as_ref());
@@ -494,6 +500,16 @@ mod tests {
             TargetState::Present { token: None, .. }
         ));
         assert!(matches!(inspect(&cred(CreationPolicy::Owner, &[]), None), TargetState::Missing));
+    }
+
+    #[test]
+    fn a_cluster_credentials_copy_is_nobody_elses_target_even_to_merge() {
+        let mut copy = Secret::default();
+        copy.metadata.annotations = Some([(annotation::CLUSTER_CREDENTIAL.to_owned(), "firefly".to_owned())].into());
+        for policy in [CreationPolicy::Owner, CreationPolicy::Orphan, CreationPolicy::Merge] {
+            let state = inspect(&cred(policy, &[]), Some(copy.clone()));
+            assert!(matches!(&state, TargetState::ClusterCopy(name) if name == "firefly"), "{policy:?}: {state:?}");
+        }
     }
 
     #[test]

@@ -89,6 +89,18 @@ async fn wait_copies(env: &TestEnv, namespaces: &[&str], token: &str) {
     .await;
 }
 
+/// Creates the cluster credential `name` of `client` for namespaces labelled `label=name`; returns
+/// its first token once each of `namespaces` holds it.
+async fn distribute(env: &TestEnv, name: &str, client: &str, label: &str, namespaces: &[&str]) -> String {
+    cluster_api(env)
+        .create(&PostParams::default(), &cluster_credential(env, name, client, label))
+        .await
+        .expect("create cluster credential");
+    let token = eventually("a token", WAIT, || async { env.ims.issued_tokens(client).first().cloned() }).await;
+    wait_copies(env, namespaces, &token).await;
+    token
+}
+
 /// Waits until the status says the token is Ready, `written` namespaces hold it and `failed`
 /// failed. (The minter's status may come a moment after the copies.)
 async fn wait_counts(env: &TestEnv, name: &str, written: u32, failed: u32) -> ClusterAdobeCredential {
@@ -224,14 +236,7 @@ async fn a_conflict_in_one_namespace_is_reported_and_blocks_no_other() {
     let label = "aco-test/cc-conflict";
     let free = tenant(&env, "ccc-free", &[(label, "pdf")]).await;
     let taken = tenant(&env, "ccc-taken", &[(label, "pdf")]).await;
-    let theirs: Secret = serde_json::from_value(json!({
-        "metadata": { "name": "adobe-token" }, "stringData": { "access_token": "the team's own" },
-    }))
-    .expect("secret");
-    Api::<Secret>::namespaced(env.client.clone(), taken.name())
-        .create(&PostParams::default(), &theirs)
-        .await
-        .expect("the team's Secret");
+    take_copy_name(&env, taken.name()).await;
     cluster_api(&env)
         .create(&PostParams::default(), &cluster_credential(&env, "pdf", "ccc-client", label))
         .await
@@ -278,6 +283,237 @@ async fn a_conflict_in_one_namespace_is_reported_and_blocks_no_other() {
     env.assert_no_mint_loop(&[]);
 }
 
+/// Puts a Secret of the team's own under the copies' name into `namespace`.
+async fn take_copy_name(env: &TestEnv, namespace: &str) {
+    let theirs: Secret = serde_json::from_value(json!({
+        "metadata": { "name": "adobe-token" }, "stringData": { "access_token": "the team's own" },
+    }))
+    .expect("secret");
+    Api::<Secret>::namespaced(env.client.clone(), namespace)
+        .create(&PostParams::default(), &theirs)
+        .await
+        .expect("the team's Secret");
+}
+
+/// Several namespaces failing at once (their Secrets hold the copy's name) give a status that
+/// settles: the failures are listed in a fixed order and the operator does not act on its own
+/// status writes. Watched from the settled status on, each later change of the selection
+/// writes status exactly once.
+#[tokio::test]
+async fn status_settles_with_several_failing_namespaces() {
+    use futures::{StreamExt, TryStreamExt};
+    use kube::api::{WatchEvent, WatchParams};
+    let _serial = SERIAL.lock().await;
+    let env = cluster_env("cc-stable", "ccs-client", "p8e-ccs-secret").await;
+    let label = "aco-test/cc-stable";
+    let mut taken = Vec::new();
+    for i in 0..5 {
+        let namespace = tenant(&env, &format!("ccs-taken{i}"), &[(label, "st")]).await;
+        take_copy_name(&env, namespace.name()).await;
+        taken.push(namespace);
+    }
+    let late = [tenant(&env, "ccs-late0", &[]).await, tenant(&env, "ccs-late1", &[]).await];
+    cluster_api(&env)
+        .create(&PostParams::default(), &cluster_credential(&env, "st", "ccs-client", label))
+        .await
+        .expect("create cluster credential");
+    let settled = wait_counts(&env, "st", 0, 5).await;
+    let failures = settled.status.as_ref().expect("status").failed_namespaces.clone();
+    let mut sorted = failures.iter().map(|f| f.namespace.clone()).collect::<Vec<_>>();
+    sorted.sort();
+    assert_eq!(failures.iter().map(|f| f.namespace.clone()).collect::<Vec<_>>(), sorted, "listed in order");
+
+    let params = WatchParams::default().fields("metadata.name=st");
+    let version = settled.resource_version().expect("version");
+    let mut changes = cluster_api(&env).watch(&params, &version).await.expect("watch").boxed();
+    let mut writes = 0;
+    for (written, namespace) in late.iter().enumerate() {
+        set_labels(&env, namespace.name(), &[(label, "st")]).await;
+        let counted = tokio::time::timeout(WAIT, async {
+            while let Some(event) = changes.try_next().await.expect("watch event") {
+                if let WatchEvent::Modified(cc) = event {
+                    writes += 1;
+                    let counts = cc.status.as_ref().map(|s| s.namespaces);
+                    if counts.is_some_and(|c| c.written as usize == written + 1 && c.failed == 5) {
+                        return;
+                    }
+                }
+            }
+        });
+        counted.await.expect("the status to count the newly selected namespace");
+    }
+    assert_eq!(writes, late.len(), "one status write per change of the selection, none of its own accord");
+    let now = cluster_api(&env).get("st").await.expect("get");
+    assert_eq!(condition(&now, "Distributed").1, "NamespaceConflict");
+
+    delete_and_wait(&env, "st").await;
+    for namespace in &taken {
+        let kept = copy(&env, namespace.name()).await.expect("their Secret");
+        assert_eq!(key(&kept, "access_token").as_deref(), Some("the team's own"));
+    }
+    env.assert_no_mint_loop(&[]);
+}
+
+/// A namespaced AdobeCredential of any name, even with `creationPolicy: Merge` and a `keyPrefix`,
+/// aimed at a copy gets TargetConflict before it mints, and the copy holds only the cluster
+/// credential's keys. Keys a person adds to a copy survive the namespace's deselection, which
+/// takes only the token and the copy's marks away.
+#[tokio::test]
+async fn a_copy_is_nobody_elses_target_and_deselection_keeps_what_others_wrote() {
+    let _serial = SERIAL.lock().await;
+    let mut env = cluster_env("cc-merge", "ccm-client", "p8e-ccm-secret").await;
+    let label = "aco-test/cc-merge";
+    let team = tenant(&env, "ccm-team", &[(label, "mg")]).await;
+    distribute(&env, "mg", "ccm-client", label, &[team.name()]).await;
+    let keys =
+        |secret: &Secret| secret.data.as_ref().map(|d| d.keys().cloned().collect::<Vec<_>>()).unwrap_or_default();
+    let copied_keys = keys(&copy(&env, team.name()).await.expect("copy"));
+
+    env.register_client("ccm-own", "p8e-ccm-own", DAY);
+    let own_source: Secret = serde_json::from_value(json!({
+        "metadata": { "name": "own-src" },
+        "stringData": { "client_id": "ccm-own", "client_secret": "p8e-ccm-own" },
+    }))
+    .expect("secret");
+    let team_secrets = Api::<Secret>::namespaced(env.client.clone(), team.name());
+    team_secrets.create(&PostParams::default(), &own_source).await.expect("the team's source Secret");
+    let served = Api::<adobe_credential_operator::crd::AdobeCredential>::namespaced(env.client.clone(), team.name());
+    // "cluster" is the name whose field manager used to be the copies' own.
+    for name in ["cluster", "merger"] {
+        let mut own = env.s2s_credential(name, "own-src");
+        own.spec.target = Some(
+            serde_json::from_value(json!({ "name": "adobe-token", "creationPolicy": "Merge", "keyPrefix": "team_" }))
+                .expect("target"),
+        );
+        served.create(&PostParams::default(), &own).await.expect("create");
+        eventually(&format!("{name} to report TargetConflict"), WAIT, || async {
+            let cred = served.get(name).await.ok()?;
+            let ready = cred.status?.conditions.into_iter().find(|c| c.type_ == "Ready")?;
+            (ready.status == "False" && ready.reason == "TargetConflict" && ready.message.contains("mg")).then_some(())
+        })
+        .await;
+    }
+    assert_eq!(env.ims.mint_count("ccm-own"), 0, "refused before minting");
+    let copied = copy(&env, team.name()).await.expect("copy");
+    assert_eq!(keys(&copied), copied_keys, "nothing merged into the copy");
+    let managers: Vec<String> = copied.managed_fields().iter().filter_map(|m| m.manager.clone()).collect();
+    assert!(managers.iter().all(|m| !m.starts_with("adobe-credential-operator/")), "{managers:?}");
+    for name in ["cluster", "merger"] {
+        served.delete(name, &DeleteParams::default()).await.expect("delete");
+    }
+
+    // A person adds a key of their own to the copy; the token is written back around it.
+    let extra = json!({ "stringData": { "team_note": "kept" } });
+    let by_hand = PatchParams { field_manager: Some("team-tool".into()), ..Default::default() };
+    team_secrets.patch("adobe-token", &by_hand, &Patch::Merge(&extra)).await.expect("add a key");
+    remove_label(&env, team.name(), label).await;
+    let released = eventually("the copy to be released", WAIT, || async {
+        let secret = copy(&env, team.name()).await?;
+        (!secret.annotations().contains_key("credentials.adobe-operator.io/cluster-credential")).then_some(secret)
+    })
+    .await;
+    assert_eq!(keys(&released), ["team_note"], "only what the person wrote stays");
+    assert_eq!(key(&released, "team_note").as_deref(), Some("kept"));
+    assert!(released.owner_references().is_empty());
+
+    delete_and_wait(&env, "mg").await;
+    assert!(copy(&env, team.name()).await.is_some(), "the released Secret is the team's");
+    env.assert_no_leaks(&["ccm-client", "ccm-own"]).await;
+    env.assert_no_mint_loop(&[]);
+}
+
+/// The minter (`cluster-<name>`) is the ClusterAdobeCredential's: edited by hand (fields added)
+/// it is put back whole within seconds, deleted by hand it is created again, and
+/// neither costs a mint loop; the copies keep a valid token throughout.
+#[tokio::test]
+async fn a_minter_edited_or_deleted_by_hand_is_put_back() {
+    let _serial = SERIAL.lock().await;
+    let env = cluster_env("cc-minter", "ccn-client", "p8e-ccn-secret").await;
+    let label = "aco-test/cc-minter";
+    let team = tenant(&env, "ccn-team", &[(label, "mt")]).await;
+    distribute(&env, "mt", "ccn-client", label, &[team.name()]).await;
+    wait_counts(&env, "mt", 1, 0).await;
+    let minters = env.credentials();
+    let wanted = minters.get("cluster-mt").await.expect("minter").spec;
+
+    let edit = json!({ "spec": {
+        "renewal": { "renewBeforePercentage": 90 },
+        "target": { "keyPrefix": "edited_" },
+    } });
+    minters.patch("cluster-mt", &PatchParams::default(), &Patch::Merge(&edit)).await.expect("edit by hand");
+    eventually("the minter to be put back", WAIT, || async {
+        (minters.get("cluster-mt").await.ok()?.spec == wanted).then_some(())
+    })
+    .await;
+
+    let uid = minters.get("cluster-mt").await.expect("minter").uid();
+    minters.delete("cluster-mt", &DeleteParams::default()).await.expect("delete by hand");
+    let recreated = eventually("the minter to be created again", WAIT, || async {
+        let minter = minters.get_opt("cluster-mt").await.ok()??;
+        (minter.uid() != uid && minter.spec == wanted).then_some(minter)
+    })
+    .await;
+    assert_eq!(recreated.owner_references()[0].name, "mt");
+    let cc = wait_counts(&env, "mt", 1, 0).await;
+    assert_eq!(condition(&cc, "Distributed"), ("True", "AllNamespacesWritten"));
+    let held = key(&copy(&env, team.name()).await.expect("copy"), "access_token").expect("token");
+    assert!(env.ims.issued_tokens("ccn-client").contains(&held));
+    assert!(env.ims.mint_count("ccn-client") <= 2, "at most one mint for a minter deleted with its token");
+
+    delete_and_wait(&env, "mt").await;
+    env.assert_no_mint_loop(&[("ccn-client", 1)]);
+}
+
+/// While the operator is paused (SIGSTOP), tenants replace their copies with Secrets of their
+/// own under the same name, and their namespaces stop matching. The resumed operator acts on
+/// what is there, not on what its cache still shows: it deletes none of the tenants' Secrets
+/// (a copy is read again and deleted only with its UID and resourceVersion as preconditions),
+/// and the namespace still selected keeps its copy.
+#[tokio::test]
+async fn secrets_created_under_a_copys_name_while_the_operator_was_paused_are_never_deleted() {
+    let _serial = SERIAL.lock().await;
+    let env = cluster_env("cc-pause", "ccp-client", "p8e-ccp-secret").await;
+    let label = "aco-test/cc-pause";
+    let mut teams = Vec::new();
+    for i in 0..4 {
+        teams.push(tenant(&env, &format!("ccp-team{i}"), &[(label, "ps")]).await);
+    }
+    let names: Vec<&str> = teams.iter().map(TestNamespace::name).collect();
+    let token = distribute(&env, "ps", "ccp-client", label, &names).await;
+    wait_counts(&env, "ps", 4, 0).await;
+
+    let pid = env.operator.as_ref().and_then(common::Operator::pid).expect("pid");
+    common::signal(pid, "STOP");
+    let mut theirs = Vec::new();
+    for ns in &names[..3] {
+        let secrets = Api::<Secret>::namespaced(env.client.clone(), ns);
+        secrets.delete("adobe-token", &DeleteParams::default()).await.expect("delete the copy");
+        take_copy_name(&env, ns).await;
+        theirs.push(secrets.get("adobe-token").await.expect("their Secret").uid());
+        remove_label(&env, ns, label).await;
+    }
+    common::signal(pid, "CONT");
+
+    eventually("the resumed operator to count one selected namespace", WAIT, || async {
+        let cc = cluster_api(&env).get("ps").await.ok()?;
+        (cc.status?.namespaces.selected == 1).then_some(())
+    })
+    .await;
+    wait_counts(&env, "ps", 1, 0).await;
+    for (ns, uid) in names[..3].iter().zip(&theirs) {
+        let kept = copy(&env, ns).await.expect("their Secret is never deleted");
+        assert_eq!(&kept.uid(), uid, "{ns}: the same Secret");
+        assert_eq!(key(&kept, "access_token").as_deref(), Some("the team's own"), "{ns}: never overwritten");
+    }
+    wait_copies(&env, &names[3..], &token).await;
+
+    delete_and_wait(&env, "ps").await;
+    for ns in &names[..3] {
+        assert!(copy(&env, ns).await.is_some(), "{ns}: their Secret survives the cleanup");
+    }
+    env.assert_no_mint_loop(&[]);
+}
+
 /// A tenant deleting or editing its copy gets it back at once, without a mint.
 #[tokio::test]
 async fn deleted_and_edited_copies_are_restored_without_a_mint() {
@@ -285,12 +521,7 @@ async fn deleted_and_edited_copies_are_restored_without_a_mint() {
     let env = cluster_env("cc-restore", "ccr-client", "p8e-ccr-secret").await;
     let label = "aco-test/cc-restore";
     let team = tenant(&env, "ccr-team", &[(label, "cm")]).await;
-    cluster_api(&env)
-        .create(&PostParams::default(), &cluster_credential(&env, "cm", "ccr-client", label))
-        .await
-        .expect("create cluster credential");
-    let token = eventually("a token", WAIT, || async { env.ims.issued_tokens("ccr-client").first().cloned() }).await;
-    wait_copies(&env, &[team.name()], &token).await;
+    let token = distribute(&env, "cm", "ccr-client", label, &[team.name()]).await;
     let secrets = Api::<Secret>::namespaced(env.client.clone(), team.name());
 
     secrets.delete("adobe-token", &DeleteParams::default()).await.expect("tenant deletes its copy");
@@ -325,12 +556,7 @@ async fn the_chart_grants_what_cluster_credentials_need_and_no_more() {
     env.put_source("ccx-client-src", "ccx-client", "p8e-ccx-secret").await;
     let label = "aco-test/cc-chart";
     let team = tenant(&env, "ccx-team", &[(label, "chart")]).await;
-    cluster_api(&env)
-        .create(&PostParams::default(), &cluster_credential(&env, "chart", "ccx-client", label))
-        .await
-        .expect("create cluster credential");
-    let token = eventually("a token", WAIT, || async { env.ims.issued_tokens("ccx-client").first().cloned() }).await;
-    wait_copies(&env, &[team.name()], &token).await;
+    distribute(&env, "chart", "ccx-client", label, &[team.name()]).await;
     let cc = wait_counts(&env, "chart", 1, 0).await;
     assert_eq!(condition(&cc, "Distributed"), ("True", "AllNamespacesWritten"));
 
@@ -363,6 +589,69 @@ async fn the_chart_grants_what_cluster_credentials_need_and_no_more() {
     delete_and_wait(&env, "chart").await;
     assert!(copy(&env, team.name()).await.is_none(), "cleaned up with the chart's permissions");
     env.assert_no_leaks(&["ccx-client"]).await;
+    env.assert_no_mint_loop(&[]);
+}
+
+/// Without permission to list namespaces (a ClusterRole edited by hand, say), the namespace watch
+/// never completes its first list. The operator writes and removes no copy and creates no
+/// minter, says so in status (Distributed False, WatchNotListed, the API server's refusal) and
+/// metrics, and retries with a growing delay; once the permission is back, it distributes.
+#[tokio::test]
+async fn a_watch_that_cannot_list_is_said_and_retried_with_backoff() {
+    use common::tools::{apply, render};
+    use k8s_openapi::api::rbac::v1::ClusterRole;
+    let _serial = SERIAL.lock().await;
+    let mut env = TestEnv::new("cc-nolist").await;
+    env.kill_operator().await;
+    let release = env.ns().to_owned();
+    apply(&render(&release, "clusterCredentials: {enabled: true}\nrbac: {aggregateClusterRoles: false}\n").await).await;
+    let roles: Api<ClusterRole> = Api::all(env.client.clone());
+    let role = format!("{FULLNAME}-cluster-credentials");
+    let granted = roles.get(&role).await.expect("role").rules.unwrap_or_default();
+    let without: Vec<_> =
+        granted.iter().filter(|rule| !rule.resources.iter().flatten().any(|r| r == "namespaces")).cloned().collect();
+    assert!(without.len() < granted.len(), "the chart grants the namespace list");
+    roles.patch(&role, &PatchParams::default(), &Patch::Merge(&json!({ "rules": without }))).await.expect("revoke");
+
+    let sa = env.control_plane.service_account_kubeconfig(&release, FULLNAME).await.expect("kubeconfig");
+    let log = env.dir.path().join("operator.log");
+    let flags = ["--cluster-credential-namespace", release.as_str()];
+    env.operator = Some(common::Operator::start_with("", &sa, &env.ca_file(), log, &flags).await);
+    env.register_client("ccl-client", "p8e-ccl-secret", DAY);
+    env.put_source("ccl-client-src", "ccl-client", "p8e-ccl-secret").await;
+    let label = "aco-test/cc-nolist";
+    let team = tenant(&env, "ccl-team", &[(label, "nl")]).await;
+    cluster_api(&env)
+        .create(&PostParams::default(), &cluster_credential(&env, "nl", "ccl-client", label))
+        .await
+        .expect("create cluster credential");
+
+    // The delay it reports grows (1 s doubling, with jitter): retried with backoff.
+    let message = eventually("Distributed False WatchNotListed with a growing delay", WAIT, || async {
+        let cc = cluster_api(&env).get("nl").await.ok()?;
+        let distributed = cc.status?.conditions.into_iter().find(|c| c.type_ == "Distributed")?;
+        let delay: u64 = distributed.message.rsplit_once("next try in ")?.1.trim_end_matches('s').parse().ok()?;
+        (distributed.status == "False" && distributed.reason == "WatchNotListed" && delay >= 8)
+            .then_some(distributed.message)
+    })
+    .await;
+    assert!(message.contains("list of namespaces") && message.contains("forbidden"), "{message}");
+    let operator = env.operator.as_ref().expect("operator");
+    let listed = |text: &str| metric(text, r#"adobe_credential_cluster_watch_listed{watch="namespaces"}"#);
+    assert_eq!(listed(&operator.metrics().await), Some(0.0));
+    assert!(copy(&env, team.name()).await.is_none(), "nothing distributed without the list");
+    assert!(env.credentials().get_opt("cluster-nl").await.expect("get").is_none(), "no minter yet");
+    assert_eq!(env.ims.mint_count("ccl-client"), 0);
+
+    roles.patch(&role, &PatchParams::default(), &Patch::Merge(&json!({ "rules": granted }))).await.expect("grant");
+    let token = eventually("a token", WAIT, || async { env.ims.issued_tokens("ccl-client").first().cloned() }).await;
+    wait_copies(&env, &[team.name()], &token).await;
+    let cc = wait_counts(&env, "nl", 1, 0).await;
+    assert_eq!(condition(&cc, "Distributed"), ("True", "AllNamespacesWritten"));
+    assert_eq!(listed(&operator.metrics().await), Some(1.0));
+
+    delete_and_wait(&env, "nl").await;
+    env.assert_no_leaks(&["ccl-client"]).await;
     env.assert_no_mint_loop(&[]);
 }
 

@@ -141,6 +141,9 @@ async fn observe(cred: &AdobeCredential, secrets: &Api<Secret>, now: Timestamp) 
 fn writable_target(cred: &AdobeCredential, state: TargetState) -> Result<Option<Secret>> {
     match state {
         TargetState::Conflict => Err(Error::TargetConflict { name: cred.target_name() }),
+        TargetState::ClusterCopy(cluster_credential) => {
+            Err(Error::TargetIsClusterCopy { name: cred.target_name(), cluster_credential })
+        }
         TargetState::NotOpaque(type_) => Err(Error::TargetNotOpaque { name: cred.target_name(), type_ }),
         TargetState::Missing => Ok(None),
         TargetState::Present { secret, .. } => Ok(Some(*secret)),

@@ -144,13 +144,16 @@ fn condition(
     }
 }
 
-/// The status of a round that could not even find its minter: Ready False with why, the rest
-/// as it was.
-pub(super) fn failed_status(cc: &ClusterAdobeCredential, error: &Error) -> ClusterAdobeCredentialStatus {
+/// The status of a round that could not distribute: condition `type_` (Ready when the minter
+/// could not be found, Distributed when a list is missing) False with why, the rest as it was.
+pub(super) fn failed_status(cc: &ClusterAdobeCredential, type_: &str, error: &Error) -> ClusterAdobeCredentialStatus {
     let mut status = cc.status.clone().unwrap_or_default();
-    let ready = condition(cc, READY, false, error.reason().to_owned(), &error.to_string(), Timestamp::now());
-    status.conditions.retain(|c| c.type_ != READY);
-    status.conditions.insert(0, ready);
+    let failed = condition(cc, type_, false, error.reason().to_owned(), &error.to_string(), Timestamp::now());
+    match status.conditions.iter_mut().find(|c| c.type_ == type_) {
+        Some(previous) => *previous = failed,
+        None if type_ == READY => status.conditions.insert(0, failed),
+        None => status.conditions.push(failed),
+    }
     status.observed_generation = cc.metadata.generation;
     status
 }
