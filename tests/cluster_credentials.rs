@@ -465,10 +465,11 @@ async fn a_minter_edited_or_deleted_by_hand_is_put_back() {
 }
 
 /// While the operator is paused (SIGSTOP), tenants replace their copies with Secrets of their
-/// own under the same name, and their namespaces stop matching. The resumed operator acts on
-/// what is there, not on what its cache still shows: it deletes none of the tenants' Secrets
-/// (a copy is read again and deleted only with its UID and resourceVersion as preconditions),
-/// and the namespace still selected keeps its copy.
+/// own under the same name (two recreated from the copy's YAML, so they carry its marks), and
+/// their namespaces stop matching. The resumed operator acts on what is there: it deletes none
+/// of the tenants' Secrets and overwrites none of their keys (a copy is read again; deleted only
+/// when it holds nothing but what the operator wrote, with UID and resourceVersion
+/// preconditions; else released), and the namespace still selected keeps its copy.
 #[tokio::test]
 async fn secrets_created_under_a_copys_name_while_the_operator_was_paused_are_never_deleted() {
     let _serial = SERIAL.lock().await;
@@ -485,10 +486,23 @@ async fn secrets_created_under_a_copys_name_while_the_operator_was_paused_are_ne
     let pid = env.operator.as_ref().and_then(common::Operator::pid).expect("pid");
     common::signal(pid, "STOP");
     let mut theirs = Vec::new();
-    for ns in &names[..3] {
+    for (i, ns) in names[..3].iter().enumerate() {
         let secrets = Api::<Secret>::namespaced(env.client.clone(), ns);
+        let copied = secrets.get("adobe-token").await.expect("the copy");
         secrets.delete("adobe-token", &DeleteParams::default()).await.expect("delete the copy");
-        take_copy_name(&env, ns).await;
+        if i < 2 {
+            // Recreated from the copy's YAML (`kubectl get -o yaml`, edit, `kubectl create`): the
+            // copy's labels, annotations and owner come along.
+            let mut own = Secret { metadata: copied.metadata, ..Default::default() };
+            own.metadata.uid = None;
+            own.metadata.resource_version = None;
+            own.metadata.creation_timestamp = None;
+            own.metadata.managed_fields = None;
+            own.string_data = Some([("access_token".to_owned(), "the team's own".to_owned())].into());
+            secrets.create(&PostParams::default(), &own).await.expect("their Secret");
+        } else {
+            take_copy_name(&env, ns).await;
+        }
         theirs.push(secrets.get("adobe-token").await.expect("their Secret").uid());
         remove_label(&env, ns, label).await;
     }
