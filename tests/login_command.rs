@@ -20,10 +20,11 @@ use tokio::process::{Child, ChildStderr};
 
 const USER: &str = "test-user@AdobeID";
 
-/// A `login` process with the fake IMS allowed, its output captured.
+/// A `login` process with the fake IMS allowed, its output captured, in the test's directory.
 fn login(env: &TestEnv, args: &[&str]) -> Child {
     env.command_line("login")
         .args(args)
+        .current_dir(env.dir.path())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -219,4 +220,44 @@ async fn login_by_paste_prints_the_secret_and_refuses_other_addresses() {
     let (ok, out, said) = paste(&env, too_much, redirect, None).await;
     assert!(!ok && out.is_empty(), "{out}");
     assert!(said.contains("IMS refused the sign-in: invalid_scope"), "{said}");
+}
+
+/// A port whose [::1] side another program holds (the listener returned) while 127.0.0.1 is
+/// free; none on a machine without IPv6 loopback.
+fn port_taken_on_ipv6_loopback() -> Option<(u16, std::net::TcpListener)> {
+    for _ in 0..20 {
+        let taken = std::net::TcpListener::bind("[::1]:0").ok()?;
+        let port = taken.local_addr().expect("addr").port();
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return Some((port, taken));
+        }
+    }
+    panic!("no port with a free 127.0.0.1 side");
+}
+
+/// `localhost` is 127.0.0.1 and [::1]; a browser may use either. With [::1]:PORT held by another
+/// program, the command stops with one clear line before any sign-in, instead of waiting on
+/// 127.0.0.1 while the browser may hand the code to the other program.
+#[tokio::test]
+async fn login_stops_when_another_program_holds_the_ipv6_side_of_localhost() {
+    let Some((port, _other_program)) = port_taken_on_ipv6_loopback() else {
+        eprintln!("skipped: this machine has no IPv6 loopback ([::1]:0 cannot be bound)");
+        return;
+    };
+    let mut env = TestEnv::new("login-v6").await;
+    env.kill_operator().await;
+    let redirect = format!("https://localhost:{port}/callback");
+    env.register_web_app("lg", &redirect).await;
+    env.create(&env.web_app_spec("lg")).await;
+
+    let args = ["lg", "-n", env.ns(), "--apply", "--redirect-uri", &redirect, "--timeout", "10s"];
+    let (ok, out, said) = finish(login(&env, &args), String::new()).await;
+    assert!(!ok && out.is_empty(), "{said}");
+    let errors: Vec<&str> = said.lines().filter(|line| line.starts_with("error: ")).collect();
+    assert_eq!(errors.len(), 1, "{said}");
+    let expected = format!("error: cannot receive the redirect on [::1]:{port} (Address already in use");
+    assert!(errors[0].starts_with(&expected) && errors[0].contains("--paste"), "{said}");
+    assert!(!said.contains("/ims/authorize/"), "no sign-in was offered: {said}");
+    assert!(env.ims.requests_to(EndpointKind::AuthorizationCode, "lg-client").is_empty(), "no code exchange");
+    assert_eq!(env.ims.mint_count("lg-client"), 0);
 }
