@@ -120,9 +120,15 @@ pub struct LoginArgs {
     pub timeout: Duration,
 
     /// Write the Secret to the cluster of the current kubeconfig (server-side apply of its one
-    /// key) instead of printing its manifest.
+    /// key) instead of printing its manifest. Should the write fail, the manifest is kept in a
+    /// new file (mode 0600) whose path the error names.
     #[arg(long)]
     pub apply: bool,
+
+    /// Write the manifest into FILE instead of standard output: a new file with mode 0600 (an
+    /// existing FILE is refused before the sign-in).
+    #[arg(long, value_name = "FILE", conflicts_with = "apply")]
+    pub output: Option<PathBuf>,
 
     /// Print the manifest, which holds the refresh token, even when standard output is a
     /// terminal.
@@ -264,6 +270,10 @@ mod tests {
         assert_eq!(args.credential.name.as_deref(), Some("user-api"));
         assert_eq!(args.redirect_uri.as_str(), "https://localhost:8443/callback");
         assert_eq!(args.timeout, Duration::from_secs(300));
+        let cli = Cli::try_parse_from(["aco", "login", "user-api", "--output", "t.yaml"]).expect("into a file");
+        let Command::Login(args) = cli.command else { panic!("login expected") };
+        assert_eq!(args.output, Some(PathBuf::from("t.yaml")));
+        assert!(Cli::try_parse_from(["aco", "login", "x", "--apply", "--output", "t.yaml"]).is_err(), "one place");
         assert!(Cli::try_parse_from(["aco", "check", "-f", "c.yaml", "--from-cluster"]).is_ok());
         assert!(Cli::try_parse_from(["aco", "check"]).is_err(), "a name or files");
         assert!(Cli::try_parse_from(["aco", "check", "x", "-f", "c.yaml"]).is_err(), "not both");

@@ -237,7 +237,7 @@ fn mint_refusal(retry_at: &jiff::Timestamp, budget_spent: &bool) -> String {
 
 /// One human line for a Kubernetes API error: the server's own message and code, never the
 /// debug dump of the whole response.
-pub(crate) fn kube_summary(err: &kube::Error) -> String {
+pub fn kube_summary(err: &kube::Error) -> String {
     match err {
         kube::Error::Api(status) => {
             let reason = if status.reason.is_empty() { String::new() } else { format!(" {}", status.reason) };

@@ -10,7 +10,7 @@ use adobe_credential_operator::crd::{self, AdobeCredential};
 use adobe_credential_operator::credential_input::CredentialInput;
 use adobe_credential_operator::http::{self, Health};
 use adobe_credential_operator::leader::{Leadership, LeaseConfig, LeaseThread};
-use adobe_credential_operator::login::{self, Login, Receive};
+use adobe_credential_operator::login::{self, Destination, Login, Receive};
 use adobe_credential_operator::metrics::Metrics;
 use adobe_credential_operator::rate_limit::HostRateLimiter;
 use adobe_credential_operator::scope::{Namespaces, Scope};
@@ -56,9 +56,14 @@ async fn check(args: CheckArgs) -> anyhow::Result<bool> {
 }
 
 async fn login(args: LoginArgs) -> anyhow::Result<()> {
-    if !args.apply && !args.show_token && std::io::stdout().is_terminal() {
+    let destination = match (&args.output, args.apply) {
+        (Some(path), _) => Destination::File(path.clone()),
+        (None, true) => Destination::Cluster,
+        (None, false) => Destination::Stdout,
+    };
+    if destination == Destination::Stdout && !args.show_token && std::io::stdout().is_terminal() {
         anyhow::bail!(
-            "the Secret manifest holds the refresh token: write it to the cluster with --apply, redirect or pipe it (| kubectl apply --server-side -f -), or pass --show-token"
+            "the Secret manifest holds the refresh token: write it to the cluster with --apply, into a new private file with --output FILE, pipe it (| kubectl apply --server-side -f -), or pass --show-token"
         );
     }
     let tokens = token_client(&args.tokens)?;
@@ -67,7 +72,7 @@ async fn login(args: LoginArgs) -> anyhow::Result<()> {
         redirect_uri: args.redirect_uri,
         receive: if args.paste { Receive::Paste } else { Receive::Callback },
         timeout: args.timeout,
-        apply: args.apply,
+        destination,
     };
     login::run(login, &tokens, &mut std::io::stdout().lock(), &mut std::io::stderr().lock()).await
 }

@@ -4,6 +4,7 @@
 //! wait. Requests of other sign-ins, or for other paths, are answered and ignored.
 
 use std::convert::Infallible;
+use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -51,8 +52,14 @@ impl Callback {
         for (index, address) in addresses.into_iter().enumerate() {
             match TcpListener::bind(address).await {
                 Ok(listener) => listeners.push(listener),
-                // `localhost` is also [::1] where the machine has IPv6; only the first is required.
-                Err(_) if index > 0 => {}
+                // `localhost` is also [::1]: a machine without it sends no browser there either.
+                Err(err) if index > 0 && not_on_this_machine(&err) => {}
+                // Any other error (taken by another program or user, forbidden) is on an address
+                // the machine has: a browser may open `localhost` there and hand the code to
+                // whoever listens, while this command would wait on the other address only.
+                Err(err) if index > 0 => bail!(
+                    "cannot receive the redirect on {address} ({err}), where browsers may open {host}: free the port there, or use --paste"
+                ),
                 Err(err) => bail!("cannot receive the redirect on {address} ({err}): free the port, or use --paste"),
             }
         }
@@ -96,6 +103,12 @@ fn local_addresses(uri: &Url) -> anyhow::Result<(String, Vec<SocketAddr>)> {
     let ip: IpAddr = host.trim_start_matches('[').trim_end_matches(']').parse().map_err(|_| elsewhere())?;
     ensure!(ip.is_loopback(), elsewhere());
     Ok((ip.to_string(), vec![(ip, port).into()]))
+}
+
+/// Whether binding failed because the machine has no such address at all (IPv6 disabled on
+/// loopback, or no IPv6): only then is listening on fewer addresses than the URI names safe.
+fn not_on_this_machine(error: &io::Error) -> bool {
+    error.kind() == io::ErrorKind::AddrNotAvailable || error.raw_os_error() == Some(libc::EAFNOSUPPORT)
 }
 
 struct Endpoint {
@@ -181,6 +194,15 @@ mod tests {
             let error = local_addresses(&url(elsewhere)).expect_err(elsewhere).to_string();
             assert!(error.contains("--paste"), "{error}");
         }
+    }
+
+    #[test]
+    fn only_an_address_the_machine_lacks_may_be_left_out() {
+        let absent =
+            [io::Error::from(io::ErrorKind::AddrNotAvailable), io::Error::from_raw_os_error(libc::EAFNOSUPPORT)];
+        assert!(absent.iter().all(not_on_this_machine));
+        let present = [io::ErrorKind::AddrInUse, io::ErrorKind::PermissionDenied].map(io::Error::from);
+        assert!(!present.iter().any(not_on_this_machine), "someone else may listen there");
     }
 
     #[tokio::test]

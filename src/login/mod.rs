@@ -3,13 +3,18 @@
 //!
 //! The browser gets IMS's consent page with a PKCE S256 challenge and a random `state`; the
 //! redirect comes back to a local HTTPS endpoint ([`callback`]) or is pasted. The code is redeemed
-//! with the verifier, and the refresh token goes into a manifest on standard output or, with
-//! `--apply`, into the cluster. Tokens are shown by fingerprint only: what the terminal shows is
-//! prompts and a summary on standard error.
+//! with the verifier, and the refresh token goes into a manifest on standard output, into a new
+//! file (`--output`) or, with `--apply`, into the cluster. Once the code is redeemed the token
+//! exists nowhere else: if its destination fails, the manifest is kept in a new private file
+//! ([`private_file`]). Tokens are shown by fingerprint only: what the terminal shows is prompts
+//! and a summary on standard error.
 
 mod callback;
+mod private_file;
 
+use std::fmt::Display;
 use std::io::Write;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context as _, anyhow, bail, ensure};
@@ -24,7 +29,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use crate::check::granted_scopes;
 use crate::crd::OAuthWebApp;
 use crate::credential_input::CredentialInput;
-use crate::error::{Error, MAX_MESSAGE, one_line};
+use crate::error::{Error, MAX_MESSAGE, kube_summary, one_line};
 use crate::flows::web_app::SignIn;
 use crate::names::LOGIN_FIELD_MANAGER;
 use crate::secret_value::SecretValue;
@@ -40,13 +45,23 @@ pub enum Receive {
     Paste,
 }
 
+/// Where the Secret with the refresh token goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Destination {
+    /// Its manifest on standard output.
+    Stdout,
+    /// Its manifest in a new file, mode 0600.
+    File(PathBuf),
+    /// Into the cluster (server-side apply of its one key).
+    Cluster,
+}
+
 pub struct Login {
     pub input: CredentialInput,
     pub redirect_uri: Url,
     pub receive: Receive,
     pub timeout: Duration,
-    /// Write the Secret to the cluster instead of printing its manifest.
-    pub apply: bool,
+    pub destination: Destination,
 }
 
 /// Longest pasted line: a redirect URL with a code and a state is far shorter.
@@ -68,6 +83,14 @@ pub async fn run(
         login.redirect_uri.scheme() == "https",
         "the redirect URI must be https (Adobe requires it, even for localhost)"
     );
+    if let Destination::File(path) = &login.destination {
+        // Said before the sign-in: once the code is redeemed, a refused file costs a detour.
+        ensure!(
+            std::fs::symlink_metadata(path).is_err(),
+            "{} exists: --output writes a new file only (mode 0600, never over a file or through a link): remove it or name another",
+            path.display()
+        );
+    }
     let client = login.input.reader().client(&spec.client_secret_ref).await.map_err(as_status)?;
     let sign_in = SignIn::new();
     let url = sign_in.authorize_url(tokens, spec, &client.client_id, login.redirect_uri.as_str()).map_err(as_status)?;
@@ -93,35 +116,87 @@ pub async fn run(
     let minted = sign_in.redeem(tokens, spec, &client, &code).await.map_err(as_status)?;
     let refresh_token = minted.refresh_token.as_ref().ok_or_else(|| anyhow!("IMS returned no refresh token"))?;
     let scopes = granted_scopes(&minted.access_token).map(|s| s.join(", ")).unwrap_or_else(|| "unknown".into());
-    writeln!(
+    // Until the token is delivered, a failing standard error must not stop the delivery: the
+    // lines said before it are best effort.
+    let _ = writeln!(
         say,
         "Signed in: access token {} valid until {} (granted scopes: {scopes}).",
         minted.access_token.fingerprint(),
         rfc3339(minted.expires_at)
-    )?;
+    );
     let secret = refresh_token_secret(&namespace, spec, refresh_token);
+    let manifest = serde_yaml::to_string(&secret)?;
     let (secret_name, key) = (&spec.refresh_token_ref.name, &spec.refresh_token_ref.key);
-    if login.apply {
-        let client = login.input.client.clone().ok_or_else(|| anyhow!("no cluster connection"))?;
-        Api::<Secret>::namespaced(client, &namespace)
-            .patch(secret_name, &PatchParams::apply(LOGIN_FIELD_MANAGER).force(), &Patch::Apply(&secret))
-            .await
-            .with_context(|| format!("writing Secret {namespace}/{secret_name}"))?;
-        writeln!(
-            say,
-            "Wrote refresh token {} into Secret {namespace}/{secret_name}, key {key}: the operator starts a new chain from it.",
-            refresh_token.fingerprint()
-        )?;
-    } else {
-        out.write_all(serde_yaml::to_string(&secret)?.as_bytes())?;
-        out.flush()?;
-        writeln!(
-            say,
-            "Printed Secret {namespace}/{secret_name} with refresh token {} in key {key}: apply it with `kubectl apply --server-side -f`.",
-            refresh_token.fingerprint()
-        )?;
+    let what =
+        format!("Secret {namespace}/{secret_name} with refresh token {} in key {key}", refresh_token.fingerprint());
+    let keep = || private_file::keep(&namespace, secret_name, manifest.as_bytes());
+    match &login.destination {
+        Destination::Cluster => {
+            // Kept before the write, which may hang or be interrupted; removed once it is done.
+            let kept = keep();
+            let _ = match &kept {
+                Ok(path) => writeln!(
+                    say,
+                    "Keeping refresh token {} in {} (mode 0600) until Secret {namespace}/{secret_name} is written.",
+                    refresh_token.fingerprint(),
+                    path.display()
+                ),
+                Err(why) => writeln!(say, "Cannot keep the refresh token in a file ({why}); writing the Secret."),
+            };
+            let applied = match login.input.client.clone() {
+                Some(client) => Api::<Secret>::namespaced(client, &namespace)
+                    .patch(secret_name, &PatchParams::apply(LOGIN_FIELD_MANAGER).force(), &Patch::Apply(&secret))
+                    .await
+                    .map_err(|error| kube_summary(&error)),
+                None => Err("no cluster connection".to_owned()),
+            };
+            if let Err(error) = applied {
+                return Err(failed(&format!("writing Secret {namespace}/{secret_name}"), error, &kept));
+            }
+            writeln!(
+                say,
+                "Wrote refresh token {} into Secret {namespace}/{secret_name}, key {key}: the operator starts a new chain from it.",
+                refresh_token.fingerprint()
+            )?;
+            if let Ok(path) = kept
+                && let Err(err) = std::fs::remove_file(&path)
+            {
+                writeln!(say, "Remove {} yourself ({err}): it holds the refresh token.", path.display())?;
+            }
+        }
+        Destination::File(path) => {
+            if let Err(error) = private_file::write_new(path, manifest.as_bytes()) {
+                return Err(failed(&format!("writing {}", path.display()), error, &keep()));
+            }
+            writeln!(
+                say,
+                "Wrote {what} into {} (mode 0600): apply it with `kubectl apply --server-side -f {0}`, then delete the file.",
+                path.display()
+            )?;
+        }
+        Destination::Stdout => {
+            // A pipe whose reader is gone (`| kubectl …` that did not start) fails here.
+            if let Err(error) = out.write_all(manifest.as_bytes()).and_then(|()| out.flush()) {
+                return Err(failed("printing the manifest", error, &keep()));
+            }
+            writeln!(say, "Printed {what}: apply it with `kubectl apply --server-side -f`.")?;
+        }
     }
     Ok(())
+}
+
+/// The error of a destination that failed after the code was redeemed: what failed, why, and
+/// where the refresh token is now.
+fn failed(what: &str, cause: impl Display, kept: &Result<PathBuf, String>) -> anyhow::Error {
+    match kept {
+        Ok(path) => anyhow!(
+            "{what}: {cause}; the refresh token is kept in {} (mode 0600): apply it with `kubectl apply --server-side -f {0}` once the cause is fixed, then delete the file",
+            path.display()
+        ),
+        Err(why) => anyhow!(
+            "{what}: {cause}; the refresh token could not be kept in a file either ({why}) and is lost: sign in again"
+        ),
+    }
 }
 
 /// An error of the operator's own, said as status would say it.
