@@ -10,7 +10,7 @@ mod common;
 
 use std::collections::BTreeMap;
 
-use adobe_credential_operator::crd::{ClusterAdobeCredential, ClusterAdobeCredentialSpec};
+use adobe_credential_operator::crd::{AdobeCredential, ClusterAdobeCredential, ClusterAdobeCredentialSpec};
 use common::{DAY, TestEnv, WAIT, eventually, key, metric};
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
@@ -116,6 +116,39 @@ async fn wait_counts(env: &TestEnv, name: &str, written: u32, failed: u32) -> Cl
 fn condition<'a>(cc: &'a ClusterAdobeCredential, type_: &str) -> (&'a str, &'a str) {
     let c = cc.status.as_ref().and_then(|s| s.conditions.iter().find(|c| c.type_ == type_));
     c.map_or(("", ""), |c| (c.status.as_str(), c.reason.as_str()))
+}
+
+/// A team's own AdobeCredential `name` in `namespace` (its client in a Secret of its own, the
+/// `target` settings besides the copies' name) aimed at the copy; returns once it reports
+/// `Ready=False TargetConflict`.
+async fn aim_at_the_copy(
+    env: &TestEnv,
+    namespace: &str,
+    name: &str,
+    (client_id, secret): (&str, &str),
+    target: serde_json::Value,
+) -> Api<AdobeCredential> {
+    let source = format!("{name}-own-src");
+    let own_source: Secret = serde_json::from_value(json!({
+        "metadata": { "name": source },
+        "stringData": { "client_id": client_id, "client_secret": secret },
+    }))
+    .expect("secret");
+    let secrets = Api::<Secret>::namespaced(env.client.clone(), namespace);
+    secrets.create(&PostParams::default(), &own_source).await.expect("the team's source Secret");
+    let mut own = env.s2s_credential(name, &source);
+    let mut target = target;
+    target["name"] = json!("adobe-token");
+    own.spec.target = Some(serde_json::from_value(target).expect("target"));
+    let served = Api::<AdobeCredential>::namespaced(env.client.clone(), namespace);
+    served.create(&PostParams::default(), &own).await.expect("create");
+    eventually(&format!("{name} to report TargetConflict"), WAIT, || async {
+        let cred = served.get(name).await.ok()?;
+        let ready = cred.status?.conditions.into_iter().find(|c| c.type_ == "Ready")?;
+        (ready.status == "False" && ready.reason == "TargetConflict").then_some(())
+    })
+    .await;
+    served
 }
 
 /// Deletes the cluster credential and waits until the operator has cleaned up and let it go.
@@ -254,25 +287,7 @@ async fn a_conflict_in_one_namespace_is_reported_and_blocks_no_other() {
     assert_eq!(key(&kept, "access_token").as_deref(), Some("the team's own"), "never overwritten");
 
     // A namespaced AdobeCredential aimed at a copy is a conflict for it, not a takeover.
-    let own_source: Secret = serde_json::from_value(json!({
-        "metadata": { "name": "ccc-own-src" },
-        "stringData": { "client_id": "ccc-client", "client_secret": "p8e-ccc-secret" },
-    }))
-    .expect("secret");
-    Api::<Secret>::namespaced(env.client.clone(), free.name())
-        .create(&PostParams::default(), &own_source)
-        .await
-        .expect("the team's source Secret");
-    let mut own = env.s2s_credential("own", "ccc-own-src");
-    own.spec.target = Some(serde_json::from_value(json!({ "name": "adobe-token" })).expect("target"));
-    Api::namespaced(env.client.clone(), free.name()).create(&PostParams::default(), &own).await.expect("create");
-    let served = Api::<adobe_credential_operator::crd::AdobeCredential>::namespaced(env.client.clone(), free.name());
-    eventually("the namespaced credential to report TargetConflict", WAIT, || async {
-        let cred = served.get("own").await.ok()?;
-        let ready = cred.status?.conditions.into_iter().find(|c| c.type_ == "Ready")?;
-        (ready.reason == "TargetConflict").then_some(())
-    })
-    .await;
+    let served = aim_at_the_copy(&env, free.name(), "own", ("ccc-client", "p8e-ccc-secret"), json!({})).await;
     let still = copy(&env, free.name()).await.expect("copy");
     assert_eq!(key(&still, "access_token").as_deref(), Some(token.as_str()), "the copy is unchanged");
 
@@ -370,29 +385,15 @@ async fn a_copy_is_nobody_elses_target_and_deselection_keeps_what_others_wrote()
     let copied_keys = keys(&copy(&env, team.name()).await.expect("copy"));
 
     env.register_client("ccm-own", "p8e-ccm-own", DAY);
-    let own_source: Secret = serde_json::from_value(json!({
-        "metadata": { "name": "own-src" },
-        "stringData": { "client_id": "ccm-own", "client_secret": "p8e-ccm-own" },
-    }))
-    .expect("secret");
-    let team_secrets = Api::<Secret>::namespaced(env.client.clone(), team.name());
-    team_secrets.create(&PostParams::default(), &own_source).await.expect("the team's source Secret");
-    let served = Api::<adobe_credential_operator::crd::AdobeCredential>::namespaced(env.client.clone(), team.name());
+    let merge = json!({ "creationPolicy": "Merge", "keyPrefix": "team_" });
     // "cluster" is the name whose field manager used to be the copies' own.
     for name in ["cluster", "merger"] {
-        let mut own = env.s2s_credential(name, "own-src");
-        own.spec.target = Some(
-            serde_json::from_value(json!({ "name": "adobe-token", "creationPolicy": "Merge", "keyPrefix": "team_" }))
-                .expect("target"),
-        );
-        served.create(&PostParams::default(), &own).await.expect("create");
-        eventually(&format!("{name} to report TargetConflict"), WAIT, || async {
-            let cred = served.get(name).await.ok()?;
-            let ready = cred.status?.conditions.into_iter().find(|c| c.type_ == "Ready")?;
-            (ready.status == "False" && ready.reason == "TargetConflict" && ready.message.contains("mg")).then_some(())
-        })
-        .await;
+        let served = aim_at_the_copy(&env, team.name(), name, ("ccm-own", "p8e-ccm-own"), merge.clone()).await;
+        let message = served.get(name).await.expect("get").status.expect("status").conditions[0].message.clone();
+        assert!(message.contains("copy of ClusterAdobeCredential \"mg\""), "{message}");
     }
+    let served = Api::<AdobeCredential>::namespaced(env.client.clone(), team.name());
+    let team_secrets = Api::<Secret>::namespaced(env.client.clone(), team.name());
     assert_eq!(env.ims.mint_count("ccm-own"), 0, "refused before minting");
     let copied = copy(&env, team.name()).await.expect("copy");
     assert_eq!(keys(&copied), copied_keys, "nothing merged into the copy");
