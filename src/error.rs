@@ -124,8 +124,8 @@ pub enum Error {
     #[error("target template key {key:?} cannot be rendered: {detail}")]
     InvalidTemplate { key: String, detail: String },
 
-    #[error("{}", mint_refusal(.retry_at, .budget_spent))]
-    MintRateLimited { retry_at: jiff::Timestamp, budget_spent: bool, wait: Duration },
+    #[error("{}", mint_refusal(.retry_at, .spent))]
+    MintRateLimited { retry_at: jiff::Timestamp, spent: Option<MintBudget>, wait: Duration },
 
     #[error("the operator is still listing namespaces and copies; it acts once it has seen them all")]
     CachesNotSynced,
@@ -222,17 +222,23 @@ pub enum Error {
     },
 }
 
-fn mint_refusal(retry_at: &jiff::Timestamp, budget_spent: &bool) -> String {
+fn mint_refusal(retry_at: &jiff::Timestamp, spent: &Option<MintBudget>) -> String {
     let at = crate::time_format::rfc3339(*retry_at);
-    if *budget_spent {
-        format!(
+    match spent {
+        Some(budget) => format!(
             "more than {} tokens were minted for this credential within {} minutes; the next mint waits until {at} (check what keeps changing the source Secret or the spec)",
-            crate::mint_guard::BUDGET_MINTS,
-            crate::mint_guard::BUDGET_WINDOW.as_secs() / 60
-        )
-    } else {
-        format!("a token for the same inputs was minted moments ago; the next mint waits until {at}")
+            budget.mints,
+            budget.window.as_secs() / 60
+        ),
+        None => format!("a token for the same inputs was minted moments ago; the next mint waits until {at}"),
     }
+}
+
+/// A per-credential mint budget: at most `mints` token requests within `window`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MintBudget {
+    pub mints: usize,
+    pub window: Duration,
 }
 
 /// One human line for a Kubernetes API error: the server's own message and code, never the

@@ -11,6 +11,7 @@ pub mod credential_input;
 pub mod decision;
 pub mod error;
 pub mod flows;
+pub mod health;
 pub mod http;
 pub mod index;
 pub mod leader;

@@ -8,7 +8,8 @@ use adobe_credential_operator::cli::{CheckArgs, Cli, Command, LoginArgs, RunArgs
 use adobe_credential_operator::controller::{self, Context, ContextParts, RotationConfig};
 use adobe_credential_operator::crd::{self, AdobeCredential};
 use adobe_credential_operator::credential_input::CredentialInput;
-use adobe_credential_operator::http::{self, Health};
+use adobe_credential_operator::health::Health;
+use adobe_credential_operator::http;
 use adobe_credential_operator::leader::{Leadership, LeaseConfig, LeaseThread};
 use adobe_credential_operator::login::{self, Destination, Login, Receive};
 use adobe_credential_operator::metrics::Metrics;

@@ -16,7 +16,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 use crate::crd::{AdobeCredential, AdobeCredentialStatus, WorkloadKind};
-use crate::http::Health;
+use crate::health::Health;
 use crate::names::condition::READY;
 use crate::rollout::Restart;
 
@@ -353,7 +353,7 @@ impl Drop for GaugeGuard {
 
 /// What is exported per credential: the expiry of its token and its Ready condition.
 #[derive(Debug, Default)]
-struct CredentialState {
+struct CredentialGauges {
     expires_at: Option<Timestamp>,
     /// Ready is True, and the condition's reason.
     ready: Option<(bool, String)>,
@@ -363,10 +363,10 @@ struct CredentialState {
 /// (negative once expired, so an alert needs no `time()` arithmetic) and Ready with its reason
 /// (one series per credential: a new reason replaces the old series).
 #[derive(Debug, Default)]
-struct CredentialCollector(Mutex<HashMap<(String, String), CredentialState>>);
+struct CredentialCollector(Mutex<HashMap<(String, String), CredentialGauges>>);
 
 impl CredentialCollector {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), CredentialState>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), CredentialGauges>> {
         self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
 }

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
 
+use crate::error::MintBudget;
 use crate::schedule;
 use crate::target::StoredToken;
 
@@ -14,6 +15,7 @@ use crate::target::StoredToken;
 /// source Secret or spec is a legitimate reason to mint; a tenant rotating every second is not).
 pub const BUDGET_MINTS: usize = 12;
 pub const BUDGET_WINDOW: Duration = Duration::from_secs(3600);
+pub const BUDGET: MintBudget = MintBudget { mints: BUDGET_MINTS, window: BUDGET_WINDOW };
 
 /// One mint: when, for which inputs, and the lifetime it got.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -32,7 +32,7 @@ use tracing::{debug, instrument};
 
 use crate::crd::AdobeCredential;
 use crate::error::{Error, Result};
-use crate::http::Health;
+use crate::health::Health;
 use crate::index::SecretIndex;
 use crate::leader::Leadership;
 use crate::metrics::Metrics;

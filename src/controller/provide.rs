@@ -16,6 +16,7 @@ use crate::crd::AdobeCredential;
 use crate::decision::{self, Decision, Facts};
 use crate::error::{Error, Result, Retry};
 use crate::flows::{self, Flow};
+use crate::mint_guard;
 use crate::refresh_state::{self, Chain};
 use crate::schedule::Renewal;
 use crate::secret_value::SecretValue;
@@ -178,7 +179,7 @@ async fn act(
         }
         Decision::WaitUntil { at, .. } => {
             let wait = at.duration_since(now).unsigned_abs();
-            Err(Error::MintRateLimited { retry_at: at, budget_spent: false, wait })
+            Err(Error::MintRateLimited { retry_at: at, spent: None, wait })
         }
         Decision::Mint { .. } => {
             let token = mint(ctx, cred, secrets, &*seen.inputs, seen.revision.clone()).await?;
@@ -215,7 +216,8 @@ async fn mint(
     if let Err(refusal) = ctx.states.update(&key, |s| s.may_mint(now, &revision, ctx.min_mint_interval)) {
         ctx.metrics.mint_guard_tripped(key.namespace.as_deref().unwrap_or_default(), &key.name);
         let wait = refusal.retry_at.duration_since(now).unsigned_abs();
-        return Err(Error::MintRateLimited { retry_at: refusal.retry_at, budget_spent: refusal.budget_spent, wait });
+        let spent = refusal.budget_spent.then_some(mint_guard::BUDGET);
+        return Err(Error::MintRateLimited { retry_at: refusal.retry_at, spent, wait });
     }
     let chain = inputs.chain_revision();
     let refresh_token = match inputs.refresh_token_lifetime() {
