@@ -105,18 +105,8 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             "--cluster-credential-namespace needs the operator to serve all namespaces (--namespaces empty): a ClusterAdobeCredential writes to any namespace it selects"
         );
     }
-
-    let metrics = Arc::new(Metrics::new());
-    let health = Arc::new(Health::default());
-    let bound = http::serve(args.http_addr, health.clone(), metrics.clone())
-        .await
-        .with_context(|| format!("binding the HTTP server to {}", args.http_addr))?;
-    if let Some(path) = &args.http_addr_file {
-        std::fs::write(path, bound.to_string())
-            .with_context(|| format!("writing the HTTP address to {}", path.display()))?;
-    }
-    info!(address = %bound, "serving /metrics, /healthz and /readyz");
-
+    let (metrics, health) = (Arc::new(Metrics::new()), Arc::new(Health::default()));
+    serve_probes(&args, health.clone(), metrics.clone()).await?;
     let (stop, stopped) = watch::channel(false);
     tokio::spawn(async move {
         shutdown_signal().await;
@@ -125,17 +115,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     });
 
     let identity = args.instance.clone().unwrap_or_else(default_identity);
-    let lease = args.leader_election.then(|| LeaseConfig {
-        namespace: args.lease_namespace.clone(),
-        name: args.lease_name.clone(),
-        identity: identity.clone(),
-        lease_duration: args.lease_duration,
-        renew_deadline: args.lease_renew_deadline,
-        retry_period: args.lease_retry_period,
-    });
-    if let Some(config) = &lease {
-        config.validate().map_err(anyhow::Error::msg).context("checking the lease timings")?;
-    }
+    let lease = lease_config(&args, &identity)?;
     let leadership = match &lease {
         Some(config) => Leadership::elected(config.renew_deadline),
         None => Leadership::unelected(),
@@ -159,16 +139,59 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     });
     let namespaces = args.namespaces();
     info!(namespaces = ?namespaces, identity = %identity, "starting the AdobeCredential controller");
+    let controller = controller::run(ctx, namespaces, args.concurrency);
+    match lease {
+        None => {
+            controller.await;
+            info!("stopped");
+            Ok(())
+        }
+        Some(config) => run_when_leading(config, leadership, &health, stopped, controller).await,
+    }
+}
 
-    let Some(config) = lease else {
-        controller::run(ctx, namespaces, args.concurrency).await;
-        info!("stopped");
-        return Ok(());
+/// Serves `/metrics`, `/healthz` and `/readyz`, and writes the bound address where asked.
+async fn serve_probes(args: &RunArgs, health: Arc<Health>, metrics: Arc<Metrics>) -> anyhow::Result<()> {
+    let bound = http::serve(args.http_addr, health, metrics)
+        .await
+        .with_context(|| format!("binding the HTTP server to {}", args.http_addr))?;
+    if let Some(path) = &args.http_addr_file {
+        std::fs::write(path, bound.to_string())
+            .with_context(|| format!("writing the HTTP address to {}", path.display()))?;
+    }
+    info!(address = %bound, "serving /metrics, /healthz and /readyz");
+    Ok(())
+}
+
+/// The Lease this replica competes for, with leader election on.
+fn lease_config(args: &RunArgs, identity: &str) -> anyhow::Result<Option<LeaseConfig>> {
+    let Some(config) = args.leader_election.then(|| LeaseConfig {
+        namespace: args.lease_namespace.clone(),
+        name: args.lease_name.clone(),
+        identity: identity.to_owned(),
+        lease_duration: args.lease_duration,
+        renew_deadline: args.lease_renew_deadline,
+        retry_period: args.lease_retry_period,
+    }) else {
+        return Ok(None);
     };
+    config.validate().map_err(anyhow::Error::msg).context("checking the lease timings")?;
+    Ok(Some(config))
+}
+
+/// Runs `controller` once this replica holds the Lease, until shutdown (the Lease released) or
+/// until the Lease is lost (the process exits).
+async fn run_when_leading(
+    config: LeaseConfig,
+    leadership: Arc<Leadership>,
+    health: &Health,
+    stopped: watch::Receiver<bool>,
+    controller: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
     // The lease loop runs on its own thread and runtime: busy reconciles cannot delay renewals.
     let mut lease = LeaseThread::spawn(config, leadership).context("starting the lease thread")?;
     health.set_standby();
-    let mut stop_waiting = stopped.clone();
+    let mut stop_waiting = stopped;
     tokio::select! {
         leading = lease.leading() => if !leading {
             health.set_failed();
@@ -181,7 +204,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         }
     }
     tokio::select! {
-        () = controller::run(ctx, namespaces, args.concurrency) => {
+        () = controller => {
             lease.stop().await; // releases the lease
             info!("stopped");
             Ok(())
@@ -196,7 +219,6 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     }
 }
 
-/// Fails early, with a hint, when the CRD is missing (the usual first-install mistake).
 async fn check_crd_installed(client: &Client, args: &RunArgs) -> anyhow::Result<()> {
     let scope = args.namespaces().scopes().into_iter().next().unwrap_or(Scope::Cluster);
     let api: Api<AdobeCredential> = scope.api(client.clone());
