@@ -31,43 +31,15 @@ pub enum Outcome<'a> {
 
 pub fn desired(cred: &AdobeCredential, outcome: &Outcome<'_>, now: Timestamp) -> AdobeCredentialStatus {
     let current = cred.status.clone().unwrap_or_default();
-    let (described, ready, reason, message, failures) = match outcome {
+    let (described, (ready, reason, message), failures) = match outcome {
         Outcome::Valid { token, renewal, fallback_secret_key, notes } => {
-            let mut message = format!("token valid until {}, renewal at {}", token.expires_at, renewal.at);
-            if renewal.clamped {
-                message.push_str(
-                    " (the renewal settings would renew sooner after minting than the operator's minimum interval between mints allows, or not before expiry: renewal moved to the minimum)",
-                );
-            }
-            if let Some(key) = fallback_secret_key {
-                message.push_str(&format!(
-                    "; the first client secret was rejected and the one in key {key:?} works: finish the rotation by making it the first"
-                ));
-            }
-            for note in *notes {
-                message.push_str("; ");
-                message.push_str(note);
-            }
-            (Some((*token, Some(renewal.at))), true, Reason::TokenMinted.as_str().to_owned(), message, 0)
+            let message = valid_message(token, renewal, fallback_secret_key.as_deref(), notes);
+            (Some((*token, Some(renewal.at))), (true, Reason::TokenMinted.as_str().to_owned(), message), 0)
         }
         Outcome::Failed { error, last_good, current_inputs, consecutive_failures } => {
-            let token = last_good.map(|(t, _)| t);
-            let still_valid = token.filter(|t| now < t.expires_at);
-            let (ready, reason, message) = match (still_valid, token) {
-                (Some(t), _) if *current_inputs => (
-                    error.retry() != Retry::AfterInputChange,
-                    error.reason().to_owned(),
-                    format!("renewal failing: {error}; the current token stays valid until {}", t.expires_at),
-                ),
-                (None, Some(t)) => (
-                    false,
-                    Reason::TokenExpired.as_str().to_owned(),
-                    format!("token expired at {} and cannot be renewed: {error}", t.expires_at),
-                ),
-                _ => (false, error.reason().to_owned(), error.to_string()),
-            };
+            let ready = failed_ready(error, last_good.map(|(t, _)| t), *current_inputs, now);
             // Status keeps describing the token that is really in the target Secret.
-            (last_good.map(|(t, at)| (t, Some(at))), ready, reason, message, *consecutive_failures)
+            (last_good.map(|(t, at)| (t, Some(at))), ready, *consecutive_failures)
         }
     };
     let flow = flows::of(&cred.spec);
@@ -105,6 +77,56 @@ pub fn desired(cred: &AdobeCredential, outcome: &Outcome<'_>, now: Timestamp) ->
         status.token_fingerprint = Some(token.fingerprint());
     }
     status
+}
+
+/// The Ready message of a valid token: until when, its renewal, and what the operator noticed.
+fn valid_message(
+    token: &StoredToken,
+    renewal: &Renewal,
+    fallback_secret_key: Option<&str>,
+    notes: &[String],
+) -> String {
+    let mut message = format!("token valid until {}, renewal at {}", token.expires_at, renewal.at);
+    if renewal.clamped {
+        message.push_str(
+            " (the renewal settings would renew sooner after minting than the operator's minimum interval between mints allows, or not before expiry: renewal moved to the minimum)",
+        );
+    }
+    if let Some(key) = fallback_secret_key {
+        message.push_str(&format!(
+            "; the first client secret was rejected and the one in key {key:?} works: finish the rotation by making it the first"
+        ));
+    }
+    for note in notes {
+        message.push_str("; ");
+        message.push_str(note);
+    }
+    message
+}
+
+/// The Ready rule of a failure: True while the token in place is valid for the current inputs
+/// and a retry can mend the failure; False (with the failure's reason) when only a person can
+/// (a dead refresh-token chain) or no token for the current inputs is there; `TokenExpired` once
+/// the token in place has expired.
+fn failed_ready(
+    error: &Error,
+    token: Option<&StoredToken>,
+    current_inputs: bool,
+    now: Timestamp,
+) -> (bool, String, String) {
+    match (token.filter(|t| now < t.expires_at), token) {
+        (Some(t), _) if current_inputs => (
+            error.retry() != Retry::AfterInputChange,
+            error.reason().to_owned(),
+            format!("renewal failing: {error}; the current token stays valid until {}", t.expires_at),
+        ),
+        (None, Some(t)) => (
+            false,
+            Reason::TokenExpired.as_str().to_owned(),
+            format!("token expired at {} and cannot be renewed: {error}", t.expires_at),
+        ),
+        _ => (false, error.reason().to_owned(), error.to_string()),
+    }
 }
 
 fn condition(
