@@ -94,25 +94,7 @@ pub async fn run(
     let client = login.input.reader().client(&spec.client_secret_ref).await.map_err(as_status)?;
     let sign_in = SignIn::new();
     let url = sign_in.authorize_url(tokens, spec, &client.client_id, login.redirect_uri.as_str()).map_err(as_status)?;
-    let waiting = format!("no sign-in within {}s", login.timeout.as_secs());
-    let code = match login.receive {
-        Receive::Callback => {
-            // Listening before the address is shown: a quick browser finds the endpoint.
-            let callback = callback::Callback::bind(&login.redirect_uri).await?;
-            writeln!(say, "Open this address in a browser and sign in as the user the operator acts for:\n\n{url}\n")?;
-            writeln!(
-                say,
-                "The browser comes back to {} with a certificate made for this sign-in (SHA-256 {}): accept it once.",
-                login.redirect_uri, callback.fingerprint
-            )?;
-            tokio::time::timeout(login.timeout, callback.code(&sign_in.state)).await.context(waiting)??
-        }
-        Receive::Paste => {
-            writeln!(say, "Open this address in a browser and sign in as the user the operator acts for:\n\n{url}\n")?;
-            writeln!(say, "Then paste the address the browser was sent to (it starts with {}):", login.redirect_uri)?;
-            tokio::time::timeout(login.timeout, pasted_code(&sign_in.state)).await.context(waiting)??
-        }
-    };
+    let code = receive_code(&login, &url, &sign_in.state, say).await?;
     let minted = sign_in.redeem(tokens, spec, &client, &code).await.map_err(as_status)?;
     let refresh_token = minted.refresh_token.as_ref().ok_or_else(|| anyhow!("IMS returned no refresh token"))?;
     let scopes = granted_scopes(&minted.access_token).map(|s| s.join(", ")).unwrap_or_else(|| "unknown".into());
@@ -124,12 +106,49 @@ pub async fn run(
         minted.access_token.fingerprint(),
         rfc3339(minted.expires_at)
     );
-    let secret = refresh_token_secret(&namespace, spec, refresh_token);
+    deliver(&login, &namespace, spec, refresh_token, out, say).await
+}
+/// The authorization code of this sign-in: from the browser's redirect to the local endpoint, or
+/// from the address the user pastes.
+async fn receive_code(login: &Login, url: &Url, state: &str, say: &mut impl Write) -> anyhow::Result<SecretValue> {
+    let waiting = format!("no sign-in within {}s", login.timeout.as_secs());
+    let code = match login.receive {
+        Receive::Callback => {
+            // Listening before the address is shown: a quick browser finds the endpoint.
+            let callback = callback::Callback::bind(&login.redirect_uri).await?;
+            writeln!(say, "Open this address in a browser and sign in as the user the operator acts for:\n\n{url}\n")?;
+            writeln!(
+                say,
+                "The browser comes back to {} with a certificate made for this sign-in (SHA-256 {}): accept it once.",
+                login.redirect_uri, callback.fingerprint
+            )?;
+            tokio::time::timeout(login.timeout, callback.code(state)).await.context(waiting)??
+        }
+        Receive::Paste => {
+            writeln!(say, "Open this address in a browser and sign in as the user the operator acts for:\n\n{url}\n")?;
+            writeln!(say, "Then paste the address the browser was sent to (it starts with {}):", login.redirect_uri)?;
+            tokio::time::timeout(login.timeout, pasted_code(state)).await.context(waiting)??
+        }
+    };
+    Ok(code)
+}
+
+/// Puts the Secret with `refresh_token` where the user asked: the cluster, a new file, or
+/// standard output. Where that fails after the code was redeemed, the token is kept in a file.
+async fn deliver(
+    login: &Login,
+    namespace: &str,
+    spec: &OAuthWebApp,
+    refresh_token: &SecretValue,
+    out: &mut impl Write,
+    say: &mut impl Write,
+) -> anyhow::Result<()> {
+    let secret = refresh_token_secret(namespace, spec, refresh_token);
     let manifest = serde_yaml::to_string(&secret)?;
     let (secret_name, key) = (&spec.refresh_token_ref.name, &spec.refresh_token_ref.key);
     let what =
         format!("Secret {namespace}/{secret_name} with refresh token {} in key {key}", refresh_token.fingerprint());
-    let keep = || private_file::keep(&namespace, secret_name, manifest.as_bytes());
+    let keep = || private_file::keep(namespace, secret_name, manifest.as_bytes());
     match &login.destination {
         Destination::Cluster => {
             // Kept before the write, which may hang or be interrupted; removed once it is done.
@@ -144,7 +163,7 @@ pub async fn run(
                 Err(why) => writeln!(say, "Cannot keep the refresh token in a file ({why}); writing the Secret."),
             };
             let applied = match login.input.client.clone() {
-                Some(client) => Api::<Secret>::namespaced(client, &namespace)
+                Some(client) => Api::<Secret>::namespaced(client, namespace)
                     .patch(secret_name, &PatchParams::apply(LOGIN_FIELD_MANAGER).force(), &Patch::Apply(&secret))
                     .await
                     .map_err(|error| kube_summary(&error)),
