@@ -167,6 +167,60 @@ async fn management_api_refusals_give_their_reasons() {
     env.assert_no_mint_loop(&[(&r403.client, 1), (&r404.client, 1)]);
 }
 
+/// A `credentialId` naming another project's credential that the management token can reach
+/// (organization-wide rights): its list names another client ID, so the rotation is refused
+/// with `CredentialMismatch` before any add or delete, at the first look and again when
+/// triggered; the other credential's secrets and this credential's token stay as they were.
+#[tokio::test]
+async fn a_credential_id_of_another_client_is_refused_before_any_change() {
+    let mut env = TestEnv::with_flags("rot-mismatch", &ROTATION_FLAGS).await;
+    let (r, mut cred) = rotating(&mut env, "mismatch", "0s", None).await;
+    let ours = console_client(&r.client, &r.original, CREDENTIAL).with_organization_wide_management();
+    env.ims.register_adobe_client(ours).expect("organization-wide rights");
+    let (other_client, other_secret, other_credential) = ("mismatch-other-client", "p8e-mismatch-other", "7770002");
+    env.ims.register_adobe_client(console_client(other_client, other_secret, other_credential)).expect("other");
+    env.seeded_secrets.push(other_secret.into());
+    let other_before = env.ims.client_secrets(other_client);
+    if let Some(rotation) = cred.spec.oauth_server_to_server.as_mut().and_then(|f| f.client_secret_rotation.as_mut()) {
+        rotation.credential_id = other_credential.into();
+    }
+    let since = SystemTime::now();
+    env.create(&cred).await;
+    env.wait_ready("mismatch", "True", "TokenMinted").await;
+    let token_before = key(&env.target(&r.target()).await.expect("target"), "access_token");
+
+    let (status, condition) = wait_rotation_reason(&env, "mismatch", "CredentialMismatch").await;
+    assert_eq!(condition.status, "False");
+    for part in [other_client, r.client.as_str(), "credentialId", "nothing was added or deleted"] {
+        assert!(condition.message.contains(part), "{part}: {}", condition.message);
+    }
+    assert_eq!(status.current_secret_uuid, None, "the other credential's secret is not taken for ours");
+    assert_eq!(wait_event(&env, "CredentialMismatch").await.type_.as_deref(), Some("Warning"));
+    // A trigger lifts the backoff: the list is read again and refused again.
+    let lists = env.ims.requests_to(EndpointKind::ManagementList, &r.client).len();
+    trigger(&env, "mismatch", "go").await;
+    eventually("the list read again after the trigger", WAIT, || async {
+        (env.ims.requests_to(EndpointKind::ManagementList, &r.client).len() > lists).then_some(())
+    })
+    .await;
+    wait_rotation_reason(&env, "mismatch", "CredentialMismatch").await;
+
+    let (ims, list, add, delete) = requests_since(&env, &r.client, since);
+    eprintln!("credential mismatch: {ims} IMS token requests, {list} list, {add} add, {delete} delete");
+    assert!(list >= 2, "listed at the first look and after the trigger");
+    assert_eq!((add, delete), (0, 0), "nothing added or deleted anywhere");
+    assert_eq!(env.ims.client_secrets(other_client), other_before, "the other credential is untouched");
+    assert!(env.ims.created_client_secrets(other_client).is_empty());
+    assert_eq!(env.ims.client_secrets(&r.client).len(), 1);
+    assert_eq!(persisted_step(&env, "mismatch").await, None, "nothing persisted about a credential not ours");
+    assert_eq!(key(&env.target(&r.target()).await.expect("target"), "access_token"), token_before, "token kept");
+    env.assert_status_messages_are_human().await;
+    assert_no_leaks(&mut env, &r.client).await;
+    assert_no_leaks(&mut env, other_client).await;
+    // The workload's token and one management token.
+    env.assert_no_mint_loop(&[(&r.client, 1)]);
+}
+
 /// A new secret IMS never accepts is deleted after the verification window; the old one stays
 /// in the source Secret and at Adobe, and the token path never notices.
 #[tokio::test]

@@ -31,7 +31,7 @@ use crate::crd::{AdobeCredential, ClientSecretRotationStatus, OAuthServerToServe
 use crate::error::{Error, Result};
 use crate::flows::{self, Flow, ServerToServerInputs};
 use crate::names::{FIELD_MANAGER, Reason, annotation};
-use crate::rotation::management::{self, ManagementApi};
+use crate::rotation::management::{self, Checked, ManagementApi};
 use crate::rotation::plan::{
     self, Cause, FailedRotation, Listed, Next, OldSecret, Procedure, SecretRef, Settings, StartPlan, Step,
 };
@@ -484,7 +484,7 @@ impl Run<'_> {
     async fn observe(&mut self) -> Result<()> {
         let (client, _) = self.client().await?;
         let (token, minted_at) = self.management_token(&client, Self::primary(&client)?).await?;
-        let listed = self.call("list", self.api(&client, &token)?.list()).await?;
+        let (listed, _) = self.call("list", self.api(&client, &token)?.list()).await?;
         let ours = plan::identify(&listed, None, minted_at).map(secret_ref);
         let procedure = Procedure { current: ours, observed_at: Some(Timestamp::now()), ..Default::default() };
         self.save(procedure, None).await
@@ -497,7 +497,7 @@ impl Run<'_> {
         let (client, _) = self.client().await?;
         let (token, minted_at) = self.management_token(&client, Self::primary(&client)?).await?;
         let api = self.api(&client, &token)?;
-        let listed = self.call("list", api.list()).await?;
+        let (listed, checked) = self.call("list", api.list()).await?;
         let mut procedure = self.procedure();
         let known = procedure.current.as_ref().map(|c| c.uuid.as_str());
         let (current, other) = match plan::plan_start(&listed, known, minted_at, self.settings.delete_other_secret) {
@@ -506,7 +506,7 @@ impl Run<'_> {
             StartPlan::Refuse(detail) => return Err(Error::MalformedManagementResponse { detail }),
         };
         if let Some(other) = other {
-            self.call("delete", api.delete(&other.uuid)).await?;
+            self.call("delete", api.delete(&other.uuid, &checked)).await?;
             let note = format!(
                 "deleted client secret {} (created {}) to make room for the rotation, as clientSecretRotation.deleteOtherSecret allows",
                 other.uuid,
@@ -531,7 +531,7 @@ impl Run<'_> {
                 rfc3339(current.created_at)
             ),
         );
-        self.add(&client, &token).await
+        self.add(&client, &token, &checked).await
     }
 
     /// Asks the API server whether this operator may update the source Secret. An answer that
@@ -569,8 +569,8 @@ impl Run<'_> {
     }
 
     /// Adds a secret and persists it at once: Adobe shows its value only in this answer.
-    async fn add(&mut self, client: &OAuthClient, token: &SecretValue) -> Result<()> {
-        let added = self.call("add", self.api(client, token)?.add()).await?;
+    async fn add(&mut self, client: &OAuthClient, token: &SecretValue, checked: &Checked) -> Result<()> {
+        let added = self.call("add", self.api(client, token)?.add(checked)).await?;
         let (uuid, created_at, secret) = (added.uuid, added.created_at, added.secret);
         self.ctx.states.update(&self.key, |s| s.hold_unpersisted(uuid.clone(), created_at, secret.clone()));
         self.persist_added(uuid, created_at, secret).await
@@ -619,10 +619,10 @@ impl Run<'_> {
         }
         let (client, _) = self.client().await?;
         let (token, _) = self.management_token(&client, Self::primary(&client)?).await?;
-        let listed = self.call("list", self.api(&client, &token)?.list()).await?;
+        let (listed, checked) = self.call("list", self.api(&client, &token)?.list()).await?;
         let orphans: Vec<Listed> = plan::orphans(&listed, &before, requested_at).into_iter().cloned().collect();
         for orphan in &orphans {
-            self.call("delete", self.api(&client, &token)?.delete(&orphan.uuid)).await?;
+            self.call("delete", self.api(&client, &token)?.delete(&orphan.uuid, &checked)).await?;
             self.notice(
                 Reason::OrphanedSecretDeleted,
                 format!(
@@ -635,7 +635,7 @@ impl Run<'_> {
             let detail = "another secret appeared during the rotation".to_owned();
             return Err(Error::TwoClientSecretsExist { detail });
         }
-        self.add(&client, &token).await
+        self.add(&client, &token, &checked).await
     }
 
     /// Mints with the new secret; once IMS accepts it, writes it to the source Secret.
@@ -765,7 +765,7 @@ impl Run<'_> {
         }
         let (token, _) = self.management_token(&client, &secret).await?;
         let api = self.api(&client, &token)?;
-        let listed = self.call("list", api.list()).await?;
+        let (listed, checked) = self.call("list", api.list()).await?;
         if !listed.iter().any(|l| l.uuid == new.uuid) {
             return Err(Error::NewSecretMissing { uuid: new.uuid });
         }
@@ -776,7 +776,7 @@ impl Run<'_> {
                     return Ok(Some(Halt::Held { old: previous.uuid.clone(), last_used, until }));
                 }
                 OldSecret::Delete => {
-                    self.call("delete", api.delete(&previous.uuid)).await?;
+                    self.call("delete", api.delete(&previous.uuid, &checked)).await?;
                 }
             }
         }
@@ -807,7 +807,12 @@ impl Run<'_> {
         };
         let (client, _) = self.client().await?;
         let (token, _) = self.management_token(&client, Self::primary(&client)?).await?;
-        self.call("delete", self.api(&client, &token)?.delete(&new_uuid)).await?;
+        let api = self.api(&client, &token)?;
+        // Listed first, like every change: the list proves the credential is this client's.
+        let (listed, checked) = self.call("list", api.list()).await?;
+        if listed.iter().any(|l| l.uuid == new_uuid) {
+            self.call("delete", api.delete(&new_uuid, &checked)).await?;
+        }
         procedure.step = Step::Idle;
         let reason = "NewSecretVerificationFailed".to_owned();
         procedure.last_failure = Some(FailedRotation { at: Timestamp::now(), reason, message: message.clone() });
