@@ -187,8 +187,9 @@ pub struct ClientSecretRotation {
     #[schemars(length(max = 512))]
     pub management_endpoint: String,
     /// When the credential already has two client secrets and one is not the source Secret's,
-    /// delete that other one to make room (irreversible; whoever uses it loses access). Without
-    /// it, such a rotation is refused with reason `TwoClientSecretsExist`.
+    /// delete that other one to make room, once it has been unused for the grace period (until
+    /// then the rotation waits, reason `OtherSecretStillInUse`; irreversible: whoever uses it
+    /// loses access). Without it, such a rotation is refused with reason `TwoClientSecretsExist`.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub delete_other_secret: bool,
 }

@@ -158,6 +158,11 @@ pub enum Error {
     )]
     ManagementCredentialNotFound { org_id: String, credential_id: String },
 
+    #[error(
+        "credential {credential_id} in organization {org_id} belongs to client ID {listed_client_id}, not to this credential's client ID {client_id}: clientSecretRotation.credentialId names another credential, so nothing was added or deleted; copy the number from this credential's Developer Console URL"
+    )]
+    CredentialMismatch { org_id: String, credential_id: String, client_id: String, listed_client_id: String },
+
     #[error("the I/O Management API rejected the access token (HTTP 401: {description})")]
     ManagementUnauthorized { description: String },
 

@@ -98,6 +98,11 @@ pub enum Reason {
     /// ClientSecretRotation False, Warning Event: the previous secret is still used by someone
     /// else; it is kept.
     OldSecretStillInUse,
+    /// ClientSecretRotation False, Warning Event: the other secret `deleteOtherSecret` would
+    /// delete was used within the grace period; the rotation waits.
+    OtherSecretStillInUse,
+    /// Event: the source Secret holds another client secret than the one identified before.
+    ClientSecretInUseChanged,
 }
 
 impl Reason {

@@ -129,6 +129,73 @@ async fn two_secrets_are_refused_unless_deleting_the_other_is_allowed() {
     env.assert_no_mint_loop(&[(&r.client, 6)]);
 }
 
+/// With `deleteOtherSecret`, someone adds secret B in the console and puts it into the source
+/// Secret after the operator's first look. B is the secret in use: the operator identifies it
+/// from what the source holds now (not from the uuid it remembered) and never deletes it; the
+/// other one, A, was used within the grace period, so the rotation waits rather than delete it.
+#[tokio::test]
+async fn the_secret_in_use_is_never_deleted_as_the_other_one() {
+    let mut env = TestEnv::with_flags("rot-in-use", &ROTATION_FLAGS).await;
+    let (r, mut cred) = rotating(&mut env, "inuse", "1h", None).await;
+    if let Some(rotation) = cred.spec.oauth_server_to_server.as_mut().and_then(|f| f.client_secret_rotation.as_mut()) {
+        rotation.delete_other_secret = true;
+    }
+    env.create(&cred).await;
+    env.wait_ready("inuse", "True", "TokenMinted").await;
+    wait_observed(&env, &r).await;
+    let a = env.ims.client_secret_uuid(&r.client, &r.original).expect("A");
+
+    // A person's own rotation: B added in the console, then put first into the source Secret.
+    let secret_b = "p8e-inuse-added-by-a-person";
+    env.ims.add_adobe_client_secret(&r.client, secret_b).expect("B");
+    let b = env.ims.client_secret_uuid(&r.client, secret_b).expect("B");
+    let pairs = [("client_secret", secret_b), (SECONDARY_KEY, r.original.as_str())];
+    env.put_secret(&r.source, &[("client_id", r.client.as_str())], &pairs).await;
+    eventually("a token minted with B in the target", WAIT, || async {
+        let token = key(&env.target(&r.target()).await?, "access_token")?;
+        (issuing_secret(&env, &r.client, &token).as_deref() == Some(b.as_str())).then_some(())
+    })
+    .await;
+
+    let since = SystemTime::now();
+    trigger(&env, "inuse", "go").await;
+    let deleted = |env: &TestEnv| -> Vec<String> {
+        let deletes = env.ims.requests_to(EndpointKind::ManagementDelete, &r.client);
+        deletes.into_iter().filter_map(|d| d.secret_uuid).collect()
+    };
+    eventually("the rotation to hold, or a secret deleted", WAIT, || async {
+        let held = rotation_of(&env, "inuse").await.is_some_and(|(_, c)| c.reason == "OtherSecretStillInUse");
+        (held || !deleted(&env).is_empty()).then_some(())
+    })
+    .await;
+    assert!(!deleted(&env).contains(&b), "B, the secret in use, was deleted");
+    let (status, condition) = wait_rotation_reason(&env, "inuse", "OtherSecretStillInUse").await;
+    assert_eq!(condition.status, "False");
+    assert_eq!(status.current_secret_uuid.as_deref(), Some(b.as_str()), "B identified as the secret in use");
+    assert!(
+        condition.message.contains(&format!("holds client secret {b}; the other one, {a}")),
+        "{}",
+        condition.message
+    );
+    assert_eq!(wait_event(&env, "OtherSecretStillInUse").await.type_.as_deref(), Some("Warning"));
+    wait_event(&env, "ClientSecretInUseChanged").await;
+
+    let (ims, list, add, delete) = requests_since(&env, &r.client, since);
+    eprintln!("secret in use: after the trigger {ims} IMS token requests, {list} list, {add} add, {delete} delete");
+    assert_eq!((add, delete), (0, 0), "nothing added, nothing deleted");
+    assert!(deleted(&env).is_empty(), "no delete call at all");
+    let left: Vec<String> = env.ims.client_secrets(&r.client).into_iter().map(|s| s.uuid).collect();
+    assert!(left.contains(&a) && left.contains(&b), "both secrets kept: {left:?}");
+    assert_eq!(source_key(&env, &r, "client_secret").await.as_deref(), Some(secret_b), "the source untouched");
+    let token = key(&env.target(&r.target()).await.expect("target"), "access_token").expect("token");
+    assert_eq!(issuing_secret(&env, &r.client, &token).as_deref(), Some(b.as_str()), "the target holds B's token");
+    assert_no_failed_workload_requests(&env, &r.client);
+    env.assert_status_messages_are_human().await;
+    assert_no_leaks(&mut env, &r.client).await;
+    // The first look's management token, B's workload token and B's management token.
+    env.assert_no_mint_loop(&[(&r.client, 3)]);
+}
+
 /// 403: the project lacks the I/O Management API. 404: wrong IDs. Each says so; Ready stays.
 #[tokio::test]
 async fn management_api_refusals_give_their_reasons() {
@@ -165,6 +232,60 @@ async fn management_api_refusals_give_their_reasons() {
     assert_no_leaks(&mut env, &r403.client).await;
     assert_no_leaks(&mut env, &r404.client).await;
     env.assert_no_mint_loop(&[(&r403.client, 1), (&r404.client, 1)]);
+}
+
+/// A `credentialId` naming another project's credential that the management token can reach
+/// (organization-wide rights): its list names another client ID, so the rotation is refused
+/// with `CredentialMismatch` before any add or delete, at the first look and again when
+/// triggered; the other credential's secrets and this credential's token stay as they were.
+#[tokio::test]
+async fn a_credential_id_of_another_client_is_refused_before_any_change() {
+    let mut env = TestEnv::with_flags("rot-mismatch", &ROTATION_FLAGS).await;
+    let (r, mut cred) = rotating(&mut env, "mismatch", "0s", None).await;
+    let ours = console_client(&r.client, &r.original, CREDENTIAL).with_organization_wide_management();
+    env.ims.register_adobe_client(ours).expect("organization-wide rights");
+    let (other_client, other_secret, other_credential) = ("mismatch-other-client", "p8e-mismatch-other", "7770002");
+    env.ims.register_adobe_client(console_client(other_client, other_secret, other_credential)).expect("other");
+    env.seeded_secrets.push(other_secret.into());
+    let other_before = env.ims.client_secrets(other_client);
+    if let Some(rotation) = cred.spec.oauth_server_to_server.as_mut().and_then(|f| f.client_secret_rotation.as_mut()) {
+        rotation.credential_id = other_credential.into();
+    }
+    let since = SystemTime::now();
+    env.create(&cred).await;
+    env.wait_ready("mismatch", "True", "TokenMinted").await;
+    let token_before = key(&env.target(&r.target()).await.expect("target"), "access_token");
+
+    let (status, condition) = wait_rotation_reason(&env, "mismatch", "CredentialMismatch").await;
+    assert_eq!(condition.status, "False");
+    for part in [other_client, r.client.as_str(), "credentialId", "nothing was added or deleted"] {
+        assert!(condition.message.contains(part), "{part}: {}", condition.message);
+    }
+    assert_eq!(status.current_secret_uuid, None, "the other credential's secret is not taken for ours");
+    assert_eq!(wait_event(&env, "CredentialMismatch").await.type_.as_deref(), Some("Warning"));
+    // A trigger lifts the backoff: the list is read again and refused again.
+    let lists = env.ims.requests_to(EndpointKind::ManagementList, &r.client).len();
+    trigger(&env, "mismatch", "go").await;
+    eventually("the list read again after the trigger", WAIT, || async {
+        (env.ims.requests_to(EndpointKind::ManagementList, &r.client).len() > lists).then_some(())
+    })
+    .await;
+    wait_rotation_reason(&env, "mismatch", "CredentialMismatch").await;
+
+    let (ims, list, add, delete) = requests_since(&env, &r.client, since);
+    eprintln!("credential mismatch: {ims} IMS token requests, {list} list, {add} add, {delete} delete");
+    assert!(list >= 2, "listed at the first look and after the trigger");
+    assert_eq!((add, delete), (0, 0), "nothing added or deleted anywhere");
+    assert_eq!(env.ims.client_secrets(other_client), other_before, "the other credential is untouched");
+    assert!(env.ims.created_client_secrets(other_client).is_empty());
+    assert_eq!(env.ims.client_secrets(&r.client).len(), 1);
+    assert_eq!(persisted_step(&env, "mismatch").await, None, "nothing persisted about a credential not ours");
+    assert_eq!(key(&env.target(&r.target()).await.expect("target"), "access_token"), token_before, "token kept");
+    env.assert_status_messages_are_human().await;
+    assert_no_leaks(&mut env, &r.client).await;
+    assert_no_leaks(&mut env, other_client).await;
+    // The workload's token and one management token.
+    env.assert_no_mint_loop(&[(&r.client, 1)]);
 }
 
 /// A new secret IMS never accepts is deleted after the verification window; the old one stays

@@ -31,7 +31,7 @@ use crate::crd::{AdobeCredential, ClientSecretRotationStatus, OAuthServerToServe
 use crate::error::{Error, Result};
 use crate::flows::{self, Flow, ServerToServerInputs};
 use crate::names::{FIELD_MANAGER, Reason, annotation};
-use crate::rotation::management::{self, ManagementApi};
+use crate::rotation::management::{self, Checked, ManagementApi};
 use crate::rotation::plan::{
     self, Cause, FailedRotation, Listed, Next, OldSecret, Procedure, SecretRef, Settings, StartPlan, Step,
 };
@@ -97,13 +97,33 @@ enum Halt {
     VerifyPending(Timestamp),
     /// The source Secret holds the new secret; the token path must mint with it.
     AwaitingToken,
-    /// Someone else still uses the previous secret.
+    /// Someone else still uses a secret the rotation would delete (`uuid`).
     Held {
-        old: String,
+        held: Held,
+        uuid: String,
         last_used: Timestamp,
         until: Timestamp,
     },
     Failed(Error),
+}
+
+/// Which secret a hold keeps.
+#[derive(Debug)]
+enum Held {
+    /// The previous secret, after the switch.
+    Previous,
+    /// The other secret `deleteOtherSecret` would delete before a rotation starts; the source
+    /// Secret holds `current`.
+    Other { current: String },
+}
+
+impl Held {
+    fn reason(&self) -> Reason {
+        match self {
+            Held::Previous => Reason::OldSecretStillInUse,
+            Held::Other { .. } => Reason::OtherSecretStillInUse,
+        }
+    }
 }
 
 pub(super) struct Progress {
@@ -228,10 +248,10 @@ fn finish_report(cred: &AdobeCredential, ctx: &Context, progress: Progress) -> R
         }
     };
     let described = describe(procedure, progress.settings.as_ref(), &progress.halt);
-    if let Halt::Held { .. } = &progress.halt
-        && previous_reason.as_deref() != Some(Reason::OldSecretStillInUse.as_str())
+    if let Halt::Held { held, .. } = &progress.halt
+        && previous_reason.as_deref() != Some(held.reason().as_str())
     {
-        notices.push(Notice::warning(Reason::OldSecretStillInUse.as_str(), "Rotate", described.message.clone()));
+        notices.push(Notice::warning(held.reason().as_str(), "Rotate", described.message.clone()));
     }
     RotationReport {
         status: described.status,
@@ -272,11 +292,20 @@ fn describe(procedure: Option<&Procedure>, settings: Option<&Settings>, halt: &H
     };
     let (healthy, reason, message) = match (halt, step) {
         (Halt::Failed(err), _) => (false, err.reason(), err.to_string()),
-        (Halt::Held { old, last_used, until }, _) => (
+        (Halt::Held { held: Held::Previous, uuid, last_used, until }, _) => (
             false,
             Reason::OldSecretStillInUse.as_str(),
             format!(
-                "the previous client secret {old} was used at {} after the switch, by something other than this operator; it is kept, and deleted once unused until {}",
+                "the previous client secret {uuid} was used at {} after the switch, by something other than this operator; it is kept, and deleted once unused until {}",
+                rfc3339(*last_used),
+                rfc3339(*until)
+            ),
+        ),
+        (Halt::Held { held: Held::Other { current }, uuid, last_used, until }, _) => (
+            false,
+            Reason::OtherSecretStillInUse.as_str(),
+            format!(
+                "the source Secret holds client secret {current}; the other one, {uuid}, was used at {}, so deleteOtherSecret deletes it only once unused for the grace period: the rotation waits until {}",
                 rfc3339(*last_used),
                 rfc3339(*until)
             ),
@@ -374,13 +403,15 @@ impl Run<'_> {
     async fn drive(&mut self) -> Halt {
         for _ in 0..MAX_STEPS {
             let now = Timestamp::now();
+            let source = self.source_while_idle().await;
             let procedure = self.stored.as_ref().map(|s| &s.procedure);
             let timeout = self.ctx.rotation.verify_timeout;
-            let step = match plan::next(procedure, &self.settings, self.trigger.as_deref(), timeout, now) {
+            let trigger = self.trigger.as_deref();
+            let step = match plan::next(procedure, &self.settings, trigger, source.as_deref(), timeout, now) {
                 Next::Wait { until } => return Halt::Wait(until),
                 Next::ConfirmSwitch => return Halt::AwaitingToken,
                 Next::Observe => self.observe().await.map(|()| None),
-                Next::Start { cause } => self.start(cause).await.map(|()| None),
+                Next::Start { cause } => self.start(cause).await,
                 Next::ResumeAdd => self.resume_add().await.map(|()| None),
                 Next::Verify { give_up } => self.verify(give_up).await,
                 Next::Abandon => self.abandon().await.map(|()| None),
@@ -393,6 +424,18 @@ impl Run<'_> {
             }
         }
         Halt::Wait(Some(Timestamp::now()))
+    }
+
+    /// While idle, the fingerprint of the client secret the source Secret holds first (one read
+    /// of the source Secret): a new one there means the secret in use changed. `None` when it
+    /// cannot be read (the token path reports why) or a rotation is under way (it knows).
+    async fn source_while_idle(&self) -> Option<String> {
+        let idle = self.stored.as_ref().is_some_and(|s| s.procedure.step == Step::Idle);
+        if !idle {
+            return None;
+        }
+        let (client, _) = self.client().await.ok()?;
+        Self::primary(&client).ok().map(SecretValue::fingerprint)
     }
 
     async fn save(&mut self, procedure: Procedure, new_secret: Option<SecretValue>) -> Result<()> {
@@ -480,33 +523,68 @@ impl Run<'_> {
         ManagementApi::new(&self.ctx.tokens, &self.settings, &client.client_id, token)
     }
 
-    /// First look: which secret is in use, and how old it is.
+    /// Which secret is in use, and how old it is: at the first look, and again whenever the
+    /// source Secret holds another client secret than when it was last identified.
     async fn observe(&mut self) -> Result<()> {
         let (client, _) = self.client().await?;
-        let (token, minted_at) = self.management_token(&client, Self::primary(&client)?).await?;
-        let listed = self.call("list", self.api(&client, &token)?.list()).await?;
-        let ours = plan::identify(&listed, None, minted_at).map(secret_ref);
-        let procedure = Procedure { current: ours, observed_at: Some(Timestamp::now()), ..Default::default() };
-        self.save(procedure, None).await
+        let primary = Self::primary(&client)?;
+        let source = primary.fingerprint();
+        let (token, minted_at) = self.management_token(&client, primary).await?;
+        let (listed, _) = self.call("list", self.api(&client, &token)?.list()).await?;
+        let mut procedure = self.procedure();
+        let before = procedure.current.take();
+        procedure.current =
+            plan::identify(&listed, before.as_ref(), &source, minted_at).map(|l| secret_ref(l, &source));
+        procedure.identified_source = Some(source);
+        procedure.observed_at.get_or_insert_with(Timestamp::now);
+        let changed = before.as_ref().map(|b| &b.uuid) != procedure.current.as_ref().map(|c| &c.uuid);
+        let note = match (&before, &procedure.current) {
+            (Some(before), Some(now)) if changed => Some(format!(
+                "the source Secret holds another client secret: {} (created {}) is in use, no longer {}",
+                now.uuid,
+                rfc3339(now.created_at),
+                before.uuid
+            )),
+            _ => None,
+        };
+        self.save(procedure, None).await?;
+        if let Some(note) = note {
+            self.notice(Reason::ClientSecretInUseChanged, note);
+        }
+        Ok(())
     }
 
-    async fn start(&mut self, cause: Cause) -> Result<()> {
+    async fn start(&mut self, cause: Cause) -> Result<Option<Halt>> {
         // Before anything changes at Adobe: a new secret that cannot reach the source Secret
         // would only sit there.
         self.check_source_writable().await?;
         let (client, _) = self.client().await?;
-        let (token, minted_at) = self.management_token(&client, Self::primary(&client)?).await?;
+        let primary = Self::primary(&client)?;
+        let source = primary.fingerprint();
+        let (token, minted_at) = self.management_token(&client, primary).await?;
         let api = self.api(&client, &token)?;
-        let listed = self.call("list", api.list()).await?;
+        let (listed, checked) = self.call("list", api.list()).await?;
         let mut procedure = self.procedure();
-        let known = procedure.current.as_ref().map(|c| c.uuid.as_str());
-        let (current, other) = match plan::plan_start(&listed, known, minted_at, self.settings.delete_other_secret) {
+        // Identified from what the source Secret holds now, not from a uuid remembered.
+        let at = plan::StartContext {
+            known: procedure.current.as_ref(),
+            source: &source,
+            used_since: minted_at,
+            delete_other: self.settings.delete_other_secret,
+            grace: self.settings.grace,
+            now: Timestamp::now(),
+        };
+        let (current, other) = match plan::plan_start(&listed, at) {
             StartPlan::Add { current, delete_first } => (current, delete_first),
+            StartPlan::HoldOther { current, other, last_used, until } => {
+                let current = current.uuid;
+                return Ok(Some(Halt::Held { held: Held::Other { current }, uuid: other.uuid, last_used, until }));
+            }
             StartPlan::Refuse(detail) if listed.len() == 2 => return Err(Error::TwoClientSecretsExist { detail }),
             StartPlan::Refuse(detail) => return Err(Error::MalformedManagementResponse { detail }),
         };
         if let Some(other) = other {
-            self.call("delete", api.delete(&other.uuid)).await?;
+            self.call("delete", api.delete(&other.uuid, &checked)).await?;
             let note = format!(
                 "deleted client secret {} (created {}) to make room for the rotation, as clientSecretRotation.deleteOtherSecret allows",
                 other.uuid,
@@ -516,7 +594,8 @@ impl Run<'_> {
             self.notices.push(Notice::warning(Reason::OtherSecretDeleted.as_str(), "Rotate", note));
         }
         let now = Timestamp::now();
-        procedure.current = Some(secret_ref(&current));
+        procedure.current = Some(secret_ref(&current, &source));
+        procedure.identified_source = Some(source);
         procedure.handled_trigger = self.trigger.clone().or(procedure.handled_trigger);
         procedure.step = Step::Adding { before: vec![current.uuid.clone()], requested_at: now, cause, started_at: now };
         // Persisted before the add: a secret that appears without its answer is then known to
@@ -531,7 +610,7 @@ impl Run<'_> {
                 rfc3339(current.created_at)
             ),
         );
-        self.add(&client, &token).await
+        self.add(&client, &token, &checked).await.map(|()| None)
     }
 
     /// Asks the API server whether this operator may update the source Secret. An answer that
@@ -569,8 +648,8 @@ impl Run<'_> {
     }
 
     /// Adds a secret and persists it at once: Adobe shows its value only in this answer.
-    async fn add(&mut self, client: &OAuthClient, token: &SecretValue) -> Result<()> {
-        let added = self.call("add", self.api(client, token)?.add()).await?;
+    async fn add(&mut self, client: &OAuthClient, token: &SecretValue, checked: &Checked) -> Result<()> {
+        let added = self.call("add", self.api(client, token)?.add(checked)).await?;
         let (uuid, created_at, secret) = (added.uuid, added.created_at, added.secret);
         self.ctx.states.update(&self.key, |s| s.hold_unpersisted(uuid.clone(), created_at, secret.clone()));
         self.persist_added(uuid, created_at, secret).await
@@ -582,7 +661,7 @@ impl Run<'_> {
             return Err(invalid_step(self.cred, "Adding"));
         };
         procedure.step = Step::Verifying {
-            new: SecretRef { uuid: uuid.clone(), created_at },
+            new: SecretRef { uuid: uuid.clone(), created_at, fingerprint: Some(secret.fingerprint()) },
             old: procedure.current.as_ref().map(|c| c.uuid.clone()),
             added_at: Timestamp::now(),
             cause,
@@ -619,10 +698,10 @@ impl Run<'_> {
         }
         let (client, _) = self.client().await?;
         let (token, _) = self.management_token(&client, Self::primary(&client)?).await?;
-        let listed = self.call("list", self.api(&client, &token)?.list()).await?;
+        let (listed, checked) = self.call("list", self.api(&client, &token)?.list()).await?;
         let orphans: Vec<Listed> = plan::orphans(&listed, &before, requested_at).into_iter().cloned().collect();
         for orphan in &orphans {
-            self.call("delete", self.api(&client, &token)?.delete(&orphan.uuid)).await?;
+            self.call("delete", self.api(&client, &token)?.delete(&orphan.uuid, &checked)).await?;
             self.notice(
                 Reason::OrphanedSecretDeleted,
                 format!(
@@ -635,7 +714,7 @@ impl Run<'_> {
             let detail = "another secret appeared during the rotation".to_owned();
             return Err(Error::TwoClientSecretsExist { detail });
         }
-        self.add(&client, &token).await
+        self.add(&client, &token, &checked).await
     }
 
     /// Mints with the new secret; once IMS accepts it, writes it to the source Secret.
@@ -765,7 +844,7 @@ impl Run<'_> {
         }
         let (token, _) = self.management_token(&client, &secret).await?;
         let api = self.api(&client, &token)?;
-        let listed = self.call("list", api.list()).await?;
+        let (listed, checked) = self.call("list", api.list()).await?;
         if !listed.iter().any(|l| l.uuid == new.uuid) {
             return Err(Error::NewSecretMissing { uuid: new.uuid });
         }
@@ -773,13 +852,15 @@ impl Run<'_> {
         if let Some(previous) = old.as_deref().and_then(|uuid| listed.iter().find(|l| l.uuid == uuid)) {
             match plan::old_secret(previous.last_used_at, switched_at, self.settings.grace, now) {
                 OldSecret::HoldUntil { last_used, until } => {
-                    return Ok(Some(Halt::Held { old: previous.uuid.clone(), last_used, until }));
+                    let uuid = previous.uuid.clone();
+                    return Ok(Some(Halt::Held { held: Held::Previous, uuid, last_used, until }));
                 }
                 OldSecret::Delete => {
-                    self.call("delete", api.delete(&previous.uuid)).await?;
+                    self.call("delete", api.delete(&previous.uuid, &checked)).await?;
                 }
             }
         }
+        procedure.identified_source = new.fingerprint.clone();
         procedure.current = Some(new.clone());
         procedure.last_rotation = Some(now);
         procedure.last_failure = None;
@@ -807,7 +888,12 @@ impl Run<'_> {
         };
         let (client, _) = self.client().await?;
         let (token, _) = self.management_token(&client, Self::primary(&client)?).await?;
-        self.call("delete", self.api(&client, &token)?.delete(&new_uuid)).await?;
+        let api = self.api(&client, &token)?;
+        // Listed first, like every change: the list proves the credential is this client's.
+        let (listed, checked) = self.call("list", api.list()).await?;
+        if listed.iter().any(|l| l.uuid == new_uuid) {
+            self.call("delete", api.delete(&new_uuid, &checked)).await?;
+        }
         procedure.step = Step::Idle;
         let reason = "NewSecretVerificationFailed".to_owned();
         procedure.last_failure = Some(FailedRotation { at: Timestamp::now(), reason, message: message.clone() });
@@ -820,8 +906,9 @@ impl Run<'_> {
     }
 }
 
-fn secret_ref(listed: &Listed) -> SecretRef {
-    SecretRef { uuid: listed.uuid.clone(), created_at: listed.created_at }
+/// A listed secret whose value has fingerprint `fingerprint`.
+fn secret_ref(listed: &Listed, fingerprint: &str) -> SecretRef {
+    SecretRef { uuid: listed.uuid.clone(), created_at: listed.created_at, fingerprint: Some(fingerprint.to_owned()) }
 }
 
 fn invalid_step(cred: &AdobeCredential, expected: &str) -> Error {
@@ -885,7 +972,7 @@ mod tests {
 
     fn procedure(step: Step) -> Procedure {
         Procedure {
-            current: Some(SecretRef { uuid: "aa".into(), created_at: ts("2026-01-01T00:00:00Z") }),
+            current: Some(SecretRef { uuid: "aa".into(), created_at: ts("2026-01-01T00:00:00Z"), fingerprint: None }),
             step,
             ..Default::default()
         }
@@ -911,7 +998,7 @@ mod tests {
     #[test]
     fn steps_in_progress_are_healthy_and_name_the_new_secret() {
         let t = ts("2026-01-01T00:00:00Z");
-        let new = SecretRef { uuid: "bb".into(), created_at: t };
+        let new = SecretRef { uuid: "bb".into(), created_at: t, fingerprint: None };
         let switched = Step::Switched { new, old: Some("aa".into()), switched_at: t, started_at: t };
         let d = describe(Some(&procedure(switched)), Some(&settings(Some("90d"))), &Halt::Wait(Some(t)));
         assert_eq!((d.healthy, d.reason), (true, "RotationInProgress"));
@@ -927,10 +1014,18 @@ mod tests {
         let d = describe(Some(&procedure(Step::Idle)), Some(&settings(None)), &Halt::Failed(err));
         assert_eq!((d.healthy, d.reason), (false, "ManagementCredentialNotFound"));
         assert!(d.message.contains("check clientSecretRotation.orgId and credentialId"));
-        let held =
-            Halt::Held { old: "aa".into(), last_used: ts("2026-01-01T00:30:00Z"), until: ts("2026-01-01T01:30:00Z") };
+        let (last_used, until) = (ts("2026-01-01T00:30:00Z"), ts("2026-01-01T01:30:00Z"));
+        let held = Halt::Held { held: Held::Previous, uuid: "aa".into(), last_used, until };
         let d = describe(Some(&procedure(Step::Idle)), Some(&settings(None)), &held);
         assert_eq!((d.healthy, d.reason), (false, "OldSecretStillInUse"));
+        let other = Held::Other { current: "bb".into() };
+        let d = describe(
+            Some(&procedure(Step::Idle)),
+            Some(&settings(None)),
+            &Halt::Held { held: other, uuid: "aa".into(), last_used, until },
+        );
+        assert_eq!((d.healthy, d.reason), (false, "OtherSecretStillInUse"));
+        assert!(d.message.contains("holds client secret bb; the other one, aa, was used"), "{}", d.message);
         let mut abandoned = procedure(Step::Idle);
         abandoned.last_failure = Some(FailedRotation {
             at: ts("2026-01-01T00:00:00Z"),

@@ -33,6 +33,17 @@ const MAX_LISTED: usize = 16;
 /// Longest client secret value accepted from an add (Adobe's are 36 characters).
 const MAX_SECRET_BYTES: usize = 1024;
 
+/// Proof that a list of this credential named the credential's own client ID. Only [`list`]
+/// makes one, and [`add`] and [`delete`] need it: nothing is added to or deleted from a
+/// credential whose list was not checked first (a wrong `credentialId` may name another
+/// project's credential that the management token can reach).
+///
+/// [`list`]: ManagementApi::list
+/// [`add`]: ManagementApi::add
+/// [`delete`]: ManagementApi::delete
+#[derive(Debug)]
+pub struct Checked(());
+
 /// A secret the add created: shown this once.
 #[derive(Debug)]
 pub struct Added {
@@ -63,20 +74,23 @@ impl<'a> ManagementApi<'a> {
         Ok(Self { http: tokens.http(), secrets_url, client_id, token, settings })
     }
 
-    /// The credential's secrets (never their values).
-    pub async fn list(&self) -> Result<Vec<Listed>> {
+    /// The credential's secrets (never their values), refused unless the list is of the
+    /// credential whose client ID the source Secret holds.
+    pub async fn list(&self) -> Result<(Vec<Listed>, Checked)> {
         let body = self.send(Method::GET, self.secrets_url.clone()).await?.ok_or_else(not_found(self.settings))?;
-        parse_list(&body)
+        let (listed_client_id, listed) = parse_list(&body)?;
+        check_owner(self.settings, self.client_id, &listed_client_id)?;
+        Ok((listed, Checked(())))
     }
 
     /// Adds a secret; the answer is the only time its value is shown.
-    pub async fn add(&self) -> Result<Added> {
+    pub async fn add(&self, _checked: &Checked) -> Result<Added> {
         let body = self.send(Method::POST, self.secrets_url.clone()).await?.ok_or_else(not_found(self.settings))?;
         parse_added(&body)
     }
 
     /// Deletes a secret by uuid; `false` when it was not there (already deleted).
-    pub async fn delete(&self, uuid: &str) -> Result<bool> {
+    pub async fn delete(&self, uuid: &str, _checked: &Checked) -> Result<bool> {
         if !valid_uuid(uuid) {
             return Err(malformed("a secret uuid is not usable in a URL"));
         }
@@ -172,6 +186,8 @@ pub fn classify(status: StatusCode, headers: &HeaderMap, body: &str) -> Error {
 
 #[derive(Deserialize)]
 struct ListBody {
+    #[serde(default)]
+    client_id: Option<String>,
     client_secrets: Vec<ListedBody>,
 }
 
@@ -189,13 +205,23 @@ struct UsageBody {
     last_used_at: serde_json::Value,
 }
 
-fn parse_list(body: &str) -> Result<Vec<Listed>> {
+/// Longest client ID taken from a list (Adobe's are 32 characters); it may go into a message.
+const MAX_CLIENT_ID_BYTES: usize = 128;
+
+/// The list's `client_id` and its secrets.
+fn parse_list(body: &str) -> Result<(String, Vec<Listed>)> {
     let parsed: ListBody =
         serde_json::from_str(body).map_err(|_| malformed("the secret list is not the documented JSON"))?;
     if parsed.client_secrets.len() > MAX_LISTED {
         return Err(malformed("the secret list is implausibly long"));
     }
-    parsed
+    // Without it nobody can tell whose secrets these are, so nothing may be changed on them.
+    let client_id = parsed
+        .client_id
+        .map(|id| id.trim().to_owned())
+        .filter(|id| !id.is_empty() && id.len() <= MAX_CLIENT_ID_BYTES && !id.chars().any(char::is_control))
+        .ok_or_else(|| malformed("the secret list names no usable client_id"))?;
+    let listed = parsed
         .client_secrets
         .into_iter()
         .map(|secret| {
@@ -208,7 +234,22 @@ fn parse_list(body: &str) -> Result<Vec<Listed>> {
                 secret.secret_usages.iter().flatten().filter_map(|usage| millis(&usage.last_used_at)).max();
             Ok(Listed { uuid: secret.uuid, created_at, last_used_at })
         })
-        .collect()
+        .collect::<Result<_>>()?;
+    Ok((client_id, listed))
+}
+
+/// A list of another client's credential is refused. Client IDs are compared without regard
+/// to case (IMS does not mind it); a different credential has a different ID altogether.
+fn check_owner(settings: &Settings, client_id: &str, listed_client_id: &str) -> Result<()> {
+    if listed_client_id.eq_ignore_ascii_case(client_id.trim()) {
+        return Ok(());
+    }
+    Err(Error::CredentialMismatch {
+        org_id: settings.org_id.clone(),
+        credential_id: settings.credential_id.clone(),
+        client_id: client_id.to_owned(),
+        listed_client_id: listed_client_id.to_owned(),
+    })
 }
 
 #[derive(Deserialize)]
@@ -259,7 +300,8 @@ mod tests {
         let body = r#"{"client_id":"c","client_secrets":[
             {"uuid":"aa11","created_at":1700000000000,"created_at_str":"x","expires_at":"PERMANENT","secret_usages":null},
             {"uuid":"bb22","created_at":"1700000001000","secret_usages":[{"last_used_at":1700000005000,"grant_type":"client_credentials"},{"last_used_at":1700000009000}]}]}"#;
-        let listed = parse_list(body).expect("parses");
+        let (client_id, listed) = parse_list(body).expect("parses");
+        assert_eq!(client_id, "c");
         assert_eq!(listed.len(), 2);
         assert_eq!(listed[0].created_at, Timestamp::from_second(1_700_000_000).expect("ts"));
         assert_eq!(listed[0].last_used_at, None);
@@ -270,15 +312,40 @@ mod tests {
     fn hostile_lists_are_refused() {
         for body in [
             "not json",
-            r#"{"client_secrets":[{"uuid":"../x","created_at":1}]}"#,
-            r#"{"client_secrets":[{"uuid":"a","created_at":"soon"}]}"#,
-            r#"{"client_secrets":[{"uuid":"a","created_at":99999999999999999}]}"#,
+            r#"{"client_secrets":[]}"#,
+            r#"{"client_id":" ","client_secrets":[]}"#,
+            r#"{"client_id":"c","client_secrets":[{"uuid":"../x","created_at":1}]}"#,
+            r#"{"client_id":"c","client_secrets":[{"uuid":"a","created_at":"soon"}]}"#,
+            r#"{"client_id":"c","client_secrets":[{"uuid":"a","created_at":99999999999999999}]}"#,
         ] {
             assert_eq!(parse_list(body).unwrap_err().reason(), "MalformedManagementResponse", "{body}");
         }
         let many: Vec<String> = (0..17).map(|i| format!(r#"{{"uuid":"u{i}","created_at":1}}"#)).collect();
-        let body = format!(r#"{{"client_secrets":[{}]}}"#, many.join(","));
+        let body = format!(r#"{{"client_id":"c","client_secrets":[{}]}}"#, many.join(","));
         assert!(parse_list(&body).is_err());
+    }
+
+    #[test]
+    fn a_list_of_another_clients_credential_is_refused() {
+        let settings = Settings {
+            org_id: "4242".into(),
+            credential_id: "777".into(),
+            every: None,
+            grace: jiff::SignedDuration::ZERO,
+            endpoint: "https://api.adobe.io".into(),
+            delete_other_secret: false,
+        };
+        assert!(check_owner(&settings, "abc123", "abc123").is_ok());
+        assert!(check_owner(&settings, "ABC123", "abc123").is_ok(), "IMS ignores the case");
+        let err = check_owner(&settings, "abc123", "def456").unwrap_err();
+        assert_eq!(err.reason(), "CredentialMismatch");
+        assert_eq!(err.retry(), crate::error::Retry::Permanent);
+        let message = err.to_string();
+        for part in
+            ["credential 777 in organization 4242", "def456", "abc123", "credentialId", "nothing was added or deleted"]
+        {
+            assert!(message.contains(part), "{part}: {message}");
+        }
     }
 
     #[test]

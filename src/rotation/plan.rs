@@ -108,6 +108,10 @@ pub fn parse_duration(text: &str) -> Option<SignedDuration> {
 pub struct SecretRef {
     pub uuid: String,
     pub created_at: Timestamp,
+    /// `SecretValue::fingerprint` of its value, when the operator has held it: what ties the
+    /// uuid to what a source Secret holds (Adobe lists uuids, never values).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fingerprint: Option<String>,
 }
 
 /// Why a rotation started.
@@ -202,6 +206,10 @@ pub struct Procedure {
     /// The secret the source Secret holds, when known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub current: Option<SecretRef>,
+    /// Fingerprint of the source Secret's first client secret when the secret in use was last
+    /// identified: once the source holds another value, it is identified again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identified_source: Option<String>,
     /// When the operator first listed the credential's secrets.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_at: Option<Timestamp>,
@@ -252,10 +260,18 @@ impl Procedure {
         {
             return Err("more than two secrets recorded".into());
         }
-        match uuids.iter().find(|u| !valid_uuid(u)) {
-            Some(_) => Err("a secret uuid is malformed".into()),
-            None => Ok(()),
+        if uuids.iter().any(|u| !valid_uuid(u)) {
+            return Err("a secret uuid is malformed".into());
         }
+        let mut fingerprints = [self.current.as_ref(), self.step.new_secret()]
+            .into_iter()
+            .flatten()
+            .filter_map(|s| s.fingerprint.as_deref())
+            .chain(self.identified_source.as_deref());
+        if fingerprints.any(|f| !valid_fingerprint(f)) {
+            return Err("a secret fingerprint is malformed".into());
+        }
+        Ok(())
     }
 }
 
@@ -265,12 +281,20 @@ pub fn valid_uuid(uuid: &str) -> bool {
     !uuid.is_empty() && uuid.len() <= 64 && uuid.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
 }
 
+/// `sha256:` and 1–64 lower-case hex digits.
+fn valid_fingerprint(fingerprint: &str) -> bool {
+    fingerprint.strip_prefix("sha256:").is_some_and(|hex| {
+        !hex.is_empty() && hex.len() <= 64 && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    })
+}
+
 /// What the reconcile should do about the rotation now.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Next {
     /// Nothing until `until` (`None`: nothing is scheduled).
     Wait { until: Option<Timestamp> },
-    /// No procedure persisted yet: learn which secret is in use and how old it is.
+    /// No procedure persisted yet, or the source Secret holds another client secret than when
+    /// the secret in use was identified: learn which secret is in use and how old it is.
     Observe,
     /// Start a rotation.
     Start { cause: Cause },
@@ -306,11 +330,20 @@ pub fn triggered(procedure: Option<&Procedure>, trigger_hash: Option<&str>) -> b
     trigger_hash.is_some_and(|hash| procedure.and_then(|p| p.handled_trigger.as_deref()) != Some(hash))
 }
 
-/// The next thing to do, from what is persisted and `now`.
+/// Whether the source Secret's first client secret (`source`, its fingerprint, when known) is
+/// another than when the secret in use was identified (procedures saved before fingerprints
+/// were kept are identified once).
+pub fn source_changed(procedure: &Procedure, source: Option<&str>) -> bool {
+    source.is_some_and(|now| procedure.identified_source.as_deref() != Some(now))
+}
+
+/// The next thing to do, from what is persisted, the fingerprint of the source Secret's first
+/// client secret (`source`, looked at while idle) and `now`.
 pub fn next(
     procedure: Option<&Procedure>,
     settings: &Settings,
     trigger_hash: Option<&str>,
+    source: Option<&str>,
     verify_timeout: Duration,
     now: Timestamp,
 ) -> Next {
@@ -319,6 +352,9 @@ pub fn next(
     };
     match &procedure.step {
         Step::Idle => {
+            if source_changed(procedure, source) {
+                return Next::Observe;
+            }
             if triggered(Some(procedure), trigger_hash) {
                 return Next::Start { cause: Cause::OnDemand };
             }
@@ -351,18 +387,30 @@ pub struct Listed {
     pub last_used_at: Option<Timestamp>,
 }
 
-/// Which listed secret the source Secret holds: the one the operator knows, else the only one,
-/// else the only one used since `used_since` (the operator minted with its secret just then).
-/// `None` when that cannot be told.
-pub fn identify<'a>(listed: &'a [Listed], known: Option<&str>, used_since: Option<Timestamp>) -> Option<&'a Listed> {
-    if let Some(found) = known.and_then(|uuid| listed.iter().find(|l| l.uuid == uuid)) {
+/// Which listed secret the source Secret holds now, whose first client secret has fingerprint
+/// `source`: the known secret if its fingerprint is `source`; else, leaving out the known
+/// secret when it holds another value, the only one left, or the only one used since
+/// `used_since` (the operator minted with the source's secret just then). `None` when that
+/// cannot be told. A uuid alone is never trusted: someone may have put another secret into
+/// the source Secret since.
+pub fn identify<'a>(
+    listed: &'a [Listed],
+    known: Option<&SecretRef>,
+    source: &str,
+    used_since: Option<Timestamp>,
+) -> Option<&'a Listed> {
+    let holds = |k: &SecretRef, l: &Listed, same: bool| {
+        k.uuid == l.uuid && k.fingerprint.as_deref().is_some_and(|f| (f == source) == same)
+    };
+    if let Some(found) = listed.iter().find(|l| known.is_some_and(|k| holds(k, l, true))) {
         return Some(found);
     }
-    if let [only] = listed {
+    let candidates: Vec<&Listed> = listed.iter().filter(|l| !known.is_some_and(|k| holds(k, l, false))).collect();
+    if let [only] = candidates.as_slice() {
         return Some(only);
     }
     let since = used_since?.checked_sub(CLOCK_SKEW).ok()?;
-    let mut recent = listed.iter().filter(|l| l.last_used_at.is_some_and(|at| at >= since));
+    let mut recent = candidates.into_iter().filter(|l| l.last_used_at.is_some_and(|at| at >= since));
     match (recent.next(), recent.next()) {
         (Some(one), None) => Some(one),
         _ => None,
@@ -374,16 +422,28 @@ pub fn identify<'a>(listed: &'a [Listed], known: Option<&str>, used_since: Optio
 pub enum StartPlan {
     /// Add a secret; `current` is the one in use, `delete_first` another one to delete before.
     Add { current: Listed, delete_first: Option<Listed> },
+    /// The other secret may go (`deleteOtherSecret`) but was used within the grace period:
+    /// wait until `until`.
+    HoldOther { current: Listed, other: Listed, last_used: Timestamp, until: Timestamp },
     /// The rotation cannot start; the error says why.
     Refuse(String),
 }
 
-pub fn plan_start(
-    listed: &[Listed],
-    known: Option<&str>,
-    used_since: Option<Timestamp>,
-    delete_other: bool,
-) -> StartPlan {
+/// What the rotation's start needs to know besides the list.
+#[derive(Debug, Clone, Copy)]
+pub struct StartContext<'a> {
+    /// The secret in use as last identified.
+    pub known: Option<&'a SecretRef>,
+    /// Fingerprint of the source Secret's first client secret now.
+    pub source: &'a str,
+    /// When the operator just minted with it, if it did.
+    pub used_since: Option<Timestamp>,
+    pub delete_other: bool,
+    pub grace: SignedDuration,
+    pub now: Timestamp,
+}
+
+pub fn plan_start(listed: &[Listed], at: StartContext<'_>) -> StartPlan {
     let describe = |l: &Listed| {
         let used = l.last_used_at.map_or("never used".to_owned(), |at| format!("last used {at}"));
         format!("{} created {}, {used}", l.uuid, l.created_at)
@@ -392,7 +452,7 @@ pub fn plan_start(
         [] => StartPlan::Refuse("the credential lists no client secret".into()),
         [only] => StartPlan::Add { current: only.clone(), delete_first: None },
         [_, _] => {
-            let Some(current) = identify(listed, known, used_since) else {
+            let Some(current) = identify(listed, at.known, at.source, at.used_since) else {
                 let all: Vec<String> = listed.iter().map(describe).collect();
                 return StartPlan::Refuse(format!(
                     "{}; the operator cannot tell which one the source Secret holds",
@@ -401,7 +461,12 @@ pub fn plan_start(
             };
             let other = listed.iter().find(|l| l.uuid != current.uuid).cloned();
             match other {
-                Some(other) if delete_other => StartPlan::Add { current: current.clone(), delete_first: Some(other) },
+                Some(other) if at.delete_other => match other_secret(other.last_used_at, at.grace, at.now) {
+                    OldSecret::Delete => StartPlan::Add { current: current.clone(), delete_first: Some(other) },
+                    OldSecret::HoldUntil { last_used, until } => {
+                        StartPlan::HoldOther { current: current.clone(), other, last_used, until }
+                    }
+                },
                 Some(other) => {
                     StartPlan::Refuse(format!("{} is in use here, {} is not", current.uuid, describe(&other)))
                 }
@@ -429,6 +494,14 @@ pub enum OldSecret {
         last_used: Timestamp,
         until: Timestamp,
     },
+}
+
+/// Whether the other secret (not the source Secret's) may be deleted to make room: the rule of
+/// the previous secret, with no switch before which a use could have been the operator's own.
+/// Any use within the grace period keeps it, so that even a secret identified wrongly, but in
+/// use, is not deleted.
+pub fn other_secret(last_used: Option<Timestamp>, grace: SignedDuration, now: Timestamp) -> OldSecret {
+    old_secret(last_used, Timestamp::MIN, grace, now)
 }
 
 pub fn old_secret(
@@ -469,7 +542,11 @@ mod tests {
     }
 
     fn secret(uuid: &str, created: &str) -> SecretRef {
-        SecretRef { uuid: uuid.into(), created_at: ts(created) }
+        SecretRef { uuid: uuid.into(), created_at: ts(created), fingerprint: None }
+    }
+
+    fn held(uuid: &str, fingerprint: &str) -> SecretRef {
+        SecretRef { fingerprint: Some(fingerprint.into()), ..secret(uuid, "2025-01-01T00:00:00Z") }
     }
 
     fn listed(uuid: &str, created: &str, used: Option<&str>) -> Listed {
@@ -516,7 +593,7 @@ mod tests {
     #[test]
     fn nothing_persisted_means_observe_first() {
         assert_eq!(
-            next(None, &settings(Some("90d"), None), Some("h"), VERIFY, ts("2026-01-01T00:00:00Z")),
+            next(None, &settings(Some("90d"), None), Some("h"), None, VERIFY, ts("2026-01-01T00:00:00Z")),
             Next::Observe
         );
     }
@@ -530,14 +607,14 @@ mod tests {
             ..Default::default()
         };
         let now = ts("2026-01-01T00:00:00Z");
-        assert_eq!(next(Some(&p), &s, None, VERIFY, now), Next::Start { cause: Cause::Scheduled });
+        assert_eq!(next(Some(&p), &s, None, None, VERIFY, now), Next::Start { cause: Cause::Scheduled });
         p.last_rotation = Some(now);
         let due = ts("2026-04-01T00:00:00Z");
         assert_eq!(due_at(&p, &s), Some(due));
-        assert_eq!(next(Some(&p), &s, None, VERIFY, now), Next::Wait { until: Some(due) });
-        assert_eq!(next(Some(&p), &s, None, VERIFY, due), Next::Start { cause: Cause::Scheduled });
+        assert_eq!(next(Some(&p), &s, None, None, VERIFY, now), Next::Wait { until: Some(due) });
+        assert_eq!(next(Some(&p), &s, None, None, VERIFY, due), Next::Start { cause: Cause::Scheduled });
         assert_eq!(
-            next(Some(&p), &settings(None, None), None, VERIFY, due),
+            next(Some(&p), &settings(None, None), None, None, VERIFY, due),
             Next::Wait { until: None },
             "on demand only"
         );
@@ -548,11 +625,11 @@ mod tests {
         let s = settings(None, None);
         let mut p = Procedure { observed_at: Some(ts("2026-01-01T00:00:00Z")), ..Default::default() };
         let now = ts("2026-01-02T00:00:00Z");
-        assert_eq!(next(Some(&p), &s, None, VERIFY, now), Next::Wait { until: None });
-        assert_eq!(next(Some(&p), &s, Some("h1"), VERIFY, now), Next::Start { cause: Cause::OnDemand });
+        assert_eq!(next(Some(&p), &s, None, None, VERIFY, now), Next::Wait { until: None });
+        assert_eq!(next(Some(&p), &s, Some("h1"), None, VERIFY, now), Next::Start { cause: Cause::OnDemand });
         p.handled_trigger = Some("h1".into());
-        assert_eq!(next(Some(&p), &s, Some("h1"), VERIFY, now), Next::Wait { until: None });
-        assert_eq!(next(Some(&p), &s, Some("h2"), VERIFY, now), Next::Start { cause: Cause::OnDemand });
+        assert_eq!(next(Some(&p), &s, Some("h1"), None, VERIFY, now), Next::Wait { until: None });
+        assert_eq!(next(Some(&p), &s, Some("h2"), None, VERIFY, now), Next::Start { cause: Cause::OnDemand });
     }
 
     #[test]
@@ -569,9 +646,9 @@ mod tests {
             ..Default::default()
         };
         let retry = ts("2026-01-01T11:00:00Z");
-        assert_eq!(next(Some(&p), &s, None, VERIFY, failed_at), Next::Wait { until: Some(retry) });
-        assert_eq!(next(Some(&p), &s, Some("new"), VERIFY, failed_at), Next::Start { cause: Cause::OnDemand });
-        assert_eq!(next(Some(&p), &s, None, VERIFY, retry), Next::Start { cause: Cause::Scheduled });
+        assert_eq!(next(Some(&p), &s, None, None, VERIFY, failed_at), Next::Wait { until: Some(retry) });
+        assert_eq!(next(Some(&p), &s, Some("new"), None, VERIFY, failed_at), Next::Start { cause: Cause::OnDemand });
+        assert_eq!(next(Some(&p), &s, None, None, VERIFY, retry), Next::Start { cause: Cause::Scheduled });
     }
 
     #[test]
@@ -580,7 +657,7 @@ mod tests {
         let t = ts("2026-01-01T00:00:00Z");
         let with = |step| Procedure { step, ..Default::default() };
         let adding = Step::Adding { before: vec!["a".into()], requested_at: t, cause: Cause::Scheduled, started_at: t };
-        assert_eq!(next(Some(&with(adding)), &s, None, VERIFY, t), Next::ResumeAdd);
+        assert_eq!(next(Some(&with(adding)), &s, None, None, VERIFY, t), Next::ResumeAdd);
         let verifying = Step::Verifying {
             new: secret("b", "2026-01-01T00:00:00Z"),
             old: Some("a".into()),
@@ -588,14 +665,14 @@ mod tests {
             cause: Cause::Scheduled,
             started_at: t,
         };
-        assert_eq!(next(Some(&with(verifying.clone())), &s, None, VERIFY, t), Next::Verify { give_up: false });
+        assert_eq!(next(Some(&with(verifying.clone())), &s, None, None, VERIFY, t), Next::Verify { give_up: false });
         let late = ts("2026-01-01T00:02:00Z");
-        assert_eq!(next(Some(&with(verifying)), &s, None, VERIFY, late), Next::Verify { give_up: true });
+        assert_eq!(next(Some(&with(verifying)), &s, None, None, VERIFY, late), Next::Verify { give_up: true });
         let abandoning = Step::Abandoning { new_uuid: "b".into(), message: "x".into(), cause: Cause::OnDemand };
-        assert_eq!(next(Some(&with(abandoning)), &s, None, VERIFY, t), Next::Abandon);
+        assert_eq!(next(Some(&with(abandoning)), &s, None, None, VERIFY, t), Next::Abandon);
         let written =
             Step::SourceWritten { new: secret("b", "2026-01-01T00:00:00Z"), old: None, written_at: t, started_at: t };
-        assert_eq!(next(Some(&with(written)), &s, None, VERIFY, t), Next::ConfirmSwitch);
+        assert_eq!(next(Some(&with(written)), &s, None, None, VERIFY, t), Next::ConfirmSwitch);
         let switched = Step::Switched {
             new: secret("b", "2026-01-01T00:00:00Z"),
             old: Some("a".into()),
@@ -603,8 +680,11 @@ mod tests {
             started_at: t,
         };
         let end = ts("2026-01-01T01:00:00Z");
-        assert_eq!(next(Some(&with(switched.clone())), &s, Some("x"), VERIFY, t), Next::Wait { until: Some(end) });
-        assert_eq!(next(Some(&with(switched)), &s, None, VERIFY, end), Next::Finish);
+        assert_eq!(
+            next(Some(&with(switched.clone())), &s, Some("x"), None, VERIFY, t),
+            Next::Wait { until: Some(end) }
+        );
+        assert_eq!(next(Some(&with(switched)), &s, None, None, VERIFY, end), Next::Finish);
     }
 
     #[test]
@@ -615,22 +695,47 @@ mod tests {
         let new = secret("b", "2030-01-01T00:00:00Z");
         let step = Step::Verifying { new, old: None, added_at: added, cause: Cause::OnDemand, started_at: added };
         let p = Procedure { step, ..Default::default() };
-        assert_eq!(next(Some(&p), &s, None, VERIFY, ts("2026-01-01T00:01:59Z")), Next::Verify { give_up: false });
-        assert_eq!(next(Some(&p), &s, None, VERIFY, ts("2026-01-01T00:02:00Z")), Next::Verify { give_up: true });
+        assert_eq!(next(Some(&p), &s, None, None, VERIFY, ts("2026-01-01T00:01:59Z")), Next::Verify { give_up: false });
+        assert_eq!(next(Some(&p), &s, None, None, VERIFY, ts("2026-01-01T00:02:00Z")), Next::Verify { give_up: true });
     }
 
     #[test]
-    fn ours_is_the_known_the_only_or_the_just_used_secret() {
+    fn ours_is_the_one_whose_fingerprint_the_source_holds_the_only_other_or_the_just_used() {
         let a = listed("a", "2025-01-01T00:00:00Z", Some("2026-01-01T00:00:00Z"));
         let b = listed("b", "2025-06-01T00:00:00Z", Some("2025-12-01T00:00:00Z"));
         let both = [a.clone(), b.clone()];
-        assert_eq!(identify(&both, Some("b"), None), Some(&b));
-        assert_eq!(identify(std::slice::from_ref(&b), Some("gone"), None), Some(&b));
-        assert_eq!(identify(&both, None, None), None);
-        assert_eq!(identify(&both, None, Some(ts("2026-01-01T00:00:30Z"))), Some(&a), "used within the skew");
-        assert_eq!(identify(&both, None, Some(ts("2026-01-02T00:00:00Z"))), None, "neither used since");
+        assert_eq!(identify(&both, Some(&held("b", "sha256:0b")), "sha256:0b", None), Some(&b), "by fingerprint");
+        assert_eq!(
+            identify(&both, Some(&held("a", "sha256:0a")), "sha256:0b", None),
+            Some(&b),
+            "the source holds another value than a's: the other one"
+        );
+        assert_eq!(identify(std::slice::from_ref(&b), Some(&held("gone", "sha256:0a")), "sha256:0b", None), Some(&b));
+        assert_eq!(identify(&both, Some(&secret("a", "2025-01-01T00:00:00Z")), "sha256:0b", None), None, "a bare uuid");
+        assert_eq!(identify(&both, None, "sha256:0b", None), None);
+        assert_eq!(
+            identify(&both, None, "sha256:0b", Some(ts("2026-01-01T00:00:30Z"))),
+            Some(&a),
+            "used within the skew"
+        );
+        assert_eq!(identify(&both, None, "sha256:0b", Some(ts("2026-01-02T00:00:00Z"))), None, "neither used since");
         let c = listed("c", "2025-06-01T00:00:00Z", Some("2026-01-01T00:00:10Z"));
-        assert_eq!(identify(&[a, c], None, Some(ts("2026-01-01T00:00:00Z"))), None, "both used: ambiguous");
+        assert_eq!(
+            identify(&[a, c], None, "sha256:0b", Some(ts("2026-01-01T00:00:00Z"))),
+            None,
+            "both used: ambiguous"
+        );
+    }
+
+    fn start_at(known: Option<&SecretRef>, delete_other: bool) -> StartContext<'_> {
+        StartContext {
+            known,
+            source: "sha256:0a",
+            used_since: None,
+            delete_other,
+            grace: SignedDuration::from_hours(1),
+            now: ts("2026-01-01T00:00:00Z"),
+        }
     }
 
     #[test]
@@ -638,22 +743,64 @@ mod tests {
         let a = listed("a", "2025-01-01T00:00:00Z", None);
         let b = listed("b", "2025-06-01T00:00:00Z", Some("2025-12-01T00:00:00Z"));
         let both = [a.clone(), b.clone()];
-        match plan_start(&both, Some("a"), None, false) {
+        let known = held("a", "sha256:0a");
+        match plan_start(&both, start_at(Some(&known), false)) {
             StartPlan::Refuse(why) => {
                 assert!(why.contains("a is in use here, b created") && why.contains("last used"), "{why}")
             }
             other => panic!("{other:?}"),
         }
         assert_eq!(
-            plan_start(&both, Some("a"), None, true),
+            plan_start(&both, start_at(Some(&known), true)),
             StartPlan::Add { current: a.clone(), delete_first: Some(b) }
         );
-        assert!(matches!(plan_start(&both, None, None, true), StartPlan::Refuse(why) if why.contains("cannot tell")));
+        let refused = plan_start(&both, start_at(None, true));
+        assert!(matches!(refused, StartPlan::Refuse(why) if why.contains("cannot tell")));
         assert_eq!(
-            plan_start(std::slice::from_ref(&a), None, None, false),
+            plan_start(std::slice::from_ref(&a), start_at(None, false)),
             StartPlan::Add { current: a, delete_first: None }
         );
-        assert!(matches!(plan_start(&[], None, None, false), StartPlan::Refuse(_)));
+        assert!(matches!(plan_start(&[], start_at(None, false)), StartPlan::Refuse(_)));
+    }
+
+    #[test]
+    fn the_other_secret_used_within_the_grace_period_is_kept() {
+        let a = listed("a", "2025-01-01T00:00:00Z", None);
+        let used = ts("2025-12-31T23:30:00Z");
+        let b = Listed { last_used_at: Some(used), ..listed("b", "2025-06-01T00:00:00Z", None) };
+        let known = held("a", "sha256:0a");
+        assert_eq!(
+            plan_start(&[a.clone(), b.clone()], start_at(Some(&known), true)),
+            StartPlan::HoldOther { current: a, other: b, last_used: used, until: ts("2026-01-01T00:30:00Z") }
+        );
+        let now = ts("2026-01-01T00:00:00Z");
+        assert_eq!(other_secret(None, SignedDuration::from_hours(1), now), OldSecret::Delete, "never used");
+        let long_ago = ts("2025-12-31T22:00:00Z");
+        assert_eq!(other_secret(Some(long_ago), SignedDuration::from_hours(1), now), OldSecret::Delete);
+    }
+
+    #[test]
+    fn a_source_holding_another_secret_is_identified_again_once() {
+        let s = settings(None, None);
+        let now = ts("2026-01-02T00:00:00Z");
+        let mut p = Procedure {
+            current: Some(held("a", "sha256:0a")),
+            identified_source: Some("sha256:0a".into()),
+            observed_at: Some(ts("2026-01-01T00:00:00Z")),
+            ..Default::default()
+        };
+        assert_eq!(next(Some(&p), &s, None, Some("sha256:0a"), VERIFY, now), Next::Wait { until: None });
+        assert_eq!(next(Some(&p), &s, Some("t"), Some("sha256:0b"), VERIFY, now), Next::Observe, "before starting");
+        assert_eq!(next(Some(&p), &s, None, None, VERIFY, now), Next::Wait { until: None }, "unknown");
+        p.current = None;
+        p.identified_source = Some("sha256:0b".into());
+        assert_eq!(
+            next(Some(&p), &s, None, Some("sha256:0b"), VERIFY, now),
+            Next::Wait { until: None },
+            "not identifiable: no second look until the source changes again"
+        );
+        p.identified_source = None;
+        assert_eq!(next(Some(&p), &s, None, Some("sha256:0b"), VERIFY, now), Next::Observe, "saved without it");
     }
 
     #[test]
@@ -689,7 +836,8 @@ mod tests {
     fn persisted_procedures_round_trip_and_garbage_is_refused() {
         let t = ts("2026-01-01T00:00:00Z");
         let p = Procedure {
-            current: Some(secret("a1", "2025-01-01T00:00:00Z")),
+            current: Some(held("a1", "sha256:0a")),
+            identified_source: Some("sha256:0a".into()),
             handled_trigger: Some("abc".into()),
             step: Step::Switched {
                 new: secret("b2", "2026-01-01T00:00:00Z"),
@@ -706,6 +854,8 @@ mod tests {
         assert_eq!(Procedure::parse(br#"{"step":{"step":"rocket"}}"#), Err("fields of the wrong shape".into()));
         let path = br#"{"current":{"uuid":"../../x","createdAt":"2026-01-01T00:00:00Z"}}"#;
         assert_eq!(Procedure::parse(path), Err("a secret uuid is malformed".into()));
+        let fingerprint = br#"{"identifiedSource":"p8e-a-value"}"#;
+        assert_eq!(Procedure::parse(fingerprint), Err("a secret fingerprint is malformed".into()));
         assert!(Procedure::parse(&vec![b' '; MAX_PROCEDURE_BYTES + 1]).is_err());
     }
 
@@ -715,7 +865,7 @@ mod tests {
 
     fn any_step() -> impl Strategy<Value = Step> {
         (0..6_u8, any_timestamp(), any_timestamp(), any_timestamp()).prop_map(|(kind, a, b, c)| {
-            let new = SecretRef { uuid: "n".into(), created_at: a };
+            let new = SecretRef { uuid: "n".into(), created_at: a, fingerprint: Some("sha256:0e".into()) };
             match kind {
                 0 => Step::Idle,
                 1 => Step::Adding { before: vec![], requested_at: a, cause: Cause::Scheduled, started_at: b },
@@ -750,14 +900,15 @@ mod tests {
                 delete_other_secret: false,
             };
             let p = Procedure {
-                current: current.map(|at| SecretRef { uuid: "c".into(), created_at: at }),
+                current: current.map(|at| SecretRef { uuid: "c".into(), created_at: at, fingerprint: None }),
+                identified_source: Some("sha256:0c".into()),
                 observed_at: None,
                 last_rotation,
                 handled_trigger: Some("h".into()),
                 last_failure: failure.map(|at| FailedRotation { at, reason: "x".into(), message: String::new() }),
                 step: step.clone(),
             };
-            let decided = next(Some(&p), &s, Some("h"), VERIFY, now);
+            let decided = next(Some(&p), &s, Some("h"), Some("sha256:0c"), VERIFY, now);
             if let Next::Wait { until: Some(until) } = decided {
                 prop_assert!(until > now);
             }
@@ -766,6 +917,54 @@ mod tests {
             {
                 prop_assert_eq!(cause, Cause::Scheduled);
                 prop_assert!(due_at(&p, &s).is_some_and(|due| due <= now));
+            }
+        }
+
+        /// Whatever the operator remembers (a fingerprint, a stale one, a bare uuid, nothing) and
+        /// however the two secrets were used, a rotation that starts takes the secret the source
+        /// Secret holds for the one in use, and never deletes it to make room.
+        #[test]
+        fn the_secret_in_use_is_never_taken_for_the_other(
+            in_use_first in any::<bool>(),
+            remembered in 0..5_u8,
+            other_used in proptest::option::of(-7_200_i64..7_200),
+            minted in any::<bool>(),
+            grace_s in 0_i64..=7_200,
+        ) {
+            let now = ts("2026-01-01T12:00:00Z");
+            let (source, stale) = ("sha256:05", "sha256:0f");
+            // The operator just minted with the source's secret, or used it long ago.
+            let in_use_used = if minted { now } else { ts("2025-06-01T00:00:00Z") };
+            let in_use = Listed { last_used_at: Some(in_use_used), ..listed("u", "2025-01-01T00:00:00Z", None) };
+            let other_last = other_used.map(|s| now - SignedDuration::from_secs(s.abs()));
+            let other = Listed { last_used_at: other_last, ..listed("o", "2025-02-01T00:00:00Z", None) };
+            let listed = if in_use_first { [in_use.clone(), other.clone()] } else { [other.clone(), in_use.clone()] };
+            // What the state Secret may remember; a uuid's fingerprint is that of its value.
+            let known = match remembered {
+                0 => None,
+                1 => Some(held("u", source)),
+                2 => Some(held("o", stale)),
+                3 => Some(secret("u", "2025-01-01T00:00:00Z")),
+                _ => Some(secret("o", "2025-02-01T00:00:00Z")),
+            };
+            let at = StartContext {
+                known: known.as_ref(),
+                source,
+                used_since: minted.then_some(now),
+                delete_other: true,
+                grace: SignedDuration::from_secs(grace_s),
+                now,
+            };
+            match plan_start(&listed, at) {
+                StartPlan::Add { current, delete_first } => {
+                    prop_assert_eq!(&current, &in_use);
+                    prop_assert_eq!(delete_first, Some(other));
+                }
+                StartPlan::HoldOther { current, other: kept, .. } => {
+                    prop_assert_eq!(current, in_use);
+                    prop_assert_eq!(kept, other);
+                }
+                StartPlan::Refuse(_) => {}
             }
         }
 

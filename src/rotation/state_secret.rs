@@ -115,7 +115,7 @@ mod tests {
         let t: jiff::Timestamp = "2026-01-01T00:00:00Z".parse().expect("ts");
         let procedure = Procedure {
             step: Step::SourceWritten {
-                new: SecretRef { uuid: "b".into(), created_at: t },
+                new: SecretRef { uuid: "b".into(), created_at: t, fingerprint: Some("sha256:0b".into()) },
                 old: Some("a".into()),
                 written_at: t,
                 started_at: t,

@@ -54,15 +54,7 @@ impl Rotating {
 pub async fn rotating(env: &mut TestEnv, name: &str, grace: &str, every: Option<&str>) -> (Rotating, AdobeCredential) {
     let client = format!("{name}-client");
     let original = format!("p8e-{name}-original");
-    let scopes: BTreeSet<&str> = FIREFLY_SCOPES.iter().chain(MANAGEMENT_SCOPES.iter()).copied().collect();
-    env.ims
-        .register_adobe_client(
-            AdobeClient::new(&client, &original)
-                .with_scopes(scopes)
-                .with_token_lifetime(DAY)
-                .with_management(ORG, CREDENTIAL),
-        )
-        .expect("register client");
+    env.ims.register_adobe_client(console_client(&client, &original, CREDENTIAL)).expect("register client");
     env.seeded_secrets.push(original.clone());
     env.expect_lifetime(&client, DAY);
     let source = format!("{name}-src");
@@ -80,6 +72,13 @@ pub async fn rotating(env: &mut TestEnv, name: &str, grace: &str, every: Option<
         });
     }
     (Rotating { name: name.into(), client, source, original }, cred)
+}
+
+/// A client with the Firefly and management scopes, one secret, day-long tokens, and a Developer
+/// Console credential `credential_id` in organization [`ORG`].
+pub fn console_client(client: &str, secret: &str, credential_id: &str) -> AdobeClient {
+    let scopes: BTreeSet<&str> = FIREFLY_SCOPES.iter().chain(MANAGEMENT_SCOPES.iter()).copied().collect();
+    AdobeClient::new(client, secret).with_scopes(scopes).with_token_lifetime(DAY).with_management(ORG, credential_id)
 }
 
 /// Sets the on-demand trigger annotation to `value`.

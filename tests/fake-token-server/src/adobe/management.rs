@@ -17,7 +17,10 @@
 //! `manage_client_secrets` (add, delete), and `x-api-key: <client_id>`. Refusals use the Adobe
 //! I/O gateway's shape `{"error_code", "message"}`: 401 for a missing, unknown or expired token,
 //! 403 for a wrong API key, missing scope or a project without the I/O Management API, 404 for
-//! an unknown organization/credential pair ("Credential Not Found") or secret uuid.
+//! an unknown organization/credential pair ("Credential Not Found") or secret uuid. A client
+//! registered [`with_organization_wide_management`](super::AdobeClient::with_organization_wide_management)
+//! reaches the other credentials of its organization too, as a technical account with
+//! organization-wide rights does: the list then names that credential's `client_id`.
 
 use std::{
     sync::Arc,
@@ -113,6 +116,14 @@ impl AdobeClients {
             .collect()
     }
 
+    /// The client whose Developer Console credential has these IDs.
+    fn console_client(&self, org_id: &str, credential_id: &str) -> Option<String> {
+        self.clients.iter().find_map(|(client_id, client)| {
+            let console = client.console.as_ref()?;
+            (console.org_id == org_id && console.credential_id == credential_id).then(|| client_id.clone())
+        })
+    }
+
     pub(crate) fn uuid_of(&self, client_id: &str, value: &str) -> Option<String> {
         self.get(client_id)?.secret_uuid(value)
     }
@@ -127,7 +138,7 @@ fn refusal(status: StatusCode, code: &str, message: &str) -> Reply {
     Reply::rejected(status, code, json!({ "error_code": status.as_u16().to_string(), "message": message }))
 }
 
-/// What the request is allowed to touch, or the refusal.
+/// The credential the request may act on and its client id, or the refusal.
 fn authorize<'a>(
     registry: &'a mut Registry,
     headers: &HeaderMap,
@@ -150,11 +161,11 @@ fn authorize<'a>(
     if bearer.client_id != api_key {
         return Err(refusal(StatusCode::FORBIDDEN, "invalid_api_key", "Api Key is invalid"));
     }
-    let client = registry
+    let caller = registry
         .adobe
-        .get_mut(&api_key)
-        .map_err(|_| refusal(StatusCode::FORBIDDEN, "invalid_api_key", "Api Key is invalid"))?;
-    let Some(console) = &client.console else {
+        .get(&api_key)
+        .ok_or_else(|| refusal(StatusCode::FORBIDDEN, "invalid_api_key", "Api Key is invalid"))?;
+    let Some(console) = &caller.console else {
         return Err(refusal(StatusCode::FORBIDDEN, "api_not_in_project", "Api Key is not subscribed to this API"));
     };
     if !console.api_in_project {
@@ -163,12 +174,21 @@ fn authorize<'a>(
     if !bearer.scopes.contains(scope) {
         return Err(refusal(StatusCode::FORBIDDEN, "insufficient_scope", "The access token lacks a required scope"));
     }
-    // A credential of another project is as unknown to this client as a credential that does
-    // not exist.
-    if console.org_id != org_id || console.credential_id != credential_id {
-        return Err(refusal(StatusCode::NOT_FOUND, "credential_not_found", "Credential Not Found"));
-    }
-    Ok((client, api_key))
+    // The path names the credential acted on: the caller's own, or, for a token with
+    // organization-wide rights, another credential of the same organization. Any other
+    // credential is as unknown to this client as one that does not exist.
+    let own = console.org_id == org_id && console.credential_id == credential_id;
+    let target = if own {
+        Some(api_key)
+    } else if console.org_wide && console.org_id == org_id {
+        registry.adobe.console_client(org_id, credential_id)
+    } else {
+        None
+    };
+    let not_found = || refusal(StatusCode::NOT_FOUND, "credential_not_found", "Credential Not Found");
+    let target = target.ok_or_else(not_found)?;
+    let client = registry.adobe.get_mut(&target).map_err(|_| not_found())?;
+    Ok((client, target))
 }
 
 fn header_value(headers: &HeaderMap, name: &str) -> Option<String> {

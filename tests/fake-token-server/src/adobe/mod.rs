@@ -94,7 +94,20 @@ impl AdobeClient {
             credential_id: credential_id.into(),
             api_in_project: true,
             activation_delay: Duration::ZERO,
+            org_wide: false,
         });
+        self
+    }
+
+    /// Lets the credential's token reach every managed credential of its organization through
+    /// the I/O Management API, as a technical account with organization-wide developer rights
+    /// can: a path naming another credential of the same organization acts on that credential's
+    /// secrets, and its list names that credential's `client_id`. Only after
+    /// [`with_management`](Self::with_management).
+    pub fn with_organization_wide_management(mut self) -> Self {
+        if let Some(console) = &mut self.console {
+            console.org_wide = true;
+        }
         self
     }
 
@@ -197,6 +210,8 @@ struct ConsoleCredential {
     api_in_project: bool,
     /// How long a secret added through the API takes before IMS accepts it.
     activation_delay: Duration,
+    /// The token reaches the other managed credentials of the organization too.
+    org_wide: bool,
 }
 
 /// One client secret as IMS and the Developer Console know it.
