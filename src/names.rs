@@ -13,6 +13,9 @@ pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
 pub const CLUSTER_CREDENTIAL_LABEL: &str = "credentials.adobe-operator.io/cluster-credential";
 /// Finalizer of a ClusterAdobeCredential: its copies are removed by policy before it goes.
 pub const CLUSTER_FINALIZER: &str = "credentials.adobe-operator.io/cleanup";
+/// Finalizer of an AdobeCredential whose client secret the operator rotates: a rotation in
+/// progress is wound down before the credential goes.
+pub const ROTATION_FINALIZER: &str = "credentials.adobe-operator.io/client-secret-rotation";
 
 /// Annotations on the Secrets the operator writes. They let a restarted operator adopt a
 /// still-valid token instead of minting again, and they never contain secret material.

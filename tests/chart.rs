@@ -147,11 +147,14 @@ fn tenant_role_names() -> BTreeSet<String> {
     [format!("{FULLNAME}-view"), format!("{FULLNAME}-edit")].into()
 }
 
-/// With `clientSecretRotation.enabled`: the same, and `update` on Secrets.
+/// With `clientSecretRotation.enabled`: the same, `update` on Secrets and `patch` on
+/// AdobeCredentials (the rotation's finalizer).
 fn operator_rules_with_rotation() -> BTreeMap<RuleKey, BTreeSet<String>> {
     let mut expected = operator_rules(false);
     let secrets = ("".to_owned(), "secrets".to_owned(), "".to_owned());
     expected.entry(secrets).or_default().insert("update".to_owned());
+    let credentials = ("credentials.adobe-operator.io".to_owned(), "adobecredentials".to_owned(), "".to_owned());
+    expected.entry(credentials).or_default().insert("patch".to_owned());
     expected
 }
 

@@ -489,3 +489,39 @@ async fn a_new_secret_deleted_during_the_grace_period_keeps_the_old_one() {
     assert_eq!(Some(&left[0].uuid), env.ims.client_secret_uuid(&r.client, &r.original).as_ref(), "the old one stays");
     assert_no_leaks(&mut env, &r.client).await;
 }
+
+/// Deleting a credential in the middle of a rotation (the new secret added at Adobe, not yet
+/// accepted by IMS, so not yet in the source Secret) winds the rotation down before the
+/// credential goes: its finalizer holds it until the new secret, which nobody would ever hold, is
+/// deleted at Adobe. One add, one delete (of that secret), and the original secret is the only
+/// one left.
+#[tokio::test]
+async fn deleting_a_credential_mid_rotation_leaves_no_secret_nobody_holds() {
+    let flags = ["--client-secret-rotation", "--client-secret-verify-timeout", "600s"];
+    let mut env = TestEnv::with_flags("rot-delete", &flags).await;
+    let (r, cred) = rotating(&mut env, "gone", "0s", None).await;
+    env.ims.set_secret_activation_delay(&r.client, Duration::from_secs(3600)).expect("managed");
+    env.create(&cred).await;
+    wait_observed(&env, &r).await;
+    let original = env.ims.client_secret_uuid(&r.client, &r.original).expect("uuid");
+
+    let since = SystemTime::now();
+    trigger(&env, "gone", "now").await;
+    let (verifying, _) =
+        wait_rotation(&env, "gone", "the new secret being verified", |s, _| s.step == "Verifying").await;
+    let new_uuid = verifying.new_secret_uuid.expect("new secret");
+    env.credentials().delete("gone", &kube::api::DeleteParams::default()).await.expect("delete");
+    eventually("the credential to be gone", WAIT, || async {
+        env.credentials().get_opt("gone").await.expect("get").is_none().then_some(())
+    })
+    .await;
+
+    let secrets: Vec<String> = env.ims.client_secrets(&r.client).into_iter().map(|s| s.uuid).collect();
+    assert_eq!(secrets, [original], "only the original secret is left at Adobe");
+    let (_, _, add, delete) = requests_since(&env, &r.client, since);
+    assert_eq!((add, delete), (1, 1), "the new secret added once and deleted once");
+    let deleted: Vec<_> = env.ims.requests_to(EndpointKind::ManagementDelete, &r.client);
+    assert!(deleted.iter().all(|d| d.path.ends_with(&new_uuid)), "only the new secret was deleted");
+    assert_eq!(source_key(&env, &r, "client_secret").await.as_deref(), Some(r.original.as_str()));
+    assert_no_failed_workload_requests(&env, &r.client);
+}

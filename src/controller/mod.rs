@@ -11,6 +11,7 @@
 //! restarted operator neither loses nor re-mints tokens.
 
 mod cluster;
+mod finalizer;
 mod provide;
 mod report;
 mod rotate;
@@ -152,6 +153,10 @@ pub fn display_name(cred: &AdobeCredential) -> String {
 #[instrument(skip_all, fields(credential = %display_name(&cred)))]
 async fn reconcile(cred: Arc<AdobeCredential>, ctx: Arc<Context>) -> Result<Action> {
     let key = ObjectRef::from_obj(&*cred);
+    if cred.metadata.deletion_timestamp.is_some() && !finalizer::holds(&cred) {
+        // Going, and not held for a rotation: nothing to write for it any more.
+        return Ok(Action::await_change());
+    }
     let now = Timestamp::now();
     ctx.states.update(&key, |s| s.trigger_seen(crate::rotation::trigger_hash(&cred)));
     if let Some(wait) = ctx.states.read(&key, |s| s.quiet_for(cred.metadata.generation, now)).flatten() {
@@ -166,6 +171,9 @@ async fn reconcile(cred: Arc<AdobeCredential>, ctx: Arc<Context>) -> Result<Acti
     // The rotation goes first: when it writes a new client secret to the source Secret, the
     // token path below mints with it in the same reconcile; then it sees that token.
     let rotation = rotate::before_token(&cred, &secrets, &ctx, now).await;
+    if let rotate::Pending::Released = rotation {
+        return Ok(Action::await_change());
+    }
     let outcome = provide::ensure_token(&cred, &secrets, &ctx, now).await;
     let token = outcome.as_ref().ok().map(|done| &done.token);
     let rotation = rotate::after_token(&cred, &secrets, &ctx, rotation, token).await;
@@ -182,4 +190,9 @@ fn error_policy(cred: Arc<AdobeCredential>, err: &Error, ctx: Arc<Context>) -> A
     let mut failures = 0;
     ctx.finish(&cred, None, |s| failures = s.failed_unreported());
     report::unreported(&ctx, err, failures)
+}
+
+/// A JSON Patch (RFC 6902): with `test` operations, it applies only to the object as read.
+pub(crate) fn json_patch(operations: serde_json::Value) -> Result<kube::api::Patch<()>, kube::Error> {
+    serde_json::from_value(operations).map(kube::api::Patch::Json).map_err(kube::Error::SerdeError)
 }

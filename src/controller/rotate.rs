@@ -25,8 +25,8 @@ use kube::runtime::reflector::ObjectRef;
 use kube::{Api, ResourceExt};
 use tracing::{info, warn};
 
-use super::Context;
 use super::report::Notice;
+use super::{Context, finalizer};
 use crate::crd::{AdobeCredential, ClientSecretRotationStatus, OAuthServerToServer};
 use crate::error::{Error, Result};
 use crate::flows::{self, Flow, ServerToServerInputs};
@@ -57,6 +57,9 @@ pub(super) enum Pending {
     Unchanged { wake_at: Option<Timestamp> },
     /// The procedure ran; maybe it waits for the token path.
     Ran(Box<Progress>),
+    /// The credential is being deleted and its rotation is wound down: the finalizer is gone,
+    /// and so is the credential; nothing more to do for it.
+    Released,
 }
 
 /// What the rotation reports for a reconcile.
@@ -141,31 +144,52 @@ pub(super) async fn before_token(
     ctx: &Context,
     now: Timestamp,
 ) -> Pending {
-    let Some(flow) = cred.spec.oauth_server_to_server.as_ref() else { return Pending::None };
-    let Some(spec) = flow.client_secret_rotation.as_ref() else { return Pending::None };
     let failed =
         |halt| Pending::Ran(Box::new(Progress { settings: None, stored: None, trigger: None, notices: vec![], halt }));
+    let spec =
+        cred.spec.oauth_server_to_server.as_ref().and_then(|f| f.client_secret_rotation.as_ref().map(|r| (f, r)));
+    let settings = spec.map(|(_, rotation)| Settings::from_spec(rotation));
+    let deleting = cred.metadata.deletion_timestamp.is_some();
+    // Held from the first rotation on (`start`), while this operator can wind one down; never
+    // where it cannot, so that a deletion is never stuck on it.
+    if !(matches!(settings, Some(Ok(_))) && ctx.rotation.enabled)
+        && let Err(err) = finalizer::release(cred, ctx).await
+    {
+        return failed(Halt::Failed(err));
+    }
+    let Some((flow, _)) = spec else { return Pending::None };
     if !ctx.rotation.enabled {
         return failed(Halt::Failed(Error::ClientSecretRotationDisabled));
     }
-    let settings = match Settings::from_spec(spec) {
-        Ok(settings) => settings,
-        Err(err) => return failed(Halt::Failed(err)),
+    let settings = match settings {
+        Some(Ok(settings)) => settings,
+        Some(Err(err)) => return failed(Halt::Failed(err)),
+        None => return Pending::None,
     };
     let key = ObjectRef::from_obj(cred);
     let backoff = ctx.states.read(&key, |s| s.rotation_backoff(cred.metadata.generation)).flatten();
     if let Some(retry_at) = backoff.filter(|at| now < *at) {
         return Pending::Unchanged { wake_at: Some(retry_at) };
     }
-    let mut run = Run { cred, flow, secrets, ctx, key, settings, stored: None, trigger: None, notices: vec![] };
-    run.trigger = crate::rotation::trigger_hash(cred);
+    let trigger = crate::rotation::trigger_hash(cred);
+    let mut run = Run { cred, flow, secrets, ctx, key, settings, stored: None, trigger, notices: vec![], deleting };
     let halt = match state_secret::load(secrets, cred).await {
         Ok(stored) => {
             run.stored = stored;
-            run.drive().await
+            // A rotation under way since before the finalizer existed is held from now on.
+            let under_way = run.stored.as_ref().is_some_and(|s| s.procedure.step != Step::Idle);
+            let held = if under_way && !deleting { finalizer::ensure(cred, ctx).await } else { Ok(()) };
+            match held {
+                Ok(()) => run.drive().await,
+                Err(err) => Halt::Failed(err),
+            }
         }
         Err(err) => Halt::Failed(err),
     };
+    let halt = run.release_when_wound_down(halt).await;
+    if deleting && matches!(halt, Halt::Wait(None)) {
+        return Pending::Released;
+    }
     Pending::Ran(Box::new(run.into_progress(halt)))
 }
 
@@ -180,7 +204,7 @@ pub(super) async fn after_token(
     token: Option<&StoredToken>,
 ) -> Rotation {
     let progress = match pending {
-        Pending::None => return Rotation::None,
+        Pending::None | Pending::Released => return Rotation::None,
         Pending::Unchanged { wake_at } => return Rotation::Unchanged { wake_at },
         Pending::Ran(progress) => *progress,
     };
@@ -199,12 +223,14 @@ pub(super) async fn after_token(
             stored: progress.stored.take(),
             trigger: progress.trigger.take(),
             notices: std::mem::take(&mut progress.notices),
+            deleting: cred.metadata.deletion_timestamp.is_some(),
         };
         let halt = match run.confirm_switch(token).await {
             Ok(true) => run.drive().await,
             Ok(false) => Halt::AwaitingToken,
             Err(err) => Halt::Failed(err),
         };
+        let halt = run.release_when_wound_down(halt).await;
         progress = run.into_progress(halt);
     }
     Rotation::Report(Box::new(finish_report(cred, ctx, progress)))
@@ -370,6 +396,8 @@ struct Run<'a> {
     stored: Option<Stored>,
     trigger: Option<String>,
     notices: Vec<Notice>,
+    /// The credential is being deleted: the rotation is wound down, none starts.
+    deleting: bool,
 }
 
 impl Run<'_> {
@@ -385,6 +413,17 @@ impl Run<'_> {
 
     fn procedure(&self) -> Procedure {
         self.stored.as_ref().map(|s| s.procedure.clone()).unwrap_or_default()
+    }
+
+    /// A credential being deleted whose rotation has nothing left to do lets go of it.
+    async fn release_when_wound_down(&self, halt: Halt) -> Halt {
+        if !(self.deleting && matches!(halt, Halt::Wait(None))) {
+            return halt;
+        }
+        match finalizer::release(self.cred, self.ctx).await {
+            Ok(()) => halt,
+            Err(err) => Halt::Failed(err),
+        }
     }
 
     fn new_secret(&self) -> Result<SecretValue> {
@@ -407,7 +446,12 @@ impl Run<'_> {
             let procedure = self.stored.as_ref().map(|s| &s.procedure);
             let timeout = self.ctx.rotation.verify_timeout;
             let trigger = self.trigger.as_deref();
-            let step = match plan::next(procedure, &self.settings, trigger, source.as_deref(), timeout, now) {
+            let next = if self.deleting {
+                plan::wind_down(procedure, &self.settings, timeout, now)
+            } else {
+                plan::next(procedure, &self.settings, trigger, source.as_deref(), timeout, now)
+            };
+            let step = match next {
                 Next::Wait { until } => return Halt::Wait(until),
                 Next::ConfirmSwitch => return Halt::AwaitingToken,
                 Next::Observe => self.observe().await.map(|()| None),
@@ -416,6 +460,8 @@ impl Run<'_> {
                 Next::Verify { give_up } => self.verify(give_up).await,
                 Next::Abandon => self.abandon().await.map(|()| None),
                 Next::Finish => self.finish().await,
+                Next::ForgetAdd => self.forget_add().await.map(|()| None),
+                Next::GiveUp => self.give_up().await.map(|()| None),
             };
             match step {
                 Ok(None) => {}
@@ -558,6 +604,8 @@ impl Run<'_> {
         // Before anything changes at Adobe: a new secret that cannot reach the source Secret
         // would only sit there.
         self.check_source_writable().await?;
+        // So that a deletion in the middle winds the rotation down first.
+        finalizer::ensure(self.cred, self.ctx).await?;
         let (client, _) = self.client().await?;
         let primary = Self::primary(&client)?;
         let source = primary.fingerprint();
@@ -690,11 +738,39 @@ impl Run<'_> {
     /// After a lost add answer: persist a secret this process still holds, or delete the
     /// orphans (their values are unknown to anyone) and add again.
     async fn resume_add(&mut self) -> Result<()> {
+        if let Some(remaining) = self.clear_lost_add().await? {
+            let (client, token, listed, checked) = remaining;
+            if listed >= 2 {
+                let detail = "another secret appeared during the rotation".to_owned();
+                return Err(Error::TwoClientSecretsExist { detail });
+            }
+            self.add(&client, &token, &checked).await?;
+        }
+        Ok(())
+    }
+
+    /// The credential is being deleted during an add: what the add created is deleted (a secret
+    /// it returned is persisted and given up like any new secret), and no add is made.
+    async fn forget_add(&mut self) -> Result<()> {
+        if self.clear_lost_add().await?.is_some() {
+            let mut procedure = self.procedure();
+            procedure.step = Step::Idle;
+            self.save(procedure, None).await?;
+        }
+        Ok(())
+    }
+
+    /// Settles an add whose answer may be lost: a secret this replica holds in memory is
+    /// persisted (`None`); else the secrets the add created are deleted as orphans (nobody ever
+    /// saw their values), and the client, management token, number of secrets left and the
+    /// checked list are returned.
+    async fn clear_lost_add(&mut self) -> Result<Option<(OAuthClient, SecretValue, usize, Checked)>> {
         let Step::Adding { before, requested_at, .. } = self.procedure().step else {
             return Err(invalid_step(self.cred, "Adding"));
         };
         if let Some((uuid, created_at, secret)) = self.ctx.states.read(&self.key, |s| s.unpersisted()).flatten() {
-            return self.persist_added(uuid, created_at, secret).await;
+            self.persist_added(uuid, created_at, secret).await?;
+            return Ok(None);
         }
         let (client, _) = self.client().await?;
         let (token, _) = self.management_token(&client, Self::primary(&client)?).await?;
@@ -710,11 +786,20 @@ impl Run<'_> {
                 ),
             );
         }
-        if listed.len().saturating_sub(orphans.len()) >= 2 {
-            let detail = "another secret appeared during the rotation".to_owned();
-            return Err(Error::TwoClientSecretsExist { detail });
-        }
-        self.add(&client, &token, &checked).await
+        let left = listed.len().saturating_sub(orphans.len());
+        Ok(Some((client, token, left, checked)))
+    }
+
+    /// The credential is being deleted before the new secret reached the source Secret: nobody
+    /// would ever hold it, so it is abandoned (deleted at Adobe), not verified.
+    async fn give_up(&mut self) -> Result<()> {
+        let mut procedure = self.procedure();
+        let Step::Verifying { new, cause, .. } = procedure.step.clone() else {
+            return Err(invalid_step(self.cred, "Verifying"));
+        };
+        let message = "the AdobeCredential is being deleted before the new secret was put into use".to_owned();
+        procedure.step = Step::Abandoning { new_uuid: new.uuid, message, cause };
+        self.save(procedure, None).await
     }
 
     /// Mints with the new secret; once IMS accepts it, writes it to the source Secret.

@@ -309,6 +309,11 @@ pub enum Next {
     ConfirmSwitch,
     /// The grace period is over: check the previous secret's last use, delete it.
     Finish,
+    /// The credential is being deleted during an add: delete what the add created, start none.
+    ForgetAdd,
+    /// The credential is being deleted before the new secret reached the source Secret: abandon
+    /// it (nobody would ever hold it).
+    GiveUp,
 }
 
 /// When a scheduled rotation is due, if one is: `every` after the last rotation, else after the
@@ -376,6 +381,22 @@ pub fn next(
             Ok(end) if now < end => Next::Wait { until: Some(end) },
             _ => Next::Finish,
         },
+    }
+}
+
+/// What a credential being deleted still does about its rotation, before its finalizer may go:
+/// nothing new starts; a new secret not yet in the source Secret is deleted (so are the orphans
+/// of an interrupted add); one already in the source Secret is finished (the switch confirmed,
+/// the previous secret deleted after the grace period, as ever). `Wait { until: None }` once
+/// idle: nothing is left at Adobe that nobody holds.
+pub fn wind_down(procedure: Option<&Procedure>, settings: &Settings, verify_timeout: Duration, now: Timestamp) -> Next {
+    match procedure.map(|p| &p.step) {
+        None | Some(Step::Idle) => Next::Wait { until: None },
+        Some(Step::Adding { .. }) => Next::ForgetAdd,
+        Some(Step::Verifying { .. }) => Next::GiveUp,
+        Some(Step::Abandoning { .. } | Step::SourceWritten { .. } | Step::Switched { .. }) => {
+            next(procedure, settings, None, None, verify_timeout, now)
+        }
     }
 }
 
@@ -588,6 +609,44 @@ mod tests {
         spec.grace_period = None;
         spec.org_id = "12@AdobeOrg".into();
         assert!(Settings::from_spec(&spec).unwrap_err().to_string().contains("orgId"));
+    }
+
+    #[test]
+    fn a_credential_being_deleted_starts_nothing_and_leaves_no_secret_nobody_holds() {
+        let s = settings(Some("1d"), Some("1h"));
+        let now = ts("2026-01-01T00:00:00Z");
+        let at =
+            |step: Step| Procedure { step, current: Some(secret("a", "2020-01-01T00:00:00Z")), ..Default::default() };
+        let wind = |p: Option<&Procedure>| wind_down(p, &s, VERIFY, now);
+        assert_eq!(wind(None), Next::Wait { until: None });
+        let overdue = at(Step::Idle);
+        assert_eq!(next(Some(&overdue), &s, Some("t"), None, VERIFY, now), Next::Start { cause: Cause::OnDemand });
+        assert_eq!(wind(Some(&overdue)), Next::Wait { until: None }, "no rotation starts, the finalizer may go");
+        let adding =
+            at(Step::Adding { before: vec!["a".into()], requested_at: now, cause: Cause::OnDemand, started_at: now });
+        assert_eq!(wind(Some(&adding)), Next::ForgetAdd);
+        let new = secret("b", "2026-01-01T00:00:00Z");
+        let verifying = at(Step::Verifying {
+            new: new.clone(),
+            old: Some("a".into()),
+            added_at: now,
+            cause: Cause::OnDemand,
+            started_at: now,
+        });
+        assert_eq!(wind(Some(&verifying)), Next::GiveUp, "not yet in the source Secret: nobody would hold it");
+        let abandoning = at(Step::Abandoning { new_uuid: "b".into(), message: "m".into(), cause: Cause::OnDemand });
+        assert_eq!(wind(Some(&abandoning)), Next::Abandon);
+        let written =
+            at(Step::SourceWritten { new: new.clone(), old: Some("a".into()), written_at: now, started_at: now });
+        assert_eq!(wind(Some(&written)), Next::ConfirmSwitch, "in the source Secret: finished");
+        let switched = at(Step::Switched { new, old: Some("a".into()), switched_at: now, started_at: now });
+        let end = now.checked_add(SignedDuration::from_hours(1)).expect("end");
+        assert_eq!(
+            wind(Some(&switched)),
+            Next::Wait { until: Some(end) },
+            "the previous secret after the grace period"
+        );
+        assert_eq!(wind_down(Some(&switched), &s, VERIFY, end), Next::Finish);
     }
 
     #[test]

@@ -141,5 +141,10 @@ Secrets it owns are removed by the garbage collector through their ownerReferenc
 - apiGroups: [""]
   resources: ["secrets"]
   verbs: ["update"]
+# Hold a rotating credential with a finalizer (a patch of metadata.finalizers) until a rotation in
+# progress is wound down: a deleted credential never leaves a secret at Adobe that nobody holds.
+- apiGroups: ["credentials.adobe-operator.io"]
+  resources: ["adobecredentials"]
+  verbs: ["patch"]
 {{- end }}
 {{- end }}

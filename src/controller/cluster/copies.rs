@@ -11,9 +11,10 @@ use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 use tracing::{debug, info};
 
+use super::super::json_patch;
 use super::caches::Remembered;
 use super::plan::{Known, Step};
-use super::{COPY_MANAGER, Distribution, Minted, WRITE_CONCURRENCY, creation_policy, json_patch};
+use super::{COPY_MANAGER, Distribution, Minted, WRITE_CONCURRENCY, creation_policy};
 use crate::crd::{ClusterAdobeCredential, CreationPolicy};
 use crate::error::Error;
 use crate::names::{CLUSTER_CREDENTIAL_LABEL, FIELD_MANAGER, MANAGED_BY_LABEL, annotation};

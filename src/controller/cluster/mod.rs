@@ -19,7 +19,7 @@ use futures::{StreamExt, TryStreamExt, stream};
 use jiff::Timestamp;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
-use kube::api::{DeleteParams, PartialObjectMeta, Patch, PatchParams, PostParams};
+use kube::api::{DeleteParams, PartialObjectMeta, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Config as ControllerConfig};
 use kube::runtime::finalizer::{self, finalizer};
 use kube::runtime::reflector::{self, ObjectRef, Store};
@@ -28,7 +28,7 @@ use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 use tracing::{debug, info, instrument, warn};
 
-use super::Context;
+use super::{Context, json_patch};
 use crate::crd::{AdobeCredential, AdobeCredentialSpec, ClusterAdobeCredential, CreationPolicy, TargetSpec};
 use crate::decision;
 use crate::error::{Error, Retry};
@@ -338,11 +338,6 @@ impl Distribution {
             None => self.known().written.remove(&key),
         };
     }
-}
-
-/// A JSON Patch (RFC 6902): with `test` operations, it applies only to the object as read.
-fn json_patch(operations: serde_json::Value) -> Result<Patch<()>, kube::Error> {
-    serde_json::from_value(operations).map(Patch::Json).map_err(kube::Error::SerdeError)
 }
 
 /// Deletion: copies removed by policy, the minter deleted, nothing remembered.
