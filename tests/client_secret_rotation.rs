@@ -510,11 +510,7 @@ async fn deleting_a_credential_mid_rotation_leaves_no_secret_nobody_holds() {
     let (verifying, _) =
         wait_rotation(&env, "gone", "the new secret being verified", |s, _| s.step == "Verifying").await;
     let new_uuid = verifying.new_secret_uuid.expect("new secret");
-    env.credentials().delete("gone", &kube::api::DeleteParams::default()).await.expect("delete");
-    eventually("the credential to be gone", WAIT, || async {
-        env.credentials().get_opt("gone").await.expect("get").is_none().then_some(())
-    })
-    .await;
+    delete_and_wait_gone(&env, "gone").await;
 
     let secrets: Vec<String> = env.ims.client_secrets(&r.client).into_iter().map(|s| s.uuid).collect();
     assert_eq!(secrets, [original], "only the original secret is left at Adobe");
@@ -524,4 +520,39 @@ async fn deleting_a_credential_mid_rotation_leaves_no_secret_nobody_holds() {
     assert!(deleted.iter().all(|d| d.path.ends_with(&new_uuid)), "only the new secret was deleted");
     assert_eq!(source_key(&env, &r, "client_secret").await.as_deref(), Some(r.original.as_str()));
     assert_no_failed_workload_requests(&env, &r.client);
+}
+
+/// Deleting a credential whose new secret is already in the source Secret finishes the rotation
+/// before the credential goes: after the grace period, the previous secret is deleted at Adobe
+/// (nothing used it), once; the new one, in the source Secret, stays.
+#[tokio::test]
+async fn deleting_a_credential_during_the_grace_period_still_deletes_the_previous_secret() {
+    let mut env = TestEnv::with_flags("rot-delete-grace", &ROTATION_FLAGS).await;
+    let (r, cred) = rotating(&mut env, "grace", "4s", None).await;
+    env.create(&cred).await;
+    wait_observed(&env, &r).await;
+    let since = SystemTime::now();
+    trigger(&env, "grace", "now").await;
+    wait_rotation(&env, "grace", "the grace period", |s, _| s.step == "WaitingForGrace").await;
+    let original = env.ims.client_secret_uuid(&r.client, &r.original).expect("uuid");
+    delete_and_wait_gone(&env, "grace").await;
+
+    let in_source = source_key(&env, &r, "client_secret").await.expect("the new secret in the source Secret");
+    let new_uuid = env.ims.client_secret_uuid(&r.client, &in_source).expect("the new secret at Adobe");
+    assert_ne!(new_uuid, original);
+
+    let secrets: Vec<String> = env.ims.client_secrets(&r.client).into_iter().map(|s| s.uuid).collect();
+    assert_eq!(secrets, [new_uuid], "the previous secret is deleted, the one in the source Secret stays");
+    let (_, _, add, delete) = requests_since(&env, &r.client, since);
+    assert_eq!((add, delete), (1, 1), "one add, and the previous secret deleted once");
+    assert_no_failed_workload_requests(&env, &r.client);
+}
+
+/// Deletes credential `name` and waits until the API server no longer has it.
+async fn delete_and_wait_gone(env: &TestEnv, name: &str) {
+    env.credentials().delete(name, &kube::api::DeleteParams::default()).await.expect("delete");
+    eventually(&format!("{name} to be gone"), WAIT, || async {
+        env.credentials().get_opt(name).await.expect("get").is_none().then_some(())
+    })
+    .await;
 }
