@@ -21,17 +21,22 @@ async fn metrics_and_probes() {
     let ready =
         eventually("readyz", WAIT, || async { (http_get(&format!("{url}/readyz")).await.0 == 200).then_some(()) });
     ready.await;
-    let (status, text) = http_get(&format!("{url}/metrics")).await;
-    assert_eq!(status, 200);
+    // The expiry gauge is set when the reconcile ends, a moment after the status is written.
+    let (text, line) = eventually("the expiry gauge", WAIT, || async {
+        let (status, text) = http_get(&format!("{url}/metrics")).await;
+        assert_eq!(status, 200);
+        let line = text
+            .lines()
+            .find(|l| l.starts_with("adobe_credential_token_expiry_seconds{") && l.contains(r#"name="met""#))?
+            .to_owned();
+        Some((text, line))
+    })
+    .await;
     assert!(
         text.contains(r#"adobe_credential_mint_requests_total{flow="oauthServerToServer",outcome="ok"} 1"#),
         "{text}"
     );
     assert!(text.contains(r#"adobe_credential_mint_duration_seconds_count{flow="oauthServerToServer"} 1"#), "{text}");
-    let line = text
-        .lines()
-        .find(|l| l.starts_with("adobe_credential_token_expiry_seconds{") && l.contains(r#"name="met""#))
-        .expect("expiry gauge");
     let seconds: f64 = line.rsplit(' ').next().and_then(|v| v.parse().ok()).expect("value");
     assert!(seconds > 86_000.0, "{line}");
     env.assert_no_leaks(&["met-client"]).await;
