@@ -9,7 +9,7 @@ use std::time::Duration;
 use clap::{ArgAction, Parser, Subcommand};
 use reqwest::Url;
 
-use crate::schedule::parse_duration;
+use crate::schedule::positive_duration;
 use crate::scope::Namespaces;
 use crate::telemetry::LogFormat;
 
@@ -239,7 +239,7 @@ impl RunArgs {
 }
 
 fn duration_arg(text: &str) -> Result<Duration, String> {
-    parse_duration(text).ok_or_else(|| format!("{text:?} is not a duration like 30s, 5m or 1h"))
+    positive_duration(text).ok_or_else(|| format!("{text:?} is not a duration like 30s, 5m or 1h"))
 }
 
 #[cfg(test)]

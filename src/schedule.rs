@@ -23,7 +23,7 @@ pub fn renew_before(lifetime: Duration, spec: Option<&RenewalSpec>) -> Duration 
     let third = lifetime / 3;
     match spec {
         Some(RenewalSpec { renew_before_percentage: Some(pct), .. }) => lifetime * u32::from(*pct) / 100,
-        Some(RenewalSpec { renew_before: Some(text), .. }) => match parse_duration(text) {
+        Some(RenewalSpec { renew_before: Some(text), .. }) => match positive_duration(text) {
             // A margin as long as the lifetime would renew in a loop.
             Some(d) if d < lifetime => d,
             _ => third,
@@ -81,7 +81,7 @@ pub fn renewal(
 
 /// The margin the spec asks for, before any fallback.
 fn renew_before_requested(spec: &RenewalSpec) -> Option<Duration> {
-    spec.renew_before.as_deref().and_then(parse_duration)
+    spec.renew_before.as_deref().and_then(positive_duration)
 }
 
 /// A number in [0, 1) derived from `key`.
@@ -92,26 +92,9 @@ fn unit_fraction(key: &str) -> f64 {
     (u64::from_be_bytes(bytes) >> 11) as f64 / (1u64 << 53) as f64
 }
 
-/// Parses `8h`, `30m`, `90s`, `1h30m` (the forms the CRD admits).
-pub fn parse_duration(text: &str) -> Option<Duration> {
-    let mut total = Duration::ZERO;
-    let mut number = String::new();
-    for c in text.trim().chars() {
-        if c.is_ascii_digit() {
-            number.push(c);
-            continue;
-        }
-        let value: u64 = number.parse().ok()?;
-        number.clear();
-        let unit = match c {
-            'h' => 3600,
-            'm' => 60,
-            's' => 1,
-            _ => return None,
-        };
-        total += Duration::from_secs(value.checked_mul(unit)?);
-    }
-    (number.is_empty() && !total.is_zero()).then_some(total)
+/// A positive duration (`8h`, `30m`, `90s`, `1h30m`, `2d`), as renewal settings and flags take.
+pub fn positive_duration(text: &str) -> Option<Duration> {
+    crate::time_format::parse_duration(text).and_then(|d| Duration::try_from(d).ok()).filter(|d| !d.is_zero())
 }
 
 /// Delay before the next attempt after `consecutive_failures` failures in a row (≥ 1):
@@ -185,11 +168,12 @@ mod tests {
 
     #[test]
     fn durations() {
-        assert_eq!(parse_duration("1h30m"), Some(Duration::from_secs(5400)));
-        assert_eq!(parse_duration("90s"), Some(Duration::from_secs(90)));
-        assert_eq!(parse_duration("8h"), Some(Duration::from_secs(28800)));
-        for bad in ["", "8", "h", "1d", "-1h", "0s"] {
-            assert_eq!(parse_duration(bad), None, "{bad}");
+        assert_eq!(positive_duration("1h30m"), Some(Duration::from_secs(5400)));
+        assert_eq!(positive_duration("90s"), Some(Duration::from_secs(90)));
+        assert_eq!(positive_duration("8h"), Some(Duration::from_secs(28800)));
+        assert_eq!(positive_duration("1d"), Some(Duration::from_secs(86_400)));
+        for bad in ["", "8", "h", "-1h", "0s", "1.5h"] {
+            assert_eq!(positive_duration(bad), None, "{bad}");
         }
     }
 

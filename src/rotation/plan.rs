@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::crd::ClientSecretRotation;
 use crate::error::{Error, Result};
+use crate::time_format::parse_duration;
 
 /// Shortest and longest rotation period.
 pub const MIN_EVERY: SignedDuration = SignedDuration::from_hours(1);
@@ -70,36 +71,6 @@ impl Settings {
             delete_other_secret: spec.delete_other_secret,
         })
     }
-}
-
-/// `90d`, `1d12h`, `30m`, `0s`: days, hours, minutes and seconds, checked, at most 100 years.
-pub fn parse_duration(text: &str) -> Option<SignedDuration> {
-    const LIMIT: i64 = 100 * 365 * 86_400;
-    let text = text.trim();
-    if text.is_empty() || text.len() > 32 {
-        return None;
-    }
-    let (mut total, mut number, mut digits) = (0_i64, 0_i64, 0_usize);
-    for c in text.chars() {
-        if let Some(digit) = c.to_digit(10) {
-            number = number.checked_mul(10)?.checked_add(i64::from(digit))?;
-            digits += 1;
-            continue;
-        }
-        let unit = match c {
-            'd' => 86_400,
-            'h' => 3600,
-            'm' => 60,
-            's' => 1,
-            _ => return None,
-        };
-        if digits == 0 {
-            return None;
-        }
-        total = total.checked_add(number.checked_mul(unit)?)?;
-        (number, digits) = (0, 0);
-    }
-    (digits == 0 && total <= LIMIT).then(|| SignedDuration::from_secs(total))
 }
 
 /// A client secret as the operator remembers it (never its value).
@@ -575,18 +546,6 @@ mod tests {
     }
 
     const VERIFY: Duration = Duration::from_secs(120);
-
-    #[test]
-    fn durations_take_days_and_refuse_garbage() {
-        assert_eq!(parse_duration("90d"), Some(SignedDuration::from_hours(90 * 24)));
-        assert_eq!(parse_duration("1d12h30m5s"), Some(SignedDuration::from_secs(86_400 + 12 * 3600 + 1805)));
-        assert_eq!(parse_duration("0s"), Some(SignedDuration::ZERO));
-        for bad in ["", "d", "90", "9x", "-1d", "1.5h", "99999999999999999999d", "36501y", &"1s".repeat(20)] {
-            assert_eq!(parse_duration(bad), None, "{bad:?}");
-        }
-        assert_eq!(parse_duration("36500d"), Some(SignedDuration::from_hours(36_500 * 24)));
-        assert_eq!(parse_duration("36501d"), None, "over a century");
-    }
 
     #[test]
     fn settings_are_checked() {
