@@ -146,9 +146,8 @@ pub(super) async fn before_token(
 ) -> Pending {
     let failed =
         |halt| Pending::Ran(Box::new(Progress { settings: None, stored: None, trigger: None, notices: vec![], halt }));
-    let spec =
-        cred.spec.oauth_server_to_server.as_ref().and_then(|f| f.client_secret_rotation.as_ref().map(|r| (f, r)));
-    let settings = spec.map(|(_, rotation)| Settings::from_spec(rotation));
+    let flow = cred.spec.oauth_server_to_server.as_ref();
+    let settings = flow.and_then(|f| f.client_secret_rotation.as_ref()).map(Settings::from_spec);
     let deleting = cred.metadata.deletion_timestamp.is_some();
     // Held from the first rotation on (`start`), while this operator can wind one down; never
     // where it cannot, so that a deletion is never stuck on it.
@@ -157,14 +156,13 @@ pub(super) async fn before_token(
     {
         return failed(Halt::Failed(err));
     }
-    let Some((flow, _)) = spec else { return Pending::None };
+    let (Some(flow), Some(settings)) = (flow, settings) else { return Pending::None };
     if !ctx.rotation.enabled {
         return failed(Halt::Failed(Error::ClientSecretRotationDisabled));
     }
     let settings = match settings {
-        Some(Ok(settings)) => settings,
-        Some(Err(err)) => return failed(Halt::Failed(err)),
-        None => return Pending::None,
+        Ok(settings) => settings,
+        Err(err) => return failed(Halt::Failed(err)),
     };
     let key = ObjectRef::from_obj(cred);
     let backoff = ctx.states.read(&key, |s| s.rotation_backoff(cred.metadata.generation)).flatten();
@@ -318,18 +316,18 @@ fn describe(procedure: Option<&Procedure>, settings: Option<&Settings>, halt: &H
     };
     let (healthy, reason, message) = match (halt, step) {
         (Halt::Failed(err), _) => (false, err.reason(), err.to_string()),
-        (Halt::Held { held: Held::Previous, uuid, last_used, until }, _) => (
+        (Halt::Held { held: held @ Held::Previous, uuid, last_used, until }, _) => (
             false,
-            Reason::OldSecretStillInUse.as_str(),
+            held.reason().as_str(),
             format!(
                 "the previous client secret {uuid} was used at {} after the switch, by something other than this operator; it is kept, and deleted once unused until {}",
                 rfc3339(*last_used),
                 rfc3339(*until)
             ),
         ),
-        (Halt::Held { held: Held::Other { current }, uuid, last_used, until }, _) => (
+        (Halt::Held { held: held @ Held::Other { current }, uuid, last_used, until }, _) => (
             false,
-            Reason::OtherSecretStillInUse.as_str(),
+            held.reason().as_str(),
             format!(
                 "the source Secret holds client secret {current}; the other one, {uuid}, was used at {}, so deleteOtherSecret deletes it only once unused for the grace period: the rotation waits until {}",
                 rfc3339(*last_used),
@@ -474,10 +472,12 @@ impl Run<'_> {
 
     /// While idle, the fingerprint of the client secret the source Secret holds first (one read
     /// of the source Secret): a new one there means the secret in use changed. `None` when it
-    /// cannot be read (the token path reports why) or a rotation is under way (it knows).
+    /// cannot be read (the token path reports why), a rotation is under way (it knows), or the
+    /// credential is being deleted.
     async fn source_while_idle(&self) -> Option<String> {
         let idle = self.stored.as_ref().is_some_and(|s| s.procedure.step == Step::Idle);
-        if !idle {
+        // Winding down never looks at it.
+        if !idle || self.deleting {
             return None;
         }
         let (client, _) = self.client().await.ok()?;
