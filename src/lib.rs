@@ -19,6 +19,7 @@ pub mod login;
 pub mod metrics;
 pub mod mint_guard;
 pub mod names;
+pub mod notice;
 pub mod rate_limit;
 pub mod refresh_state;
 pub mod rollout;

@@ -7,42 +7,24 @@ use std::time::Duration;
 use jiff::Timestamp;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Event, EventType};
+use kube::runtime::events::Event;
 use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 use tracing::{info, warn};
 
 use super::Context;
 use super::provide::{Done, Failure};
-use super::rotate::{self, Rotation};
+use super::rotate::Rotation;
 use crate::crd::{AdobeCredential, AdobeCredentialStatus};
 use crate::decision;
 use crate::error::{Error, MAX_MESSAGE, one_line};
 use crate::names::{FIELD_MANAGER, Reason};
+use crate::notice::Notice;
 use crate::rollout::{self, Restart};
 use crate::schedule;
 use crate::status::{self, Outcome};
 use crate::target::StoredToken;
 use crate::time_format::rfc3339;
-
-/// An Event to publish about the credential.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) struct Notice {
-    pub type_: EventType,
-    pub reason: &'static str,
-    pub action: &'static str,
-    pub note: String,
-}
-
-impl Notice {
-    pub(super) fn normal(reason: Reason, action: &'static str, note: String) -> Self {
-        Self { type_: EventType::Normal, reason: reason.as_str(), action, note }
-    }
-
-    pub(super) fn warning(reason: &'static str, action: &'static str, note: String) -> Self {
-        Self { type_: EventType::Warning, reason, action, note }
-    }
-}
 
 /// A valid token is in the target: status, consumers restarted, Events, quiet until renewal.
 pub(super) async fn success(
@@ -62,7 +44,7 @@ pub(super) async fn success(
     let mut notices = success_notices(cred, &done, &restarts);
     // The next look: the renewal, or sooner for the rotation.
     let wake_at = rotation.wake_at().map_or(done.renewal.at, |at| at.min(done.renewal.at));
-    notices.extend(rotate::apply(&mut desired, cred, ctx, rotation, now));
+    notices.extend(apply_rotation(&mut desired, cred, ctx, rotation, now));
     patch_status_if_changed(cred, ctx, desired).await?;
     for notice in notices {
         publish(cred, ctx, notice).await;
@@ -111,7 +93,7 @@ pub(super) async fn failure(
     let mut desired = status::desired(cred, &outcome, now);
     let previous_reason = status::ready_condition(cred).map(|c| c.reason.clone());
     let rotation_wake = rotation.wake_at();
-    let rotation_notices = rotate::apply(&mut desired, cred, ctx, rotation, now);
+    let rotation_notices = apply_rotation(&mut desired, cred, ctx, rotation, now);
     patch_status_if_changed(cred, ctx, desired).await?;
     if let Some(notice) = failure_notice(error, failures, previous_reason.as_deref()) {
         publish(cred, ctx, notice).await;
@@ -230,10 +212,43 @@ async fn publish(cred: &AdobeCredential, ctx: &Context, notice: Notice) {
     }
 }
 
+/// Writes the rotation's report into the desired status and returns its Events.
+fn apply_rotation(
+    status: &mut AdobeCredentialStatus,
+    cred: &AdobeCredential,
+    ctx: &Context,
+    rotation: Rotation,
+    now: Timestamp,
+) -> Vec<Notice> {
+    let (namespace, name) = (cred.namespace().unwrap_or_default(), cred.name_any());
+    match rotation {
+        Rotation::None => {
+            ctx.metrics.set_client_secret_created(&namespace, &name, None);
+            Vec::new()
+        }
+        Rotation::Unchanged { .. } => Vec::new(),
+        Rotation::Report(report) => {
+            ctx.metrics.set_client_secret_created(&namespace, &name, report.secret_created_at);
+            status::set_client_secret_rotation(
+                status,
+                cred,
+                report.status,
+                report.healthy,
+                report.reason,
+                report.message,
+                now,
+            );
+            report.notices
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::crd::{AdobeCredentialSpec, RolloutRestartStatus, WorkloadKind};
+    use kube::runtime::events::EventType;
+
     use crate::rollout::Problem;
     use crate::schedule::Renewal;
     use crate::secret_value::SecretValue;

@@ -25,13 +25,14 @@ use kube::runtime::reflector::ObjectRef;
 use kube::{Api, ResourceExt};
 use tracing::{info, warn};
 
-use super::report::Notice;
 use super::{Context, finalizer};
 use crate::crd::{AdobeCredential, ClientSecretRotationStatus, OAuthServerToServer};
 use crate::error::{Error, Result};
 use crate::flows::{self, Flow, ServerToServerInputs};
 use crate::names::{FIELD_MANAGER, Reason, annotation};
+use crate::notice::Notice;
 use crate::rotation::management::{self, Checked, ManagementApi};
+use crate::rotation::memory::Unpersisted;
 use crate::rotation::plan::{
     self, Cause, FailedRotation, Listed, Next, OldSecret, Procedure, SecretRef, Settings, StartPlan, Step,
 };
@@ -165,7 +166,7 @@ pub(super) async fn before_token(
         Err(err) => return failed(Halt::Failed(err)),
     };
     let key = ObjectRef::from_obj(cred);
-    let backoff = ctx.states.read(&key, |s| s.rotation_backoff(cred.metadata.generation)).flatten();
+    let backoff = ctx.states.read(&key, |s| s.rotation().backoff(cred.metadata.generation)).flatten();
     if let Some(retry_at) = backoff.filter(|at| now < *at) {
         return Pending::Unchanged { wake_at: Some(retry_at) };
     }
@@ -248,10 +249,10 @@ fn finish_report(cred: &AdobeCredential, ctx: &Context, progress: Progress) -> R
     let wake_at = match &progress.halt {
         Halt::Failed(err) => {
             ctx.metrics.rotation_failed(err.reason());
-            let failures = ctx.states.read(&key, |s| s.rotation_failures()).unwrap_or(0).saturating_add(1);
+            let failures = ctx.states.read(&key, |s| s.rotation().failures()).unwrap_or(0).saturating_add(1);
             let delay = schedule::failure_backoff(failures, err.retry(), err.retry_after(), rand::random());
             let retry_at = now + delay;
-            ctx.states.update(&key, |s| s.rotation_failed(cred.metadata.generation, retry_at));
+            ctx.states.update(&key, |s| s.rotation_mut().failed(cred.metadata.generation, retry_at));
             warn!(reason = err.reason(), error = %err, retry_in_ms = delay.as_millis() as u64, "client secret rotation step failed");
             if previous_reason.as_deref() != Some(err.reason()) {
                 notices.push(Notice::warning(err.reason(), "Rotate", err.to_string()));
@@ -262,7 +263,7 @@ fn finish_report(cred: &AdobeCredential, ctx: &Context, progress: Progress) -> R
             (!needs_a_change).then_some(retry_at)
         }
         halt => {
-            ctx.states.update(&key, |s| s.rotation_progressed());
+            ctx.states.update(&key, |s| s.rotation_mut().progressed());
             match halt {
                 Halt::Wait(until) => *until,
                 Halt::VerifyPending(at) => Some(*at),
@@ -548,12 +549,16 @@ impl Run<'_> {
     ) -> Result<(SecretValue, Option<Timestamp>)> {
         let fingerprint = secret.fingerprint();
         let now = Timestamp::now();
-        if let Some(token) = self.ctx.states.read(&self.key, |s| s.management_token(&fingerprint, now)).flatten() {
+        if let Some(token) =
+            self.ctx.states.read(&self.key, |s| s.rotation().management_token(&fingerprint, now)).flatten()
+        {
             return Ok((token, None));
         }
         let minted = self.mint_with(client, secret, "management_token").await?;
         let token = minted.access_token.clone();
-        self.ctx.states.update(&self.key, |s| s.keep_management_token(fingerprint, token, minted.expires_at));
+        self.ctx
+            .states
+            .update(&self.key, |s| s.rotation_mut().keep_management_token(fingerprint, token, minted.expires_at));
         Ok((minted.access_token, Some(minted.issued_at)))
     }
 
@@ -699,7 +704,8 @@ impl Run<'_> {
     async fn add(&mut self, client: &OAuthClient, token: &SecretValue, checked: &Checked) -> Result<()> {
         let added = self.call("add", self.api(client, token)?.add(checked)).await?;
         let (uuid, created_at, secret) = (added.uuid, added.created_at, added.secret);
-        self.ctx.states.update(&self.key, |s| s.hold_unpersisted(uuid.clone(), created_at, secret.clone()));
+        let held = Unpersisted { uuid: uuid.clone(), created_at, value: secret.clone() };
+        self.ctx.states.update(&self.key, |s| s.rotation_mut().hold_unpersisted(held));
         self.persist_added(uuid, created_at, secret).await
     }
 
@@ -727,7 +733,7 @@ impl Run<'_> {
                 Err(err) => return Err(err),
             }
         }
-        self.ctx.states.update(&self.key, |s| s.persisted());
+        self.ctx.states.update(&self.key, |s| s.rotation_mut().persisted());
         self.notice(
             Reason::ClientSecretAdded,
             format!("added client secret {uuid} and saved it in Secret {:?}", state_secret::secret_name(self.cred)),
@@ -768,8 +774,8 @@ impl Run<'_> {
         let Step::Adding { before, requested_at, .. } = self.procedure().step else {
             return Err(invalid_step(self.cred, "Adding"));
         };
-        if let Some((uuid, created_at, secret)) = self.ctx.states.read(&self.key, |s| s.unpersisted()).flatten() {
-            self.persist_added(uuid, created_at, secret).await?;
+        if let Some(held) = self.ctx.states.read(&self.key, |s| s.rotation().unpersisted()).flatten() {
+            self.persist_added(held.uuid, held.created_at, held.value).await?;
             return Ok(None);
         }
         let (client, _) = self.client().await?;
@@ -810,12 +816,16 @@ impl Run<'_> {
         };
         let secret = self.new_secret()?;
         let (client, _) = self.client().await?;
-        let attempt = self.ctx.states.update(&self.key, |s| s.verify_attempted());
+        let attempt = self.ctx.states.update(&self.key, |s| s.rotation_mut().verify_attempted());
         match self.mint_with(&client, &secret, "verify").await {
             Ok(minted) => {
                 self.ctx.states.update(&self.key, |s| {
-                    s.verify_done();
-                    s.keep_management_token(secret.fingerprint(), minted.access_token.clone(), minted.expires_at);
+                    s.rotation_mut().verify_done();
+                    s.rotation_mut().keep_management_token(
+                        secret.fingerprint(),
+                        minted.access_token.clone(),
+                        minted.expires_at,
+                    );
                 });
                 let keys = self.write_source(&secret).await?;
                 procedure.step =
@@ -1000,37 +1010,6 @@ fn invalid_step(cred: &AdobeCredential, expected: &str) -> Error {
     Error::RotationStateInvalid {
         name: state_secret::secret_name(cred),
         detail: format!("the procedure is not at step {expected}"),
-    }
-}
-
-/// Writes the rotation's report into the desired status and returns its Events.
-pub(super) fn apply(
-    status: &mut crate::crd::AdobeCredentialStatus,
-    cred: &AdobeCredential,
-    ctx: &Context,
-    rotation: Rotation,
-    now: Timestamp,
-) -> Vec<Notice> {
-    let (namespace, name) = (cred.namespace().unwrap_or_default(), cred.name_any());
-    match rotation {
-        Rotation::None => {
-            ctx.metrics.set_client_secret_created(&namespace, &name, None);
-            Vec::new()
-        }
-        Rotation::Unchanged { .. } => Vec::new(),
-        Rotation::Report(report) => {
-            ctx.metrics.set_client_secret_created(&namespace, &name, report.secret_created_at);
-            crate::status::set_client_secret_rotation(
-                status,
-                cred,
-                report.status,
-                report.healthy,
-                report.reason,
-                report.message,
-                now,
-            );
-            report.notices
-        }
     }
 }
 

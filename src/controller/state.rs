@@ -11,7 +11,7 @@ use kube::runtime::reflector::ObjectRef;
 
 use crate::crd::AdobeCredential;
 use crate::mint_guard::{MintHistory, MintRecord, Refusal};
-use crate::secret_value::SecretValue;
+use crate::rotation;
 use crate::target::StoredToken;
 
 /// The remembered state of one credential.
@@ -35,25 +35,7 @@ pub struct CredentialState {
     /// Recent mints, for the mint guard.
     mints: MintHistory,
     /// The client secret rotation's memory (the procedure itself is persisted).
-    rotation: RotationMemory,
-}
-
-/// What the client secret rotation keeps in memory: its backoff, a management token while it is
-/// valid, and a new secret whose persisting failed (so that it is not lost with the answer).
-#[derive(Debug, Default)]
-struct RotationMemory {
-    /// SHA-256 of the trigger annotation last seen.
-    trigger: Option<String>,
-    failures: u32,
-    /// No management call before this time (after a failure), unless the spec or trigger change.
-    retry_at: Option<Timestamp>,
-    failed_generation: Option<i64>,
-    /// Attempts to verify the new secret so far.
-    verify_attempts: u32,
-    /// `(fingerprint of the client secret it was minted with, token, expiry)`.
-    management_token: Option<(String, SecretValue, Timestamp)>,
-    /// An added secret not yet persisted: `(uuid, created_at, value)`.
-    unpersisted: Option<(String, Timestamp, SecretValue)>,
+    rotation: rotation::Memory,
 }
 
 #[derive(Debug)]
@@ -157,72 +139,17 @@ impl CredentialState {
     /// The rotation trigger annotation's hash as the credential now carries it. A new value is
     /// news (a full reconcile) and lifts the rotation's backoff: someone asks to try again.
     pub fn trigger_seen(&mut self, trigger: Option<String>) {
-        if self.rotation.trigger != trigger {
+        if self.rotation.trigger_seen(trigger) {
             self.dirty = true;
-            self.rotation.retry_at = None;
-            self.rotation.trigger = trigger;
         }
     }
 
-    /// Until when the rotation backs off for spec `generation`; a new generation does not.
-    pub fn rotation_backoff(&self, generation: Option<i64>) -> Option<Timestamp> {
-        self.rotation.retry_at.filter(|_| self.rotation.failed_generation == generation)
+    pub fn rotation(&self) -> &rotation::Memory {
+        &self.rotation
     }
 
-    /// A rotation step failed (the `n`-th time in a row, returned) for spec `generation`; no
-    /// management call before `retry_at`.
-    pub fn rotation_failed(&mut self, generation: Option<i64>, retry_at: Timestamp) {
-        self.rotation.failures = self.rotation.failures.saturating_add(1);
-        self.rotation.retry_at = Some(retry_at);
-        self.rotation.failed_generation = generation;
-    }
-
-    /// Rotation failures in a row so far.
-    pub fn rotation_failures(&self) -> u32 {
-        self.rotation.failures
-    }
-
-    /// A rotation step succeeded.
-    pub fn rotation_progressed(&mut self) {
-        self.rotation.failures = 0;
-        self.rotation.retry_at = None;
-    }
-
-    /// Counts a verification attempt of the new secret; returns how many there were.
-    pub fn verify_attempted(&mut self) -> u32 {
-        self.rotation.verify_attempts = self.rotation.verify_attempts.saturating_add(1);
-        self.rotation.verify_attempts
-    }
-
-    pub fn verify_done(&mut self) {
-        self.rotation.verify_attempts = 0;
-    }
-
-    /// A management token minted with the client secret of `fingerprint`, valid at `now` for a
-    /// while longer.
-    pub fn management_token(&self, fingerprint: &str, now: Timestamp) -> Option<SecretValue> {
-        let (fp, token, expires_at) = self.rotation.management_token.as_ref()?;
-        let margin = jiff::SignedDuration::from_mins(5);
-        let fresh = now.checked_add(margin).is_ok_and(|later| later < *expires_at);
-        (fp == fingerprint && fresh).then(|| token.clone())
-    }
-
-    pub fn keep_management_token(&mut self, fingerprint: String, token: SecretValue, expires_at: Timestamp) {
-        self.rotation.management_token = Some((fingerprint, token, expires_at));
-    }
-
-    /// A secret Adobe created whose persisting failed: kept until it is persisted.
-    pub fn hold_unpersisted(&mut self, uuid: String, created_at: Timestamp, value: SecretValue) {
-        self.rotation.unpersisted = Some((uuid, created_at, value));
-    }
-
-    /// The unpersisted secret, if there is one.
-    pub fn unpersisted(&self) -> Option<(String, Timestamp, SecretValue)> {
-        self.rotation.unpersisted.clone()
-    }
-
-    pub fn persisted(&mut self) {
-        self.rotation.unpersisted = None;
+    pub fn rotation_mut(&mut self) -> &mut rotation::Memory {
+        &mut self.rotation
     }
 }
 
@@ -355,35 +282,17 @@ mod tests {
     }
 
     #[test]
-    fn a_new_trigger_is_news_and_lifts_the_rotation_backoff() {
+    fn a_new_trigger_is_news() {
         let mut state = CredentialState::default();
         state.succeeded(Some(1), ts("2026-12-01T16:00:00Z"));
         let now = ts("2026-12-01T15:00:00Z");
         state.trigger_seen(None);
         assert!(state.quiet_for(Some(1), now).is_some(), "no trigger, no news");
-        state.rotation_failed(Some(1), ts("2026-12-01T15:10:00Z"));
-        assert_eq!(state.rotation_failures(), 1);
-        assert_eq!(state.rotation_backoff(Some(1)), Some(ts("2026-12-01T15:10:00Z")));
-        assert_eq!(state.rotation_backoff(Some(2)), None, "a spec change retries at once");
         state.trigger_seen(Some("h1".into()));
         assert_eq!(state.quiet_for(Some(1), now), None);
-        assert_eq!(state.rotation_backoff(Some(1)), None);
         state.begin(0);
         state.trigger_seen(Some("h1".into()));
         assert!(state.quiet_for(Some(1), now).is_some(), "the same trigger again is no news");
-        state.rotation_progressed();
-        assert_eq!(state.rotation_failures(), 0);
-    }
-
-    #[test]
-    fn a_management_token_is_reused_only_for_its_secret_and_while_fresh() {
-        let mut state = CredentialState::default();
-        let expires = ts("2026-12-02T00:00:00Z");
-        state.keep_management_token("fp-old".into(), SecretValue::new("mt"), expires);
-        let now = ts("2026-12-01T00:00:00Z");
-        assert!(state.management_token("fp-old", now).is_some());
-        assert!(state.management_token("fp-new", now).is_none());
-        assert!(state.management_token("fp-old", ts("2026-12-01T23:56:00Z")).is_none(), "about to expire");
     }
 
     #[test]

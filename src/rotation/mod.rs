@@ -4,8 +4,11 @@
 //! (`controller::rotate`).
 
 pub mod management;
+pub mod memory;
 pub mod plan;
 pub mod state_secret;
+
+pub use memory::Memory;
 
 use kube::ResourceExt;
 
