@@ -55,7 +55,7 @@ pub fn desired(cred: &AdobeCredential, outcome: &Outcome<'_>, now: Timestamp) ->
     conditions.extend(current.conditions.iter().find(|c| c.type_ == ROLLOUT_RESTART).cloned());
     // The rotation reports after the token (`set_client_secret_rotation`); until then, and when
     // it had nothing new to say, what it said last stays while the spec asks for rotation.
-    let rotating = cred.spec.oauth_server_to_server.as_ref().is_some_and(|f| f.client_secret_rotation.is_some());
+    let rotating = flows::rotation_of(&cred.spec).is_some();
     if rotating {
         conditions.extend(current.conditions.iter().find(|c| c.type_ == CLIENT_SECRET_ROTATION).cloned());
     }

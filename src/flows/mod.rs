@@ -17,7 +17,7 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
 use sha2::{Digest, Sha256};
 
-use crate::crd::{AdobeCredential, AdobeCredentialSpec};
+use crate::crd::{AdobeCredential, AdobeCredentialSpec, ClientSecretRef, ClientSecretRotation};
 use crate::error::{Error, Result};
 use crate::names::Reason;
 use crate::secret_value::{SecretValue, hex};
@@ -50,6 +50,22 @@ pub trait FlowSpec: Sync {
     fn mint_spends_inputs(&self) -> bool {
         false
     }
+
+    /// For flows whose client secret the operator can rotate (Adobe's I/O Management API manages
+    /// it), when the spec asks for it: what the rotation needs. None for other flows.
+    fn client_secret_rotation(&self) -> Option<Rotatable<'_>> {
+        None
+    }
+}
+
+/// A client secret rotation a flow block asks for.
+#[derive(Debug, Clone, Copy)]
+pub struct Rotatable<'a> {
+    pub rotation: &'a ClientSecretRotation,
+    /// The source Secret whose client secret is rotated.
+    pub client_secret_ref: &'a ClientSecretRef,
+    /// Where tokens for the I/O Management API are minted with the client credentials.
+    pub ims_endpoint: &'a str,
 }
 
 /// Why a flow is deprecated and what to do about it.
@@ -143,6 +159,11 @@ pub fn of(spec: &AdobeCredentialSpec) -> Option<&dyn FlowSpec> {
         spec.oauth_web_app.as_ref().map(|f| f as &dyn FlowSpec),
     ];
     blocks.into_iter().flatten().next()
+}
+
+/// The client secret rotation the spec's flow asks for, if it does and can.
+pub fn rotation_of(spec: &AdobeCredentialSpec) -> Option<Rotatable<'_>> {
+    of(spec)?.client_secret_rotation()
 }
 
 /// Names of the Secrets a resource reads its inputs from (all in its own namespace).

@@ -5,7 +5,7 @@ use futures::future::BoxFuture;
 use jiff::Timestamp;
 use reqwest::Url;
 
-use super::{Flow, FlowSpec};
+use super::{Flow, FlowSpec, Rotatable};
 use crate::crd::OAuthServerToServer;
 use crate::error::Result;
 use crate::secret_value::SecretValue;
@@ -45,6 +45,28 @@ impl FlowSpec for OAuthServerToServer {
             Ok(Box::new(inputs) as Box<dyn Flow>)
         }
         .boxed()
+    }
+
+    fn client_secret_rotation(&self) -> Option<Rotatable<'_>> {
+        let rotation = self.client_secret_rotation.as_ref()?;
+        Some(Rotatable { rotation, client_secret_ref: &self.client_secret_ref, ims_endpoint: &self.ims_endpoint })
+    }
+}
+
+impl ServerToServerInputs {
+    /// A client_credentials mint at `ims_endpoint` with one client secret, for other callers
+    /// than a credential's token path (the rotation's management tokens and verification).
+    pub fn with_secret(ims_endpoint: &str, client_id: &str, secret: SecretValue, scopes: Vec<String>) -> Self {
+        Self {
+            ims_endpoint: ims_endpoint.trim_end_matches('/').to_owned(),
+            client: OAuthClient {
+                client_id: client_id.to_owned(),
+                secrets: vec![("rotation".into(), secret)],
+                notes: vec![],
+            },
+            scopes,
+            org_id: None,
+        }
     }
 }
 

@@ -33,16 +33,40 @@ const MAX_LISTED: usize = 16;
 /// Longest client secret value accepted from an add (Adobe's are 36 characters).
 const MAX_SECRET_BYTES: usize = 1024;
 
-/// Proof that a list of this credential named the credential's own client ID. Only [`list`]
-/// makes one, and [`add`] and [`delete`] need it: nothing is added to or deleted from a
+/// Proof that a list of this credential named the credential's own client ID. Only
+/// [`Listing::checked`] makes one, and [`add`] and [`delete`] need it: nothing is added to or deleted from a
 /// credential whose list was not checked first (a wrong `credentialId` may name another
 /// project's credential that the management token can reach).
 ///
-/// [`list`]: ManagementApi::list
 /// [`add`]: ManagementApi::add
 /// [`delete`]: ManagementApi::delete
 #[derive(Debug)]
 pub struct Checked(());
+
+/// A list of a credential's secrets, as the API answered it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Listing {
+    /// The client ID the list names: whose secrets these are.
+    pub client_id: String,
+    pub secrets: Vec<Listed>,
+}
+
+impl Listing {
+    /// The secrets, refused unless the list is of the credential whose client ID the source
+    /// Secret holds (`client_id`). Client IDs are compared without regard to case (IMS does not
+    /// mind it); a different credential has a different ID altogether.
+    pub fn checked(self, settings: &Settings, client_id: &str) -> Result<(Vec<Listed>, Checked)> {
+        if self.client_id.eq_ignore_ascii_case(client_id.trim()) {
+            return Ok((self.secrets, Checked(())));
+        }
+        Err(Error::CredentialMismatch {
+            org_id: settings.org_id.clone(),
+            credential_id: settings.credential_id.clone(),
+            client_id: client_id.to_owned(),
+            listed_client_id: self.client_id,
+        })
+    }
+}
 
 /// A secret the add created: shown this once.
 #[derive(Debug)]
@@ -74,13 +98,10 @@ impl<'a> ManagementApi<'a> {
         Ok(Self { http: tokens.http(), secrets_url, client_id, token, settings })
     }
 
-    /// The credential's secrets (never their values), refused unless the list is of the
-    /// credential whose client ID the source Secret holds.
-    pub async fn list(&self) -> Result<(Vec<Listed>, Checked)> {
+    /// The credential's secrets (never their values), and whose they are.
+    pub async fn list(&self) -> Result<Listing> {
         let body = self.send(Method::GET, self.secrets_url.clone()).await?.ok_or_else(not_found(self.settings))?;
-        let (listed_client_id, listed) = parse_list(&body)?;
-        check_owner(self.settings, self.client_id, &listed_client_id)?;
-        Ok((listed, Checked(())))
+        parse_list(&body)
     }
 
     /// Adds a secret; the answer is the only time its value is shown.
@@ -209,7 +230,7 @@ struct UsageBody {
 const MAX_CLIENT_ID_BYTES: usize = 128;
 
 /// The list's `client_id` and its secrets.
-fn parse_list(body: &str) -> Result<(String, Vec<Listed>)> {
+fn parse_list(body: &str) -> Result<Listing> {
     let parsed: ListBody =
         serde_json::from_str(body).map_err(|_| malformed("the secret list is not the documented JSON"))?;
     if parsed.client_secrets.len() > MAX_LISTED {
@@ -235,21 +256,7 @@ fn parse_list(body: &str) -> Result<(String, Vec<Listed>)> {
             Ok(Listed { uuid: secret.uuid, created_at, last_used_at })
         })
         .collect::<Result<_>>()?;
-    Ok((client_id, listed))
-}
-
-/// A list of another client's credential is refused. Client IDs are compared without regard
-/// to case (IMS does not mind it); a different credential has a different ID altogether.
-fn check_owner(settings: &Settings, client_id: &str, listed_client_id: &str) -> Result<()> {
-    if listed_client_id.eq_ignore_ascii_case(client_id.trim()) {
-        return Ok(());
-    }
-    Err(Error::CredentialMismatch {
-        org_id: settings.org_id.clone(),
-        credential_id: settings.credential_id.clone(),
-        client_id: client_id.to_owned(),
-        listed_client_id: listed_client_id.to_owned(),
-    })
+    Ok(Listing { client_id, secrets: listed })
 }
 
 #[derive(Deserialize)]
@@ -300,7 +307,7 @@ mod tests {
         let body = r#"{"client_id":"c","client_secrets":[
             {"uuid":"aa11","created_at":1700000000000,"created_at_str":"x","expires_at":"PERMANENT","secret_usages":null},
             {"uuid":"bb22","created_at":"1700000001000","secret_usages":[{"last_used_at":1700000005000,"grant_type":"client_credentials"},{"last_used_at":1700000009000}]}]}"#;
-        let (client_id, listed) = parse_list(body).expect("parses");
+        let Listing { client_id, secrets: listed } = parse_list(body).expect("parses");
         assert_eq!(client_id, "c");
         assert_eq!(listed.len(), 2);
         assert_eq!(listed[0].created_at, Timestamp::from_second(1_700_000_000).expect("ts"));
@@ -335,9 +342,10 @@ mod tests {
             endpoint: "https://api.adobe.io".into(),
             delete_other_secret: false,
         };
-        assert!(check_owner(&settings, "abc123", "abc123").is_ok());
-        assert!(check_owner(&settings, "ABC123", "abc123").is_ok(), "IMS ignores the case");
-        let err = check_owner(&settings, "abc123", "def456").unwrap_err();
+        let listing = |client_id: &str| Listing { client_id: client_id.into(), secrets: vec![] };
+        assert!(listing("abc123").checked(&settings, "abc123").is_ok());
+        assert!(listing("abc123").checked(&settings, "ABC123").is_ok(), "IMS ignores the case");
+        let err = listing("def456").checked(&settings, "abc123").unwrap_err();
         assert_eq!(err.reason(), "CredentialMismatch");
         assert_eq!(err.retry(), crate::error::Retry::Permanent);
         let message = err.to_string();

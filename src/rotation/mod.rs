@@ -1,12 +1,20 @@
-//! Client secret rotation through Adobe's I/O Management API: what to do next (pure, in
-//! [`plan`]), the API calls ([`management`]) and the operator-owned state Secret that carries a
-//! rotation across restarts ([`state_secret`]). The reconciler drives it
-//! (`controller::rotate`).
+//! Client secret rotation through Adobe's I/O Management API, a capability of the flows whose
+//! client secret Adobe manages (`flows::FlowSpec::client_secret_rotation`):
+//! - [`plan`]: what to do next (pure, from the persisted step and `now`);
+//! - [`procedure`]: the steps, against a [`world::World`] (Adobe, the namespace, memory, clock);
+//! - [`report`]: what to report (pure);
+//! - [`management`]: the I/O Management API calls; [`state_secret`]: the operator-owned Secret
+//!   that carries a rotation across restarts; [`memory`]: what this process remembers.
+//!
+//! The reconciler runs it against the cluster (`controller::rotate`).
 
 pub mod management;
 pub mod memory;
 pub mod plan;
+pub mod procedure;
+pub mod report;
 pub mod state_secret;
+pub mod world;
 
 pub use memory::Memory;
 

@@ -170,6 +170,9 @@ pub struct FailedRotation {
     pub message: String,
 }
 
+/// The reason a rotation is remembered with when IMS never accepted its new secret.
+pub const VERIFICATION_FAILED: &str = "NewSecretVerificationFailed";
+
 /// Everything the procedure persists besides the new secret's value.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "camelCase")]
