@@ -10,7 +10,9 @@ use reqwest::header::{HeaderMap, RETRY_AFTER};
 use reqwest::{Method, StatusCode, Url};
 use serde::Deserialize;
 
-use super::plan::{Listed, Settings, valid_uuid};
+use super::persisted::valid_uuid;
+use super::plan::Listed;
+use super::settings::Settings;
 use crate::error::{Error, Result};
 use crate::secret_value::SecretValue;
 use crate::token::TokenClient;

@@ -10,9 +10,11 @@
 
 pub mod management;
 pub mod memory;
+pub mod persisted;
 pub mod plan;
 pub mod procedure;
 pub mod report;
+pub mod settings;
 pub mod state_secret;
 pub mod world;
 

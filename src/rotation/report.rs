@@ -5,8 +5,10 @@
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
-use super::plan::{self, FailedRotation, Procedure, Settings, Step, VERIFICATION_FAILED};
+use super::persisted::{FailedRotation, Procedure, Step, VERIFICATION_FAILED};
+use super::plan;
 use super::procedure::{Halt, Held, Progress};
+use super::settings::Settings;
 use crate::crd::ClientSecretRotationStatus;
 use crate::error::Error;
 use crate::names::{Reason, annotation};
@@ -166,7 +168,7 @@ fn in_progress(step: &Step, settings: Option<&Settings>) -> String {
 mod tests {
     use super::*;
     use crate::crd::ClientSecretRotation;
-    use crate::rotation::plan::SecretRef;
+    use crate::rotation::persisted::SecretRef;
 
     fn ts(s: &str) -> Timestamp {
         s.parse().expect("timestamp")

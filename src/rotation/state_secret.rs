@@ -12,7 +12,7 @@ use kube::api::{Patch, PatchParams};
 use kube::{Api, ResourceExt};
 use serde_json::json;
 
-use super::plan::Procedure;
+use super::persisted::Procedure;
 use crate::crd::AdobeCredential;
 use crate::error::{Error, Result};
 use crate::names::FIELD_MANAGER;
@@ -100,7 +100,7 @@ pub async fn save(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rotation::plan::{SecretRef, Step};
+    use crate::rotation::persisted::{SecretRef, Step};
     use k8s_openapi::ByteString;
 
     fn secret_with(data: &[(&str, &[u8])]) -> Secret {

@@ -11,7 +11,7 @@ use jiff::Timestamp;
 
 use super::Memory;
 use super::management::{Added, Checked, Listing};
-use super::plan::Procedure;
+use super::persisted::Procedure;
 use super::state_secret::Stored;
 use crate::error::Result;
 use crate::secret_value::SecretValue;

@@ -21,7 +21,9 @@ use jiff::Timestamp;
 use tracing::{info, warn};
 
 use super::management::Checked;
-use super::plan::{self, Listed, Next, Procedure, SecretRef, Settings, Step};
+use super::persisted::{Procedure, SecretRef, Step};
+use super::plan::{self, Listed, Next};
+use super::settings::Settings;
 use super::state_secret::Stored;
 use super::world::{MintFor, World};
 use crate::crd::ClientSecretRef;

@@ -10,7 +10,8 @@ use jiff::Timestamp;
 use super::{Halt, Held, Run, primary};
 use crate::error::{Error, Result};
 use crate::names::Reason;
-use crate::rotation::plan::{self, FailedRotation, OldSecret, Step, VERIFICATION_FAILED};
+use crate::rotation::persisted::{FailedRotation, Step, VERIFICATION_FAILED};
+use crate::rotation::plan::{self, OldSecret};
 use crate::rotation::world::{MintFor, SourceKeys, World};
 use crate::target::StoredToken;
 

@@ -11,7 +11,7 @@ use super::*;
 use crate::crd::{ClientSecretRef, ClientSecretRotation};
 use crate::rotation::Memory;
 use crate::rotation::management::{Added, Listing};
-use crate::rotation::plan::Procedure;
+use crate::rotation::persisted::Procedure;
 use crate::rotation::world::SourceKeys;
 use crate::token::MintedToken;
 
@@ -442,7 +442,7 @@ fn a_new_secret_ims_never_accepts_is_abandoned_after_the_verification_window() {
     assert_eq!(world.uuids_at_adobe(), ["aaaa"]);
     assert_eq!(world.calls("ended:abandoned"), 1);
     let failure = world.lock().stored.as_ref().and_then(|s| s.procedure.last_failure.clone()).expect("remembered");
-    assert_eq!(failure.reason, crate::rotation::plan::VERIFICATION_FAILED);
+    assert_eq!(failure.reason, crate::rotation::persisted::VERIFICATION_FAILED);
 }
 
 #[test]
