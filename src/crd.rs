@@ -68,8 +68,9 @@ pub struct AdobeCredentialSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub oauth_web_app: Option<OAuthWebApp>,
 
-    /// The Secret that receives the token. Defaults to `<metadata.name>-token`, created and owned
-    /// by this resource.
+    /// The Secret that receives the token (in each selected namespace, for a
+    /// ClusterAdobeCredential). Defaults to `<metadata.name>-token`, created and owned by this
+    /// resource.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target: Option<TargetSpec>,
 
@@ -77,7 +78,7 @@ pub struct AdobeCredentialSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub renewal: Option<RenewalSpec>,
 
-    /// Workloads (same namespace) restarted when the token in the target Secret changes, for
+    /// Workloads (in the target Secret's namespace) restarted when the token in it changes, for
     /// consumers that read it once at start-up (environment variables). The operator patches
     /// their pod template annotations, as `kubectl rollout restart` does.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -505,7 +506,10 @@ pub struct ClientSecretRotationStatus {
 #[allow(clippy::duplicated_attributes)]
 /// Desired state of a ClusterAdobeCredential: one integration whose source Secrets live in the
 /// operator's cluster-credential namespace (never a tenant's), minted once per lifetime, and the
-/// same token written to the target Secret of every selected namespace.
+/// same token written to the target Secret of every selected namespace. The target's
+/// `creationPolicy: Owner` (the default) removes it from namespaces that stop matching and when
+/// this resource is deleted; `Orphan` leaves it in place. Rollout restart targets are restarted
+/// in each selected namespace where they exist.
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[kube(
     group = "credentials.adobe-operator.io",
@@ -529,22 +533,14 @@ pub struct ClientSecretRotationStatus {
     printcolumn(name = "Expires", type_ = "string", json_path = ".status.expiresAt"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
-#[x_kube(validation = Rule::new("[has(self.oauthServerToServer), has(self.serviceAccountJWT), has(self.passwordGrant)].filter(x, x).size() == 1").message("exactly one flow block must be set: oauthServerToServer, serviceAccountJWT or passwordGrant"))]
+#[x_kube(validation = Rule::new("!has(self.oauthWebApp)").message("oauthWebApp is not served by a ClusterAdobeCredential: a user's sign-in belongs to one namespace's AdobeCredential"))]
 #[x_kube(validation = Rule::new("!has(self.target) || !has(self.target.creationPolicy) || self.target.creationPolicy != 'Merge'").message("a ClusterAdobeCredential owns its target Secrets: creationPolicy is Owner (removed from namespaces that stop matching) or Orphan (left in place)"))]
 #[serde(rename_all = "camelCase")]
 pub struct ClusterAdobeCredentialSpec {
-    /// As in AdobeCredential; the Secrets it names are read from the operator's
-    /// cluster-credential namespace.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub oauth_server_to_server: Option<OAuthServerToServer>,
-
-    /// As in AdobeCredential (deprecated by Adobe).
-    #[serde(default, rename = "serviceAccountJWT", skip_serializing_if = "Option::is_none")]
-    pub service_account_jwt: Option<ServiceAccountJwt>,
-
-    /// As in AdobeCredential.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub password_grant: Option<PasswordGrant>,
+    /// The flow block, target, renewal and rollout restart targets, as in an AdobeCredential
+    /// (one type for both, flattened into the spec).
+    #[serde(flatten)]
+    pub credential: AdobeCredentialSpec,
 
     /// Namespaces whose labels match get the target Secret. `{}` selects every namespace;
     /// absent selects none (only those in `namespaces`).
@@ -555,22 +551,6 @@ pub struct ClusterAdobeCredentialSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 256), inner(length(min = 1, max = 63)))]
     pub namespaces: Vec<String>,
-
-    /// The Secret each selected namespace receives (default `<metadata.name>-token`).
-    /// `creationPolicy: Owner` (the default) removes it from namespaces that stop matching and
-    /// when this resource is deleted; `Orphan` leaves it in place.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub target: Option<TargetSpec>,
-
-    /// When to renew. Defaults to one third of the token lifetime before expiry.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub renewal: Option<RenewalSpec>,
-
-    /// Workloads restarted in each selected namespace when the token changes (those that exist
-    /// there).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 32))]
-    pub rollout_restart_targets: Vec<RolloutRestartTarget>,
 }
 
 /// Observed state of a ClusterAdobeCredential.
@@ -626,7 +606,7 @@ pub struct NamespaceFailure {
 impl ClusterAdobeCredential {
     /// Name of the target Secret in each selected namespace.
     pub fn target_name(&self) -> String {
-        match self.spec.target.as_ref().and_then(|t| t.name.clone()) {
+        match self.spec.credential.target.as_ref().and_then(|t| t.name.clone()) {
             Some(name) => name,
             None => format!("{}-token", self.metadata.name.as_deref().unwrap_or_default()),
         }

@@ -671,3 +671,44 @@ async fn a_watch_that_cannot_list_is_said_and_retried_with_backoff() {
 }
 
 const FULLNAME: &str = "aco-adobe-credential-operator";
+
+/// The cluster CRD shares the AdobeCredential's spec type, and refuses what a cluster credential
+/// cannot serve: a user's sign-in (per namespace), two flow blocks, a `Merge` target.
+#[tokio::test]
+async fn the_api_server_refuses_what_a_cluster_credential_cannot_serve() {
+    let _serial = SERIAL.lock().await;
+    let env = cluster_env("cc-refuse", "cc-refuse-client", "p8e-refuse").await;
+    let mut valid =
+        serde_json::to_value(cluster_credential(&env, "refused", "cc-refuse-client", "x").spec).expect("spec as JSON");
+    let web_app = json!({
+        "clientSecretRef": { "name": "web-src" },
+        "refreshTokenRef": { "name": "user" },
+        "scopes": ["openid", "offline_access"],
+    });
+    let mut two_flows = valid.clone();
+    two_flows["oauthWebApp"] = web_app.clone();
+    let only_web_app = json!({ "oauthWebApp": web_app, "namespaces": ["a"] });
+    let mut merge = valid.clone();
+    merge["target"]["creationPolicy"] = json!("Merge");
+    for (spec, expected) in [
+        (two_flows, "exactly one flow block"),
+        (only_web_app, "oauthWebApp is not served by a ClusterAdobeCredential"),
+        (merge, "owns its target Secrets"),
+    ] {
+        let spec: ClusterAdobeCredentialSpec = serde_json::from_value(spec).expect("spec");
+        let refused =
+            cluster_api(&env).create(&PostParams::default(), &ClusterAdobeCredential::new("refused", spec)).await;
+        let message = match refused {
+            Err(kube::Error::Api(status)) => status.message,
+            other => panic!("{expected}: {other:?}"),
+        };
+        assert!(message.contains(expected), "{expected}: {message}");
+    }
+    valid["namespaces"] = json!(["a"]);
+    let spec: ClusterAdobeCredentialSpec = serde_json::from_value(valid).expect("spec");
+    cluster_api(&env)
+        .create(&PostParams::default(), &ClusterAdobeCredential::new("refused", spec))
+        .await
+        .expect("valid");
+    delete_and_wait(&env, "refused").await;
+}

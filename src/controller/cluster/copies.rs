@@ -112,7 +112,7 @@ async fn write_copy(
 
 /// The rollout restart targets that exist in `namespace`, restarted for a new token.
 async fn restart_consumers(cc: &ClusterAdobeCredential, dist: &Distribution, namespace: &str, token: &StoredToken) {
-    let targets = &cc.spec.rollout_restart_targets;
+    let targets = &cc.spec.credential.rollout_restart_targets;
     if targets.is_empty() {
         return;
     }

@@ -210,7 +210,7 @@ async fn wait_for_lists(
 }
 
 fn creation_policy(cc: &ClusterAdobeCredential) -> CreationPolicy {
-    cc.spec.target.as_ref().map(|t| t.creation_policy).unwrap_or_default()
+    cc.spec.credential.target.as_ref().map(|t| t.creation_policy).unwrap_or_default()
 }
 
 /// The AdobeCredential that mints for `cc`, created or brought in step with its spec. A minter
@@ -251,24 +251,19 @@ async fn ensure_minter(cc: &ClusterAdobeCredential, dist: &Distribution) -> Resu
     written.map_err(Error::kube("writing the minting AdobeCredential"))
 }
 
-/// The minter's spec: the cluster credential's flow, renewal and key layout, with a target of
+/// The minter's spec: the cluster credential's own (flow, renewal, key layout), with a target of
 /// its own in the cluster-credential namespace (restarts happen per namespace, not there).
 fn minter_spec(cc: &ClusterAdobeCredential) -> AdobeCredentialSpec {
-    let spec = &cc.spec;
+    let spec = &cc.spec.credential;
     let layout = spec.target.clone().unwrap_or_default();
     AdobeCredentialSpec {
-        oauth_server_to_server: spec.oauth_server_to_server.clone(),
-        service_account_jwt: spec.service_account_jwt.clone(),
-        password_grant: spec.password_grant.clone(),
-        // User authentication is per user and namespace, not fanned out by a cluster credential.
-        oauth_web_app: None,
         target: Some(TargetSpec {
             name: Some(format!("{}-token", Distribution::minter_name(cc))),
             creation_policy: CreationPolicy::Owner,
             ..layout
         }),
-        renewal: spec.renewal.clone(),
         rollout_restart_targets: Vec::new(),
+        ..spec.clone()
     }
 }
 
