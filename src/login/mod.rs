@@ -150,39 +150,8 @@ async fn deliver(
         format!("Secret {namespace}/{secret_name} with refresh token {} in key {key}", refresh_token.fingerprint());
     let keep = || private_file::keep(namespace, secret_name, manifest.as_bytes());
     match &login.destination {
-        Destination::Cluster => {
-            // Kept before the write, which may hang or be interrupted; removed once it is done.
-            let kept = keep();
-            let _ = match &kept {
-                Ok(path) => writeln!(
-                    say,
-                    "Keeping refresh token {} in {} (mode 0600) until Secret {namespace}/{secret_name} is written.",
-                    refresh_token.fingerprint(),
-                    path.display()
-                ),
-                Err(why) => writeln!(say, "Cannot keep the refresh token in a file ({why}); writing the Secret."),
-            };
-            let applied = match login.input.client.clone() {
-                Some(client) => Api::<Secret>::namespaced(client, namespace)
-                    .patch(secret_name, &PatchParams::apply(LOGIN_FIELD_MANAGER).force(), &Patch::Apply(&secret))
-                    .await
-                    .map_err(|error| kube_summary(&error)),
-                None => Err("no cluster connection".to_owned()),
-            };
-            if let Err(error) = applied {
-                return Err(failed(&format!("writing Secret {namespace}/{secret_name}"), error, &kept));
-            }
-            writeln!(
-                say,
-                "Wrote refresh token {} into Secret {namespace}/{secret_name}, key {key}: the operator starts a new chain from it.",
-                refresh_token.fingerprint()
-            )?;
-            if let Ok(path) = kept
-                && let Err(err) = std::fs::remove_file(&path)
-            {
-                writeln!(say, "Remove {} yourself ({err}): it holds the refresh token.", path.display())?;
-            }
-        }
+        // Kept before the write, which may hang or be interrupted; removed once it is done.
+        Destination::Cluster => apply_in_cluster(login, namespace, spec, refresh_token, &secret, keep(), say).await?,
         Destination::File(path) => {
             if let Err(error) = private_file::write_new(path, manifest.as_bytes()) {
                 return Err(failed(&format!("writing {}", path.display()), error, &keep()));
@@ -200,6 +169,51 @@ async fn deliver(
             }
             writeln!(say, "Printed {what}: apply it with `kubectl apply --server-side -f`.")?;
         }
+    }
+    Ok(())
+}
+
+/// Applies `secret`, the refresh token's Secret, in the cluster. `kept` is the file holding the
+/// token meanwhile (or why there is none): named in the error if the write fails, removed once
+/// it succeeded.
+async fn apply_in_cluster(
+    login: &Login,
+    namespace: &str,
+    spec: &OAuthWebApp,
+    refresh_token: &SecretValue,
+    secret: &serde_json::Value,
+    kept: Result<PathBuf, String>,
+    say: &mut impl Write,
+) -> anyhow::Result<()> {
+    let (secret_name, key) = (&spec.refresh_token_ref.name, &spec.refresh_token_ref.key);
+    let _ = match &kept {
+        Ok(path) => writeln!(
+            say,
+            "Keeping refresh token {} in {} (mode 0600) until Secret {namespace}/{secret_name} is written.",
+            refresh_token.fingerprint(),
+            path.display()
+        ),
+        Err(why) => writeln!(say, "Cannot keep the refresh token in a file ({why}); writing the Secret."),
+    };
+    let applied = match login.input.client.clone() {
+        Some(client) => Api::<Secret>::namespaced(client, namespace)
+            .patch(secret_name, &PatchParams::apply(LOGIN_FIELD_MANAGER).force(), &Patch::Apply(secret))
+            .await
+            .map_err(|error| kube_summary(&error)),
+        None => Err("no cluster connection".to_owned()),
+    };
+    if let Err(error) = applied {
+        return Err(failed(&format!("writing Secret {namespace}/{secret_name}"), error, &kept));
+    }
+    writeln!(
+        say,
+        "Wrote refresh token {} into Secret {namespace}/{secret_name}, key {key}: the operator starts a new chain from it.",
+        refresh_token.fingerprint()
+    )?;
+    if let Ok(path) = kept
+        && let Err(err) = std::fs::remove_file(&path)
+    {
+        writeln!(say, "Remove {} yourself ({err}): it holds the refresh token.", path.display())?;
     }
     Ok(())
 }
