@@ -5,13 +5,10 @@
 //! values: a token just minted is never due, two mints for unchanged inputs are at least the
 //! mint floor apart (see [`schedule::mint_floor`]), and no arithmetic can panic.
 
-use std::time::Duration;
-
 use jiff::{SignedDuration, Timestamp};
 
-use crate::crd::RenewalSpec;
 use crate::mint_guard::MintRecord;
-use crate::schedule::{self, Renewal};
+use crate::schedule::{Renewal, RenewalPolicy};
 use crate::target::StoredToken;
 
 /// How far in the future an issue time may lie (clock skew between the operator replicas that
@@ -35,9 +32,8 @@ pub struct Facts<'a> {
     pub held: Option<&'a StoredToken>,
     /// The last mint this process made for the credential.
     pub last_mint: Option<&'a MintRecord>,
-    pub renewal: Option<&'a RenewalSpec>,
-    /// Least time between two mints for unchanged inputs (the floor's lower bound).
-    pub min_interval: Duration,
+    /// The credential's renewal settings, read once.
+    pub renewal: RenewalPolicy,
 }
 
 /// Why a new token is needed.
@@ -87,14 +83,14 @@ pub fn plausible(token: &StoredToken, now: Timestamp) -> bool {
 }
 
 /// When `token` is renewed under `facts`' settings.
-pub fn renewal_of(token: &StoredToken, renewal: Option<&RenewalSpec>, min_interval: Duration) -> Renewal {
-    schedule::renewal(token.issued_at, token.expires_at, renewal, &token.fingerprint(), min_interval)
+pub fn renewal_of(token: &StoredToken, policy: &RenewalPolicy) -> Renewal {
+    policy.renewal(token.issued_at, token.expires_at, &token.fingerprint())
 }
 
 pub fn decide<'a>(facts: &Facts<'a>) -> Decision<'a> {
     let now = facts.now;
     let usable = |t: &&StoredToken| plausible(t, now);
-    let renewal_of = |t: &StoredToken| renewal_of(t, facts.renewal, facts.min_interval);
+    let renewal_of = |t: &StoredToken| renewal_of(t, &facts.renewal);
     let target = facts.target_token.filter(usable);
     let current = target.filter(|t| t.revision == facts.revision);
     if let Some(token) = current {
@@ -133,12 +129,16 @@ fn earliest_mint(facts: &Facts<'_>) -> Option<Timestamp> {
         .filter(|t| t.revision == facts.revision && plausible(t, facts.now))
         .map(MintRecord::of);
     let remembered = facts.last_mint.filter(|m| m.revision == facts.revision).cloned();
-    persisted.chain(remembered).map(|m| m.next_allowed(facts.min_interval)).max()
+    persisted.chain(remembered).map(|m| m.next_allowed(facts.renewal.min_interval)).max()
 }
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
+    use crate::crd::RenewalSpec;
+    use crate::schedule;
     use crate::secret_value::SecretValue;
     use proptest::prelude::*;
 
@@ -163,8 +163,7 @@ mod tests {
             target_up_to_date: true,
             held: None,
             last_mint: None,
-            renewal: None,
-            min_interval: MIN,
+            renewal: RenewalPolicy::new(None, MIN),
         }
     }
 
@@ -261,7 +260,7 @@ mod tests {
             let min_interval = Duration::from_secs(min_secs);
             let lifetime = Duration::from_secs(lifetime);
             let expires = issued + SignedDuration::try_from(lifetime).expect("fits");
-            let r = schedule::renewal(issued, expires, spec.as_ref(), &key, min_interval);
+            let r = RenewalPolicy::new(spec.as_ref(), min_interval).renewal(issued, expires, &key);
             let floor = SignedDuration::try_from(schedule::mint_floor(lifetime, min_interval)).expect("fits");
             prop_assert!(r.at >= issued + floor, "renewal {} before the floor after {issued}", r.at);
         }
@@ -282,7 +281,7 @@ mod tests {
             let now = t0 + SignedDuration::from_secs(elapsed);
             let mut f = facts(now, persisted.then_some(&minted));
             f.last_mint = Some(&record);
-            f.renewal = spec.as_ref();
+            f.renewal = RenewalPolicy::new(spec.as_ref(), MIN);
             f.target_up_to_date = up_to_date;
             let floor = SignedDuration::try_from(schedule::mint_floor(record.lifetime, MIN)).expect("fits");
             if let Decision::Mint { .. } = decide(&f) {
@@ -305,12 +304,12 @@ mod tests {
             let mut f = facts(now, Some(&stored));
             f.held = Some(&stored);
             f.last_mint = Some(&record);
-            f.renewal = spec.as_ref();
+            f.renewal = RenewalPolicy::new(spec.as_ref(), MIN);
             let decision = decide(&f);
             if let Decision::Mint { .. } = decision {
                 prop_assert!(now >= record.next_allowed(MIN));
             }
-            let _ = schedule::renewal(issued, expires, spec.as_ref(), "k", MIN);
+            let _ = f.renewal.renewal(issued, expires, "k");
         }
     }
 }

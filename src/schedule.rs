@@ -18,20 +18,6 @@ const PERMANENT_BACKOFF_CAP: Duration = Duration::from_secs(900);
 const AFTER_INPUT_CHANGE_BACKOFF_BASE: Duration = Duration::from_secs(3600);
 const AFTER_INPUT_CHANGE_BACKOFF_CAP: Duration = Duration::from_secs(86_400);
 
-/// How long before expiry a token of `lifetime` is renewed.
-pub fn renew_before(lifetime: Duration, spec: Option<&RenewalSpec>) -> Duration {
-    let third = lifetime / 3;
-    match spec {
-        Some(RenewalSpec { renew_before_percentage: Some(pct), .. }) => lifetime * u32::from(*pct) / 100,
-        Some(RenewalSpec { renew_before: Some(text), .. }) => match positive_duration(text) {
-            // A margin as long as the lifetime would renew in a loop.
-            Some(d) if d < lifetime => d,
-            _ => third,
-        },
-        _ => third,
-    }
-}
-
 /// Default least time between two mints of one credential for unchanged inputs; the operator
 /// flag `--min-mint-interval` sets it. The floor of a token is the longer of this and a tenth of
 /// its lifetime, so neither a `renewBefore` close to the lifetime nor an endpoint that answers
@@ -52,36 +38,65 @@ pub struct Renewal {
     pub clamped: bool,
 }
 
-/// When a token issued at `issued_at` and expiring at `expires_at` is renewed: never earlier
-/// than the mint floor after its issue, whatever the settings and the timestamps (which may come
-/// from annotations a tenant can edit: all arithmetic saturates). The jitter is derived from
-/// `jitter_key` (the token's fingerprint) so that every reconcile computes the same time: a
-/// moving renewal time would rewrite status on every pass.
-pub fn renewal(
-    issued_at: Timestamp,
-    expires_at: Timestamp,
-    spec: Option<&RenewalSpec>,
-    jitter_key: &str,
-    min_interval: Duration,
-) -> Renewal {
-    let lifetime = Duration::try_from(expires_at.duration_since(issued_at)).unwrap_or(Duration::ZERO);
-    let before = renew_before(lifetime, spec);
-    let jitter = (before / 10).min(MAX_RENEWAL_JITTER).mul_f64(unit_fraction(jitter_key));
-    let margin = SignedDuration::try_from(before.saturating_add(jitter)).unwrap_or(SignedDuration::MAX);
-    let wanted = expires_at.checked_sub(margin).unwrap_or(Timestamp::MIN);
-    let floor = SignedDuration::try_from(mint_floor(lifetime, min_interval)).unwrap_or(SignedDuration::MAX);
-    let earliest = issued_at.checked_add(floor).unwrap_or(Timestamp::MAX);
-    let overridden = spec.is_some_and(|s| renew_before_requested(s).is_some_and(|d| d >= lifetime));
-    let (at, clamped) = if wanted < earliest { (earliest, true) } else { (wanted, overridden) };
-    // Round to whole milliseconds: status carries RFC 3339 times and must compare equal after a
-    // round trip through the API server. Rounded up, so the floor still holds.
-    let millis = at.as_millisecond().saturating_add(i64::from(at.subsec_nanosecond() % 1_000_000 != 0));
-    Renewal { at: Timestamp::from_millisecond(millis).unwrap_or(at), clamped }
+/// How far before expiry a token is renewed, as the spec asks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Margin {
+    /// A third of the lifetime (the default, and the fallback for a margin that cannot be read).
+    Third,
+    Percent(u8),
+    Before(Duration),
 }
 
-/// The margin the spec asks for, before any fallback.
-fn renew_before_requested(spec: &RenewalSpec) -> Option<Duration> {
-    spec.renew_before.as_deref().and_then(positive_duration)
+/// A credential's renewal settings, read once per reconcile into the facts decisions use: the
+/// margin its spec asks for, and the least time between two mints for unchanged inputs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RenewalPolicy {
+    margin: Margin,
+    pub min_interval: Duration,
+}
+
+impl RenewalPolicy {
+    pub fn new(spec: Option<&RenewalSpec>, min_interval: Duration) -> Self {
+        let margin = match spec {
+            Some(RenewalSpec { renew_before_percentage: Some(pct), .. }) => Margin::Percent(*pct),
+            Some(RenewalSpec { renew_before: Some(text), .. }) => {
+                positive_duration(text).map_or(Margin::Third, Margin::Before)
+            }
+            _ => Margin::Third,
+        };
+        Self { margin, min_interval }
+    }
+
+    /// How long before expiry a token of `lifetime` is renewed.
+    fn renew_before(&self, lifetime: Duration) -> Duration {
+        match self.margin {
+            Margin::Percent(pct) => lifetime * u32::from(pct) / 100,
+            // A margin as long as the lifetime would renew in a loop.
+            Margin::Before(d) if d < lifetime => d,
+            Margin::Before(_) | Margin::Third => lifetime / 3,
+        }
+    }
+
+    /// When a token issued at `issued_at` and expiring at `expires_at` is renewed: never earlier
+    /// than the mint floor after its issue, whatever the settings and the timestamps (which may
+    /// come from annotations a tenant can edit: all arithmetic saturates). The jitter is derived
+    /// from `jitter_key` (the token's fingerprint) so that every reconcile computes the same time:
+    /// a moving renewal time would rewrite status on every pass.
+    pub fn renewal(&self, issued_at: Timestamp, expires_at: Timestamp, jitter_key: &str) -> Renewal {
+        let lifetime = Duration::try_from(expires_at.duration_since(issued_at)).unwrap_or(Duration::ZERO);
+        let before = self.renew_before(lifetime);
+        let jitter = (before / 10).min(MAX_RENEWAL_JITTER).mul_f64(unit_fraction(jitter_key));
+        let margin = SignedDuration::try_from(before.saturating_add(jitter)).unwrap_or(SignedDuration::MAX);
+        let wanted = expires_at.checked_sub(margin).unwrap_or(Timestamp::MIN);
+        let floor = SignedDuration::try_from(mint_floor(lifetime, self.min_interval)).unwrap_or(SignedDuration::MAX);
+        let earliest = issued_at.checked_add(floor).unwrap_or(Timestamp::MAX);
+        let overridden = matches!(self.margin, Margin::Before(d) if d >= lifetime);
+        let (at, clamped) = if wanted < earliest { (earliest, true) } else { (wanted, overridden) };
+        // Round to whole milliseconds: status carries RFC 3339 times and must compare equal after
+        // a round trip through the API server. Rounded up, so the floor still holds.
+        let millis = at.as_millisecond().saturating_add(i64::from(at.subsec_nanosecond() % 1_000_000 != 0));
+        Renewal { at: Timestamp::from_millisecond(millis).unwrap_or(at), clamped }
+    }
 }
 
 /// A number in [0, 1) derived from `key`.
@@ -129,11 +144,12 @@ mod tests {
     fn default_renewal_is_one_third_before_expiry_plus_bounded_jitter() {
         let issued = ts("2026-11-24T00:00:00Z");
         let expires = ts("2026-11-25T00:00:00Z");
-        let at = renewal(issued, expires, None, "sha256:aa", DEFAULT_MIN_MINT_INTERVAL).at;
+        let policy = RenewalPolicy::new(None, DEFAULT_MIN_MINT_INTERVAL);
+        let at = policy.renewal(issued, expires, "sha256:aa").at;
         let earliest = ts("2026-11-24T15:55:00Z"); // 8h before expiry minus the 5 min cap
         let latest = ts("2026-11-24T16:00:00Z");
         assert!(at > earliest && at <= latest, "{at}");
-        let again = |key| renewal(issued, expires, None, key, DEFAULT_MIN_MINT_INTERVAL).at;
+        let again = |key| policy.renewal(issued, expires, key).at;
         assert_eq!(at, again("sha256:aa"), "deterministic");
         assert_ne!(at, again("sha256:bb"), "spread by key");
     }
@@ -145,10 +161,14 @@ mod tests {
             renew_before: d.map(str::to_owned),
             renew_before_percentage: p,
         };
+        let renew_before = |lifetime, spec: Option<&RenewalSpec>| {
+            RenewalPolicy::new(spec, DEFAULT_MIN_MINT_INTERVAL).renew_before(lifetime)
+        };
         assert_eq!(renew_before(day, Some(&spec(Some("8h"), None))), Duration::from_secs(8 * 3600));
         assert_eq!(renew_before(day, Some(&spec(None, Some(50)))), day / 2);
         // Longer than the lifetime: fall back to a third rather than renewing in a loop.
         assert_eq!(renew_before(day, Some(&spec(Some("48h"), None))), day / 3);
+        assert_eq!(renew_before(day, Some(&spec(Some("soon"), None))), day / 3, "unreadable: the default");
         assert_eq!(renew_before(Duration::from_secs(6), None), Duration::from_secs(2));
     }
 
@@ -157,12 +177,13 @@ mod tests {
         let issued = ts("2026-11-24T00:00:00Z");
         let expires = ts("2026-11-24T01:00:00Z");
         let spec = RenewalSpec { renew_before: Some("59m59s".into()), renew_before_percentage: None };
-        let r = renewal(issued, expires, Some(&spec), "k", DEFAULT_MIN_MINT_INTERVAL);
+        let r = RenewalPolicy::new(Some(&spec), DEFAULT_MIN_MINT_INTERVAL).renewal(issued, expires, "k");
         assert_eq!(r, Renewal { at: ts("2026-11-24T00:06:00Z"), clamped: true }, "a tenth of the hour");
         // A tiny expires_in: the floor is the minimum interval, past the expiry.
-        let r = renewal(issued, ts("2026-11-24T00:00:03Z"), None, "k", DEFAULT_MIN_MINT_INTERVAL);
+        let default = RenewalPolicy::new(None, DEFAULT_MIN_MINT_INTERVAL);
+        let r = default.renewal(issued, ts("2026-11-24T00:00:03Z"), "k");
         assert_eq!(r, Renewal { at: ts("2026-11-24T00:00:30Z"), clamped: true });
-        let r = renewal(issued, expires, None, "k", DEFAULT_MIN_MINT_INTERVAL);
+        let r = default.renewal(issued, expires, "k");
         assert!(!r.clamped);
     }
 

@@ -38,6 +38,7 @@ use crate::index::SecretIndex;
 use crate::leader::Leadership;
 use crate::metrics::Metrics;
 use crate::rate_limit::HostRateLimiter;
+use crate::schedule::RenewalPolicy;
 use crate::token::TokenClient;
 use state::{CredentialState, States};
 
@@ -174,12 +175,13 @@ async fn reconcile(cred: Arc<AdobeCredential>, ctx: Arc<Context>) -> Result<Acti
     if let rotate::Pending::Released = rotation {
         return Ok(Action::await_change());
     }
-    let outcome = provide::ensure_token(&cred, &secrets, &ctx, now).await;
+    let renewal = RenewalPolicy::new(cred.spec.renewal.as_ref(), ctx.min_mint_interval);
+    let outcome = provide::ensure_token(&cred, &secrets, &ctx, now, renewal).await;
     let token = outcome.as_ref().ok().map(|done| &done.token);
     let rotation = rotate::after_token(&cred, &secrets, &ctx, rotation, token).await;
     match outcome {
         Ok(done) => report::success(&cred, &ctx, done, rotation, now).await,
-        Err(failure) => report::failure(&cred, &ctx, failure, rotation, failures_so_far, now).await,
+        Err(failure) => report::failure(&cred, &ctx, failure, rotation, failures_so_far, now, &renewal).await,
     }
 }
 

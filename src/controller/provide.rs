@@ -18,7 +18,7 @@ use crate::error::{Error, Result, Retry};
 use crate::flows::{self, Flow};
 use crate::mint_guard;
 use crate::refresh_state::{self, Chain};
-use crate::schedule::Renewal;
+use crate::schedule::{Renewal, RenewalPolicy};
 use crate::secret_value::SecretValue;
 use crate::target::{self, StoredToken, TargetState};
 
@@ -81,6 +81,7 @@ pub(super) async fn ensure_token(
     secrets: &Api<Secret>,
     ctx: &Context,
     now: Timestamp,
+    renewal: RenewalPolicy,
 ) -> Result<Done, Failure> {
     let seen = observe(cred, secrets, now).await?;
     let key = ObjectRef::from_obj(cred);
@@ -93,12 +94,11 @@ pub(super) async fn ensure_token(
         target_up_to_date: seen.target_up_to_date,
         held: held.as_ref().map(|(token, _)| token),
         last_mint: last_mint.as_ref(),
-        renewal: cred.spec.renewal.as_ref(),
-        min_interval: ctx.min_mint_interval,
+        renewal,
     };
     let decision = decision::decide(&facts);
     let held_written = held.as_ref().is_some_and(|(_, written)| *written);
-    act(cred, secrets, ctx, &seen, decision, held_written, now).await.map_err(|error| seen.failure(error))
+    act(cred, secrets, ctx, &seen, &facts, decision, held_written).await.map_err(|error| seen.failure(error))
 }
 
 /// Reads the target and the inputs and checks, before anything is minted, that a token could be
@@ -156,10 +156,11 @@ async fn act(
     secrets: &Api<Secret>,
     ctx: &Context,
     seen: &Observed,
+    facts: &Facts<'_>,
     decision: Decision<'_>,
     held_written: bool,
-    now: Timestamp,
 ) -> Result<Done> {
+    let now = facts.now;
     let done = |token: &StoredToken, renewal, minted, repaired| seen.done(token.clone(), renewal, minted, repaired);
     let key = ObjectRef::from_obj(cred);
     match decision {
@@ -182,10 +183,10 @@ async fn act(
             Err(Error::MintRateLimited { retry_at: at, spent: None, wait })
         }
         Decision::Mint { .. } => {
-            let token = mint(ctx, cred, secrets, &*seen.inputs, seen.revision.clone()).await?;
+            let token = mint(ctx, cred, secrets, &*seen.inputs, seen.revision.clone(), now).await?;
             let data = target::render_data(cred, &token, &*seen.inputs)?;
             write_target(cred, secrets, ctx, &token, &data).await?;
-            let renewal = decision::renewal_of(&token, cred.spec.renewal.as_ref(), ctx.min_mint_interval);
+            let renewal = decision::renewal_of(&token, &facts.renewal);
             Ok(seen.done(token, renewal, true, false))
         }
     }
@@ -210,9 +211,9 @@ async fn mint(
     secrets: &Api<Secret>,
     inputs: &dyn Flow,
     revision: String,
+    now: Timestamp,
 ) -> Result<StoredToken> {
     let key = ObjectRef::from_obj(cred);
-    let now = Timestamp::now();
     if let Err(refusal) = ctx.states.update(&key, |s| s.may_mint(now, &revision, ctx.min_mint_interval)) {
         ctx.metrics.mint_guard_tripped(key.namespace.as_deref().unwrap_or_default(), &key.name);
         let wait = refusal.retry_at.duration_since(now).unsigned_abs();

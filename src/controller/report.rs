@@ -21,7 +21,7 @@ use crate::error::{Error, MAX_MESSAGE, one_line};
 use crate::names::{FIELD_MANAGER, Reason};
 use crate::notice::Notice;
 use crate::rollout::{self, Restart};
-use crate::schedule;
+use crate::schedule::{self, RenewalPolicy};
 use crate::status::{self, Outcome};
 use crate::target::StoredToken;
 use crate::time_format::rfc3339;
@@ -50,7 +50,7 @@ pub(super) async fn success(
         publish(cred, ctx, notice).await;
     }
     ctx.finish(cred, Some(done.token.expires_at), |s| s.succeeded(cred.metadata.generation, wake_at));
-    Ok(Action::requeue(wake_at.duration_since(Timestamp::now()).unsigned_abs()))
+    Ok(Action::requeue(time_until(wake_at, now)))
 }
 
 /// Only once the token is in the target may its consumers restart.
@@ -71,6 +71,7 @@ pub(super) async fn failure(
     rotation: Rotation,
     failures_so_far: u32,
     now: Timestamp,
+    renewal: &RenewalPolicy,
 ) -> Result<Action, Error> {
     let failures = failures_so_far.saturating_add(1);
     let error = &failure.error;
@@ -83,7 +84,7 @@ pub(super) async fn failure(
         retry_in_ms = delay.as_millis() as u64,
         "could not provide a token"
     );
-    let renewal_of = |t: &StoredToken| decision::renewal_of(t, cred.spec.renewal.as_ref(), ctx.min_mint_interval).at;
+    let renewal_of = |t: &StoredToken| decision::renewal_of(t, renewal).at;
     let outcome = Outcome::Failed {
         error,
         last_good: failure.last_good.as_ref().map(|t| (t, renewal_of(t))),
@@ -101,14 +102,20 @@ pub(super) async fn failure(
     for notice in rotation_notices {
         publish(cred, ctx, notice).await;
     }
-    // Counted from now, after the response: Retry-After is relative to its arrival.
+    // The one clock read besides the reconcile's `now`: Retry-After and the backoff count from
+    // the failure's arrival, which a slow endpoint may have kept waiting long after `now`.
     let failed_at = Timestamp::now();
     let not_before = error.retry_after().map(|wait| failed_at + wait);
     let retry_at = rotation_wake.map_or(failed_at + delay, |at| at.min(failed_at + delay));
     ctx.finish(cred, failure.last_good.as_ref().map(|t| t.expires_at), |s| {
         s.failed(cred.metadata.generation, failures, retry_at, not_before)
     });
-    Ok(Action::requeue(retry_at.duration_since(Timestamp::now()).unsigned_abs()))
+    Ok(Action::requeue(time_until(retry_at, failed_at)))
+}
+
+/// The wait from `now` until `at`; none for a time already past.
+fn time_until(at: Timestamp, now: Timestamp) -> Duration {
+    Duration::try_from(at.duration_since(now)).unwrap_or(Duration::ZERO)
 }
 
 /// A reconcile that failed before it could report: counted and logged, retried with backoff.

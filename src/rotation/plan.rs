@@ -110,11 +110,16 @@ pub fn next(
         }
         Step::Abandoning { .. } => Next::Abandon,
         Step::SourceWritten { .. } => Next::ConfirmSwitch,
-        Step::Switched { switched_at, .. } => match switched_at.checked_add(settings.grace) {
-            Ok(end) if now < end => Next::Wait { until: Some(end) },
+        Step::Switched { switched_at, .. } => match grace_end(*switched_at, settings) {
+            Some(end) if now < end => Next::Wait { until: Some(end) },
             _ => Next::Finish,
         },
     }
+}
+
+/// When the grace period after a switch at `switched_at` ends (`None`: beyond the calendar).
+pub fn grace_end(switched_at: Timestamp, settings: &Settings) -> Option<Timestamp> {
+    switched_at.checked_add(settings.grace).ok()
 }
 
 /// What a credential being deleted still does about its rotation, before its finalizer may go:

@@ -149,7 +149,7 @@ fn in_progress(step: &Step, settings: Option<&Settings>) -> String {
             format!("the new client secret {} is in the source Secret; waiting for a token minted with it", new.uuid)
         }
         Step::Switched { new, old, switched_at, .. } => {
-            let end = settings.and_then(|s| switched_at.checked_add(s.grace).ok());
+            let end = settings.and_then(|s| plan::grace_end(*switched_at, s));
             let old = old.as_deref().unwrap_or("(unknown)");
             match end {
                 Some(end) => format!(

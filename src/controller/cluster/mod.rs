@@ -168,19 +168,20 @@ fn error_policy(cc: Arc<ClusterAdobeCredential>, err: &finalizer::Error<Error>, 
 
 /// Read → decide → act → report, for one cluster credential.
 async fn distribute(cc: &ClusterAdobeCredential, dist: &Distribution) -> Result<Action, Error> {
+    let now = Timestamp::now();
     if let Some(missing) = dist.synced.missing() {
-        return wait_for_lists(cc, dist, missing).await;
+        return wait_for_lists(cc, dist, missing, now).await;
     }
     dist.synced.reset_waits();
     let minter = match ensure_minter(cc, dist).await {
         Ok(minter) => minter,
         Err(error) => {
-            let status = report::failed_status(cc, READY, &error);
+            let status = report::failed_status(cc, READY, &error, now);
             report::patch_status(cc, dist, status).await?;
             return Ok(Action::requeue(Duration::from_secs(300)));
         }
     };
-    let minted = read_minted(&minter, dist).await?;
+    let minted = read_minted(&minter, dist, now).await?;
     let wanted = minted.as_ref().map(|m| &m.wanted);
     let selected = dist.selected(cc);
     let copies = dist.copies_of(cc);
@@ -188,7 +189,8 @@ async fn distribute(cc: &ClusterAdobeCredential, dist: &Distribution) -> Result<
     let known = dist.known_of(cc);
     let steps = plan::steps(&selected, &copies, wanted, &known, remove_unselected);
     let failures = copies::execute(cc, dist, &steps, minted.as_ref()).await?;
-    report::report(cc, dist, &minter, &selected, wanted, &failures, &steps).await?;
+    let round = report::Round { minter: &minter, selected: &selected, wanted, failures: &failures, steps: &steps, now };
+    report::report(cc, dist, round).await?;
     Ok(Action::requeue(Duration::from_secs(3600)))
 }
 
@@ -199,12 +201,13 @@ async fn wait_for_lists(
     cc: &ClusterAdobeCredential,
     dist: &Distribution,
     (watch, error): (Watch, Option<String>),
+    now: Timestamp,
 ) -> Result<Action, Error> {
     let delay = schedule::failure_backoff(dist.synced.waited(), Retry::Transient, None, rand::random());
     if let Some(detail) = error {
         let retry_in = delay.as_secs().max(1);
         let error = Error::WatchNotListed { watch: watch.as_str(), detail, retry_in };
-        report::patch_status(cc, dist, report::failed_status(cc, DISTRIBUTED, &error)).await?;
+        report::patch_status(cc, dist, report::failed_status(cc, DISTRIBUTED, &error, now)).await?;
     }
     Ok(Action::requeue(delay))
 }
@@ -268,10 +271,9 @@ fn minter_spec(cc: &ClusterAdobeCredential) -> AdobeCredentialSpec {
 }
 
 /// The minter's token and the keys of its target Secret, when they hold a valid token.
-async fn read_minted(minter: &AdobeCredential, dist: &Distribution) -> Result<Option<Minted>, Error> {
+async fn read_minted(minter: &AdobeCredential, dist: &Distribution, now: Timestamp) -> Result<Option<Minted>, Error> {
     let secrets: Api<Secret> = Api::namespaced(dist.ctx.client.clone(), &dist.namespace);
     let existing = secrets.get_opt(&minter.target_name()).await.map_err(Error::kube("reading the minted token"))?;
-    let now = Timestamp::now();
     Ok(match target::inspect(minter, existing) {
         TargetState::Present { token: Some(token), secret }
             if decision::plausible(&token, now) && now < token.expires_at =>

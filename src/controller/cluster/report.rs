@@ -20,16 +20,20 @@ use crate::error::{Error, MAX_MESSAGE, one_line};
 use crate::names::condition::{DISTRIBUTED, READY};
 use crate::names::{FIELD_MANAGER, Reason};
 
+/// What one distribution round read and did, as its report needs it.
+pub(super) struct Round<'a> {
+    pub minter: &'a AdobeCredential,
+    pub selected: &'a BTreeSet<String>,
+    pub wanted: Option<&'a Wanted>,
+    pub failures: &'a [(String, Error)],
+    pub steps: &'a [Step],
+    /// When the round started.
+    pub now: Timestamp,
+}
+
 /// Status, Events and metrics of one distribution round.
-pub(super) async fn report(
-    cc: &ClusterAdobeCredential,
-    dist: &Distribution,
-    minter: &AdobeCredential,
-    selected: &BTreeSet<String>,
-    wanted: Option<&Wanted>,
-    failures: &[(String, Error)],
-    steps: &[Step],
-) -> Result<(), Error> {
+pub(super) async fn report(cc: &ClusterAdobeCredential, dist: &Distribution, round: Round<'_>) -> Result<(), Error> {
+    let Round { minter, selected, wanted, failures, steps, now } = round;
     let failed: BTreeSet<&str> = failures.iter().map(|(ns, _)| ns.as_str()).collect();
     let counts = NamespaceCounts {
         selected: u32::try_from(selected.len()).unwrap_or(u32::MAX),
@@ -38,7 +42,7 @@ pub(super) async fn report(
         failed: u32::try_from(failures.len()).unwrap_or(u32::MAX),
     };
     dist.ctx.metrics.set_cluster_namespaces(&cc.name_any(), counts.selected, counts.written, counts.failed);
-    let status = desired_status(cc, minter, &dist.namespace, counts, failures, wanted.is_some(), Timestamp::now());
+    let status = desired_status(cc, minter, &dist.namespace, counts, failures, wanted.is_some(), now);
     let previous = cc.status.as_ref().map(|s| s.failed_namespaces.clone()).unwrap_or_default();
     patch_status(cc, dist, status).await?;
     let writes = steps
@@ -146,9 +150,14 @@ fn condition(
 
 /// The status of a round that could not distribute: condition `type_` (Ready when the minter
 /// could not be found, Distributed when a list is missing) False with why, the rest as it was.
-pub(super) fn failed_status(cc: &ClusterAdobeCredential, type_: &str, error: &Error) -> ClusterAdobeCredentialStatus {
+pub(super) fn failed_status(
+    cc: &ClusterAdobeCredential,
+    type_: &str,
+    error: &Error,
+    now: Timestamp,
+) -> ClusterAdobeCredentialStatus {
     let mut status = cc.status.clone().unwrap_or_default();
-    let failed = condition(cc, type_, false, error.reason().to_owned(), &error.to_string(), Timestamp::now());
+    let failed = condition(cc, type_, false, error.reason().to_owned(), &error.to_string(), now);
     match status.conditions.iter_mut().find(|c| c.type_ == type_) {
         Some(previous) => *previous = failed,
         None if type_ == READY => status.conditions.insert(0, failed),
