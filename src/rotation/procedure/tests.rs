@@ -460,3 +460,39 @@ fn deleting_the_credential_while_verifying_deletes_the_new_secret_and_lets_go() 
     assert!(!world.lock().held, "the finalizer is gone");
     assert_eq!(world.lock().source[0].1, "first-value");
 }
+
+#[test]
+fn deleting_the_credential_after_a_lost_add_answer_deletes_the_orphan_and_adds_nothing() {
+    let world = ScriptedWorld::new();
+    world.lock().lose_next_add_answer = true;
+    run(advance(&world, &rotating(Some("t1"))));
+    assert_eq!(world.step(), "Adding");
+
+    let deleting = Rotating { deleting: true, ..rotating(Some("t1")) };
+    let progress = run(advance(&world, &deleting));
+    assert!(progress.released(&deleting), "{:?}", progress.halt);
+    assert_eq!(reasons(&progress), ["OrphanedSecretDeleted"]);
+    assert_eq!(world.uuids_at_adobe(), ["aaaa"]);
+    assert_eq!(world.calls("add:"), 1, "no add while being deleted");
+    assert_eq!(world.step(), "Idle");
+}
+
+#[test]
+fn another_secret_in_the_source_is_identified_again_and_said() {
+    let world = ScriptedWorld::new();
+    run(advance(&world, &rotating(None)));
+    {
+        // Someone adds a secret by hand and puts it into the source Secret.
+        let mut s = world.lock();
+        let created_at = s.now;
+        s.adobe.push(AdobeSecret { uuid: "bbbb".into(), value: "by-hand".into(), created_at, last_used_at: None });
+        s.source = vec![(PRIMARY.into(), "by-hand".into())];
+    }
+    world.advance(SignedDuration::from_mins(1));
+    let progress = run(advance(&world, &rotating(None)));
+    assert!(matches!(progress.halt, Halt::Wait(None)), "{:?}", progress.halt);
+    assert_eq!(reasons(&progress), ["ClientSecretInUseChanged"]);
+    let current = world.lock().stored.as_ref().and_then(|s| s.procedure.current.clone()).expect("identified");
+    assert_eq!(current.uuid, "bbbb");
+    assert_eq!((world.calls("add:"), world.calls("delete:")), (0, 0));
+}
