@@ -252,10 +252,10 @@ fn apply_rotation(
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-    use crate::crd::{AdobeCredentialSpec, RolloutRestartStatus, WorkloadKind};
     use kube::runtime::events::EventType;
 
+    use super::*;
+    use crate::crd::{AdobeCredentialSpec, RolloutRestartStatus, WorkloadKind};
     use crate::rollout::Problem;
     use crate::schedule::Renewal;
     use crate::secret_value::SecretValue;

@@ -36,9 +36,9 @@ const MAX_LISTED: usize = 16;
 const MAX_SECRET_BYTES: usize = 1024;
 
 /// Proof that a list of this credential named the credential's own client ID. Only
-/// [`Listing::checked`] makes one, and [`add`] and [`delete`] need it: nothing is added to or deleted from a
-/// credential whose list was not checked first (a wrong `credentialId` may name another
-/// project's credential that the management token can reach).
+/// [`Listing::checked`] makes one, and [`add`] and [`delete`] need it: nothing is added to or
+/// deleted from a credential whose list was not checked first (a wrong `credentialId` may name
+/// another project's credential that the management token can reach).
 ///
 /// [`add`]: ManagementApi::add
 /// [`delete`]: ManagementApi::delete

@@ -12,6 +12,7 @@ pub const MAX_EVERY: SignedDuration = SignedDuration::from_hours(3650 * 24);
 /// Longest grace period, and the default.
 pub const MAX_GRACE: SignedDuration = SignedDuration::from_hours(30 * 24);
 pub const DEFAULT_GRACE: SignedDuration = SignedDuration::from_hours(1);
+
 /// The rotation settings of a spec, checked.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Settings {
@@ -74,14 +75,7 @@ mod tests {
         assert_eq!(s.every, Some(SignedDuration::from_hours(2160)));
         assert_eq!(s.grace, DEFAULT_GRACE);
         assert_eq!(s.endpoint, "https://api.adobe.io");
-        let mut spec = ClientSecretRotation {
-            org_id: "123".into(),
-            credential_id: "456".into(),
-            every: Some("30m".into()),
-            grace_period: None,
-            management_endpoint: "https://api.adobe.io".into(),
-            delete_other_secret: false,
-        };
+        let mut spec = spec("30m");
         assert_eq!(Settings::from_spec(&spec).unwrap_err().reason(), "InvalidRotationSpec");
         spec.every = Some("90d".into());
         spec.grace_period = Some("31d".into());

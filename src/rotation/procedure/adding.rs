@@ -6,7 +6,7 @@ use std::time::Duration;
 use jiff::Timestamp;
 use tracing::warn;
 
-use super::{Halt, Held, Run, primary, secret_ref};
+use super::{Halt, Held, Look, Run, secret_ref};
 use crate::error::{Error, Result};
 use crate::names::Reason;
 use crate::rotation::management::Checked;
@@ -34,11 +34,7 @@ impl<W: World> Run<'_, W> {
     /// Which secret is in use, and how old it is: at the first look, and again whenever the
     /// source Secret holds another client secret than when it was last identified.
     pub(super) async fn observe(&mut self, now: Timestamp) -> Result<()> {
-        let client = self.client().await?;
-        let secret = primary(&client)?;
-        let source = secret.fingerprint();
-        let (token, minted_at) = self.management_token(&client, secret, now).await?;
-        let (listed, _) = self.list(&client, &token).await?;
+        let Look { source, minted_at, listed, .. } = self.look(now).await?;
         let mut procedure = self.procedure();
         let before = procedure.current.take();
         procedure.current =
@@ -67,11 +63,7 @@ impl<W: World> Run<'_, W> {
         self.world.check_source_writable().await?;
         // So that a deletion in the middle winds the rotation down first.
         self.world.hold().await?;
-        let client = self.client().await?;
-        let secret = primary(&client)?;
-        let source = secret.fingerprint();
-        let (token, minted_at) = self.management_token(&client, secret, now).await?;
-        let (listed, checked) = self.list(&client, &token).await?;
+        let Look { client, source, token, minted_at, listed, checked } = self.look(now).await?;
         let mut procedure = self.procedure();
         let settings = &self.rotating.settings;
         // Identified from what the source Secret holds now, not from a uuid remembered.
@@ -202,9 +194,7 @@ impl<W: World> Run<'_, W> {
             self.persist_added(held, now).await?;
             return Ok(None);
         }
-        let client = self.client().await?;
-        let (token, _) = self.management_token(&client, primary(&client)?, now).await?;
-        let (listed, checked) = self.list(&client, &token).await?;
+        let Look { client, token, listed, checked, .. } = self.look(now).await?;
         let orphans: Vec<Listed> = plan::orphans(&listed, &before, requested_at).into_iter().cloned().collect();
         for orphan in &orphans {
             self.world.delete(&client.client_id, &token, &orphan.uuid, &checked).await?;

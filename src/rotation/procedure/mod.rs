@@ -109,7 +109,7 @@ impl Progress {
 
     /// A credential being deleted whose rotation is wound down and let go of.
     pub fn released(&self, rotating: &Rotating) -> bool {
-        rotating.deleting && matches!(self.halt, Halt::Wait(None))
+        wound_down(rotating, &self.halt)
     }
 }
 
@@ -165,8 +165,7 @@ struct Run<'a, W> {
 impl<W: World> Run<'_, W> {
     /// A credential being deleted whose rotation has nothing left to do lets go of it.
     async fn finish(self, halt: Halt) -> Progress {
-        let wound_down = self.rotating.deleting && matches!(halt, Halt::Wait(None));
-        let halt = match wound_down {
+        let halt = match wound_down(self.rotating, &halt) {
             true => self.world.release().await.map_or_else(Halt::Failed, |()| halt),
             false => halt,
         };
@@ -298,6 +297,35 @@ impl<W: World> Run<'_, W> {
         let listing = self.world.list(&client.client_id, token).await?;
         listing.checked(&self.rotating.settings, &client.client_id)
     }
+
+    /// The credential's secrets, listed with a management token of the client secret the source
+    /// Secret holds first.
+    async fn look(&self, now: Timestamp) -> Result<Look> {
+        let client = self.client().await?;
+        let secret = primary(&client)?.clone();
+        let (token, minted_at) = self.management_token(&client, &secret, now).await?;
+        let (listed, checked) = self.list(&client, &token).await?;
+        Ok(Look { source: secret.fingerprint(), client, token, minted_at, listed, checked })
+    }
+}
+
+/// What [`Run::look`] saw, and what it takes to act on it.
+struct Look {
+    client: OAuthClient,
+    /// Fingerprint of the source Secret's first client secret.
+    source: String,
+    token: SecretValue,
+    /// When the management token was minted, if that happened just now (a use of the source's
+    /// secret the list may show).
+    minted_at: Option<Timestamp>,
+    listed: Vec<Listed>,
+    checked: Checked,
+}
+
+/// A credential being deleted whose rotation has nothing left to do: nothing is left at Adobe
+/// that nobody holds.
+fn wound_down(rotating: &Rotating, halt: &Halt) -> bool {
+    rotating.deleting && matches!(halt, Halt::Wait(None))
 }
 
 /// The client secret in use: the first in the source Secret.

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 
-use super::{Halt, Held, Run, primary};
+use super::{Halt, Held, Look, Run, primary};
 use crate::error::{Error, Result};
 use crate::names::Reason;
 use crate::rotation::persisted::{FailedRotation, Step, VERIFICATION_FAILED};
@@ -170,10 +170,8 @@ impl<W: World> Run<'_, W> {
         let Step::Abandoning { new_uuid, message, .. } = procedure.step.clone() else {
             return Err(self.invalid_step("Abandoning"));
         };
-        let client = self.client().await?;
-        let (token, _) = self.management_token(&client, primary(&client)?, now).await?;
         // Listed first, like every change: the list proves the credential is this client's.
-        let (listed, checked) = self.list(&client, &token).await?;
+        let Look { client, token, listed, checked, .. } = self.look(now).await?;
         if listed.iter().any(|l| l.uuid == new_uuid) {
             self.world.delete(&client.client_id, &token, &new_uuid, &checked).await?;
         }
